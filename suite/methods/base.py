@@ -1,0 +1,71 @@
+"""What a training method is, as data: per-layer quantizers plus the optimizer-side knobs
+(gradient clipping, post-step projection). Methods know nothing of the training loop."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable
+
+import torch
+
+
+class LayerQuantizer:
+    """Identity on every path; a method overrides the paths it quantizes.
+
+    weight(w): the weight the forward pass uses; input(x): the layer's input activation;
+    output(y): identity in the forward pass, the place to quantize the output gradient in backward.
+    """
+
+    def weight(self, w: torch.Tensor) -> torch.Tensor:
+        return w
+
+    def input(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def output(self, y: torch.Tensor) -> torch.Tensor:
+        return y
+
+    def codes(self, w: torch.Tensor) -> torch.Tensor | None:
+        """Integer weight codes, for methods with a fixed integer weight grid; None otherwise."""
+        return None
+
+
+@dataclass(frozen=True)
+class Method:
+    """A training method. The base class is the FP32 baseline: no quantizer, the shared recipe's
+    AdamW and gradient clipping, no projection."""
+
+    name: str
+    summary: str
+    grad_clip_norm: float | None = 0.5  # global L2 norm over all parameters, before the optimizer step
+    projection: str | None = None  # "tanh": W <- a*tanh(W/a); "hardclip": W <- clamp(W, -a, a)
+    projection_alpha: float = 3.0
+    quantizes_gradients: bool = False  # the saving is then simulated on float kernels
+
+    def layer_quantizer(self, index: int, count: int) -> LayerQuantizer | None:
+        """The quantizer for quantizable layer ``index`` of ``count`` (forward order); None keeps it FP32."""
+        return None
+
+    def on_step(self, quantizers: list[LayerQuantizer | None], step: int, total_steps: int) -> None:
+        """Called before every optimizer step; schedules (cyclic precision) change quantizers here."""
+
+    def project_(self, params: list[torch.Tensor]) -> None:
+        """The post-step projection of the master weights (in place, outside autograd)."""
+        if self.projection is None or not params:
+            return
+        a = self.projection_alpha
+        with torch.no_grad():
+            if self.projection == "tanh":
+                torch._foreach_div_(params, a)
+                torch._foreach_tanh_(params)
+                torch._foreach_mul_(params, a)
+            elif self.projection == "hardclip":
+                torch._foreach_clamp_min_(params, -a)
+                torch._foreach_clamp_max_(params, a)
+            else:
+                raise ValueError(f"unknown projection {self.projection!r}")
+
+
+def projected_parameters(params: Iterable[torch.nn.Parameter]) -> list[torch.Tensor]:
+    """The paper projects every parameter of 2 or more dimensions: all conv and linear weights."""
+    return [p for p in params if p.dim() >= 2]
