@@ -31,6 +31,7 @@ MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2023, 0.1994, 0.2010)
 DATA_ENV = "Q4BENCH_DATA"
 DEFAULT_DATA_DIR = Path.home() / ".cache" / "q4bench"
+SYNTHETIC_TEST_IMAGES = 256
 
 
 @dataclass(frozen=True)
@@ -378,7 +379,7 @@ def load_data(
     """The training entry point: (train, test, description). --subset keeps the first N train images."""
     if synthetic:
         with tempfile.TemporaryDirectory(prefix="q4bench-synthetic-") as tmp:
-            write_synthetic(tmp, name, num_train=max(subset or 2000, 2), num_test=500, seed=seed)
+            write_synthetic(tmp, name, num_train=max(subset or 2000, 2), num_test=SYNTHETIC_TEST_IMAGES, seed=seed)
             train, test = load_dataset(name, tmp, download=False)
         source = f"synthetic {dataset_spec(name).name}-format data"
     else:

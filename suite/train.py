@@ -257,7 +257,7 @@ def train(config: TrainConfig, on_batch: Callable[[int, int], None] | None = Non
         "batch_size": batch_size,
         "planned_epochs": epochs,
         "parameters": count_parameters(model),
-        "torch_version": torch.__version__,
+        "torch_version": str(torch.__version__),
         "epochs": [],
         "final_test_acc": None,
         "best_test_acc": None,
