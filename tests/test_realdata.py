@@ -9,8 +9,8 @@ from .conftest import real_cifar10_dir
 
 DATA = real_cifar10_dir()
 
-# Chance is 10%. Measured here (seed 0, 2 threads, one epoch of 16 steps on 2,000 images): see the
-# commit that set this bound; it sits well below both methods' result and far above chance.
+# Chance is 10%. Measured here with this exact configuration (seed 0, 2 threads, one epoch of 16 steps
+# on the first 2,000 images, whole test set): fp32 27.67%, tathe4 31.80%. Twice chance is the bar.
 WELL_ABOVE_CHANCE = 20.0
 
 
