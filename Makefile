@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test bench microbench clean
+.PHONY: setup test bench microbench report parity clean
 
 setup: $(STAMP)
 
@@ -19,6 +19,25 @@ $(STAMP): pyproject.toml
 
 test: setup
 	$(PY) -m pytest -q -p no:cacheprovider tests
+
+# The quick tier on the default profiles (single-thread, colab-free-cpu); prints where the result is.
+# BENCH_ARGS passes more, e.g. BENCH_ARGS="--profile laptop-4c --data-dir /data".
+bench: setup
+	$(PY) -m suite bench --tier quick $(BENCH_ARGS)
+
+# pytest-benchmark timings of the quantizer, the projection and one training step; not part of `make test`.
+microbench: setup
+	$(PY) -m pytest -q -p no:cacheprovider -o python_files='bench_*.py' tests/microbench $(MICROBENCH_ARGS)
+
+# Markdown + one self-contained HTML page from everything under reports/results and reports/submitted
+# (plus the parity run's histories and ONNX checks when present); REPORT_ARGS passes more.
+report: setup
+	$(PY) -m suite report --out reports/report $(REPORT_ARGS)
+
+# The CI gate: fp32 vs tathe4 at parity.toml's budget on real CIFAR-10, ONNX verified; writes
+# reports/parity.md and fails with the reason on a gap over tolerance. PARITY_ARGS passes more.
+parity: setup
+	$(PY) -m suite parity $(PARITY_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .benchmarks

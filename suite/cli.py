@@ -61,12 +61,222 @@ def _add_train(sub) -> None:
     p.set_defaults(func=_train)
 
 
+def _export(args: argparse.Namespace) -> None:
+    from .export import describe, export
+
+    print(describe(export(args.checkpoint, args.out, args.data_dir, args.calibration_images, args.threads)))
+
+
+def _add_export(sub) -> None:
+    from .export import DEFAULT_CALIBRATION_IMAGES
+
+    p = sub.add_parser(
+        "export",
+        help="write OUT/fp32.onnx, OUT/int4.onnx and OUT/int8.onnx of a trained 4-bit checkpoint",
+        description="fp32.onnx: dequantized weights in float (the reference). int4.onnx: INT4 weight initializers "
+        "-> DequantizeLinear (opset 21) -> Conv/Gemm, BatchNorm kept as nodes. int8.onnx: the same codes in int8, "
+        "BatchNorm folded into per-channel weight scales, uint8 activations calibrated on training images, QDQ "
+        "form that onnxruntime fuses into QLinearConv/QGemm. Checkpoints without symmetric per-layer 4-bit weights "
+        "(fp32, luq4, cpt) are refused: they have no codes these files could hold.",
+    )
+    p.add_argument("--checkpoint", required=True, help="a checkpoint.pt written by q4bench train")
+    p.add_argument("--out", required=True, help="folder for the three .onnx files")
+    p.add_argument("--data-dir", help="CIFAR folder for calibration images (default: the checkpoint's data)")
+    p.add_argument(
+        "--calibration-images",
+        type=int,
+        default=DEFAULT_CALIBRATION_IMAGES,
+        help=f"training images for int8 activation ranges (default {DEFAULT_CALIBRATION_IMAGES})",
+    )
+    p.add_argument("--threads", type=int, help="torch threads for calibration")
+    p.set_defaults(func=_export)
+
+
+def _verify_onnx(args: argparse.Namespace) -> None:
+    from .verify import VerifyConfig, verify
+
+    verify(
+        VerifyConfig(
+            checkpoint=args.checkpoint,
+            onnx_dir=args.onnx,
+            data_dir=args.data_dir,
+            threads=args.threads,
+            limit=args.limit,
+            agreement_images=args.agreement_images,
+            speed_rounds=args.speed_rounds,
+            latency_runs=args.latency_runs,
+        )
+    )
+
+
+def _add_verify_onnx(sub) -> None:
+    p = sub.add_parser(
+        "verify-onnx",
+        help="check exported ONNX files against the PyTorch model in onnxruntime; writes ONNX/verify.json",
+        description="Per file: bytes, top-1 agreement and max |logit diff| against the PyTorch 4-bit model, test "
+        "accuracy, latency (batch 1) and throughput (batch 64) at --threads, onnxruntime's optimized node types, "
+        "and optimizations-off vs all-on agreement; for int4 the codes read back from the file.",
+    )
+    p.add_argument("--checkpoint", required=True, help="the checkpoint the files were exported from")
+    p.add_argument("--onnx", required=True, help="folder holding fp32.onnx, int4.onnx, int8.onnx")
+    p.add_argument("--data-dir", help="CIFAR folder for the test images (default: the checkpoint's data)")
+    p.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op and torch threads (default 2)")
+    p.add_argument("--limit", type=int, help="evaluate on the first N test images only (default: all)")
+    p.add_argument(
+        "--agreement-images", type=int, default=1000, help="images for optimizations off vs on (default 1000)"
+    )
+    p.add_argument("--speed-rounds", type=int, default=20, help="interleaved timing rounds (default 20)")
+    p.add_argument("--latency-runs", type=int, default=5, help="batch-1 runs per file per round (default 5)")
+    p.set_defaults(func=_verify_onnx)
+
+
+def _bench(args: argparse.Namespace) -> None:
+    import json
+
+    from .bench import BenchConfig, run_bench, summary_lines
+
+    path = run_bench(
+        BenchConfig(
+            profiles=args.profile or [],
+            tier=args.tier,
+            methods=args.method or [],
+            data_dir=args.data_dir,
+            out=args.out,
+            seed=args.seed,
+            cgroup_root=args.cgroup_root,
+            allow_download=not args.no_download,
+        )
+    )
+    for line in summary_lines(json.loads(path.read_text())):
+        print(line)
+    print(f"result written to {path}")
+
+
+def _add_bench(sub) -> None:
+    from .bench import DEFAULT_PROFILES, TIERS
+    from .profiles import available_profiles
+
+    tiers = "\n".join(f"  {t.name}: {t.summary}" for t in TIERS.values())
+    p = sub.add_parser(
+        "bench",
+        help="measure training/eval throughput, SGEMM efficiency, memory, energy and accuracy per hardware profile",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=f"Every measurement runs in a fresh child process with the profile's threads and memory cap.\n\n"
+        f"tiers:\n{tiers}\n\nprofiles (hardware_profiles/*.toml): {', '.join(available_profiles())}",
+    )
+    p.add_argument("--profile", action="append", metavar="NAME",
+                   help=f"a profile name or .toml path; repeatable (default: {' '.join(DEFAULT_PROFILES)})")
+    p.add_argument("--tier", default="quick", choices=list(TIERS), help="default quick")
+    p.add_argument("--method", action="append", metavar="M",
+                   help="a registered method; repeatable (default: fp32 tathe4; fp32 is always measured)")
+    p.add_argument("--data-dir", help="folder holding cifar-10-batches-py (else $Q4BENCH_DATA, else ~/.cache/q4bench)")
+    p.add_argument("--no-download", action="store_true", help="do not try to download CIFAR-10 when it is missing")
+    p.add_argument("--out", default="reports/results", help="folder for the result file (default reports/results)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cgroup-root", help="a delegated cgroup v2 directory for memory caps (default: detect; else rlimit)")
+    p.set_defaults(func=_bench)
+
+
+def _profile(args: argparse.Namespace) -> None:
+    import json
+
+    from .measure import host_fingerprint
+
+    print(json.dumps(host_fingerprint(), indent=2))
+
+
+def _add_profile(sub) -> None:
+    p = sub.add_parser("profile", help="print this host's fingerprint (CPU, cores, ISA flags, memory, versions)")
+    p.set_defaults(func=_profile)
+
+
+def _submit(args: argparse.Namespace) -> None:
+    from .results import submit
+
+    print(f"filed {args.file} as {submit(args.file, args.store)}; add it to a pull request")
+
+
+def _add_submit(sub) -> None:
+    p = sub.add_parser("submit", help="validate a bench result strictly and file it under reports/submitted/<host-id>/")
+    p.add_argument("file", help="a result file written by q4bench bench")
+    p.add_argument("--store", default="reports/submitted", help="default reports/submitted")
+    p.set_defaults(func=_submit)
+
+
+def _report(args: argparse.Namespace) -> None:
+    from .report import ReportSources, render_report
+
+    written = render_report(ReportSources.from_options(args.results, args.runs, args.onnx), args.out)
+    for path in written:
+        print(f"wrote {path}")
+
+
+def _add_report(sub) -> None:
+    from .report import DEFAULT_ONNX, DEFAULT_RESULTS, DEFAULT_RUNS
+
+    p = sub.add_parser(
+        "report",
+        help="render result files (one host or many), run folders and verify.json files as Markdown + one HTML page",
+        description="Writes OUT/report.md (figures as OUT/figures/*.png) and OUT/report.html (self-contained: "
+        "figures embedded, nothing loaded from the network). Bench result files give throughput, efficiency, "
+        "memory, energy and accuracy at the tier's budget; run folders (history.json of q4bench train or "
+        "q4bench parity) give accuracy per epoch and distinct codes per layer; verify.json gives the ONNX "
+        "figures. The claim checks compare the paper's figures with these measurements. With no --results, "
+        f"--runs or --onnx at all, the defaults are read where they exist: results {' '.join(DEFAULT_RESULTS)}; "
+        f"runs {' '.join(DEFAULT_RUNS)}; onnx {' '.join(DEFAULT_ONNX)}.",
+    )
+    p.add_argument("--results", action="append", metavar="DIR", help="a result file or a folder searched for *.json; repeatable")
+    p.add_argument("--runs", action="append", metavar="DIR", help="a run folder or a folder searched for history.json; repeatable")
+    p.add_argument("--onnx", action="append", metavar="DIR", help="a folder searched for verify.json; repeatable")
+    p.add_argument("--out", required=True, help="folder for report.md, report.html and figures/")
+    p.set_defaults(func=_report)
+
+
+def _parity(args: argparse.Namespace) -> None:
+    from .parity import ParityRequest, run_parity
+
+    outcome = run_parity(
+        ParityRequest(config=args.config, data_dir=args.data_dir, synthetic=args.synthetic, out=args.out,
+                      report=args.report, seed=args.seed)
+    )
+    if not outcome.passed:
+        for reason in outcome.reasons:
+            print(f"q4bench parity: FAIL: {reason}", file=sys.stderr)
+        raise SystemExit(1)
+
+
+def _add_parity(sub) -> None:
+    from .parity import DEFAULT_CONFIG, DEFAULT_OUT, DEFAULT_REPORT
+
+    p = sub.add_parser(
+        "parity",
+        help="CI gate: train fp32 and tathe4 with the same recipe and seed, verify the ONNX export, exit 1 on a gap",
+        description="Trains the reference and the 4-bit candidate named in the config with its budget, exports and "
+        "verifies the candidate's ONNX files, writes OUT/parity.json and the Markdown page, and exits 1 with the "
+        "reason when the final-epoch gap exceeds the config's tolerance or a gated ONNX file disagrees with PyTorch.",
+    )
+    p.add_argument("--config", default=str(DEFAULT_CONFIG), help=f"tolerance and budget (default {DEFAULT_CONFIG})")
+    p.add_argument("--data-dir", help="folder holding cifar-10-batches-py (else $Q4BENCH_DATA, else ~/.cache/q4bench)")
+    p.add_argument("--synthetic", action="store_true", help="generated data instead of CIFAR-10 (tests)")
+    p.add_argument("--seed", type=int, help="override the config's seed (how the tolerance's spread was measured)")
+    p.add_argument("--out", default=str(DEFAULT_OUT), help=f"run folders, ONNX files, parity.json (default {DEFAULT_OUT})")
+    p.add_argument("--report", default=str(DEFAULT_REPORT), help=f"the Markdown page (default {DEFAULT_REPORT})")
+    p.set_defaults(func=_parity)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="q4bench", description="Does 4-bit training match full precision on this machine, and at what cost?"
     )
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train(sub)
+    _add_export(sub)
+    _add_verify_onnx(sub)
+    _add_bench(sub)
+    _add_profile(sub)
+    _add_submit(sub)
+    _add_report(sub)
+    _add_parity(sub)
     return parser
 
 

@@ -103,3 +103,16 @@ def forward_macs_per_image(model: VGG4bit) -> int:
         if isinstance(m, nn.Linear):
             macs += m.in_features * m.out_features
     return macs
+
+
+def layer_macs_per_image(model: VGG4bit) -> list[int]:
+    """MACs of one forward pass per quantizable layer, in quant_layers order (for cost models);
+    their sum is forward_macs_per_image."""
+    macs, size = [], 32
+    for m in model.features:
+        if isinstance(m, nn.Conv2d):
+            macs.append(m.in_channels * m.out_channels * m.kernel_size[0] * m.kernel_size[1] * size * size)
+        elif isinstance(m, nn.MaxPool2d):
+            size //= 2
+    macs += [m.in_features * m.out_features for m in model.classifier if isinstance(m, nn.Linear)]
+    return macs

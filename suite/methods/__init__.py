@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 from ..errors import UserError
-from .base import LayerQuantizer, Method, projected_parameters
+import dataclasses
+
+from .base import GemmBits, LayerQuantizer, Method, gemm_bitops_ratio, layers_bitops_ratio, projected_parameters
+from .cpt import CptMethod, CptQuantizer, cyclic_bits, minmax_quantize
+from .luq import LuqMethod, LuqQuantizer, luq_quantize, sawb_clip, sawb_quantize
 from .tathe import SymmetricWeightQuantizer, TatheMethod, quantize_symmetric, symmetric_codes
 
 METHODS: dict[str, Method] = {}
@@ -17,11 +21,53 @@ def register(method: Method) -> Method:
 
 
 register(Method("fp32", "FP32 baseline: the same network, AdamW, clipping and schedule, no quantizer, no projection"))
-register(
+TATHE4 = register(
     TatheMethod(
         "tathe4",
         "Tathe 2026: 15-level symmetric per-layer weights (scale max|W|/7), STE, W <- 3 tanh(W/3) after each step",
         projection="tanh",
+    )
+)
+# The paper's ablations (paper-spec 1.10), each the reference with one component changed.
+register(
+    dataclasses.replace(
+        TATHE4,
+        name="tathe4-notanh",
+        summary="tathe4 without the tanh soft clip: no post-step projection (gradient clipping kept)",
+        projection=None,
+    )
+)
+register(
+    dataclasses.replace(
+        TATHE4,
+        name="tathe4-noclip",
+        summary="tathe4 without gradient-norm clipping (the tanh soft clip kept)",
+        grad_clip_norm=None,
+    )
+)
+register(
+    dataclasses.replace(
+        TATHE4,
+        name="tathe4-hardclip",
+        summary="tathe4 with the tanh soft clip replaced by a hard clamp of the master weights to +-3",
+        projection="hardclip",
+    )
+)
+register(
+    LuqMethod(
+        "luq4",
+        "LUQ (Chmiel et al. 2023): 4-bit SAWB weights (-7..7) and activations (0..15; the signed image input "
+        "-7..7) on every conv/linear, LUQ radix-2 4-bit output gradients (alpha = max|g|/128, stochastic "
+        "underflow, log-unbiased rounding, 1 sample); shared AdamW recipe (the paper trained with SGD); "
+        "gradient saving simulated on float kernels",
+    )
+)
+register(
+    CptMethod(
+        "cpt",
+        "CPT (Fu et al. 2021): forward weights (per channel) and activations (per tensor) min/max-quantized "
+        "at a cosine-cyclic 3..8 bits, 32 cycles over the run, eval at 8; output gradients 8-bit stochastic; "
+        "last linear FP32; shared AdamW recipe (the paper used SGD lr 0.1); saving simulated on float kernels",
     )
 )
 
@@ -35,13 +81,25 @@ def get_method(name: str) -> Method:
 
 __all__ = [
     "METHODS",
+    "CptMethod",
+    "CptQuantizer",
+    "GemmBits",
     "LayerQuantizer",
+    "LuqMethod",
+    "LuqQuantizer",
     "Method",
     "SymmetricWeightQuantizer",
     "TatheMethod",
+    "cyclic_bits",
+    "gemm_bitops_ratio",
     "get_method",
+    "layers_bitops_ratio",
+    "luq_quantize",
+    "minmax_quantize",
     "projected_parameters",
     "quantize_symmetric",
     "register",
+    "sawb_clip",
+    "sawb_quantize",
     "symmetric_codes",
 ]

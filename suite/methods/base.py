@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, NamedTuple, Sequence
 
 import torch
 
@@ -30,6 +30,37 @@ class LayerQuantizer:
         return None
 
 
+class GemmBits(NamedTuple):
+    """Bit widths of one layer's three training GEMMs: forward Y = X W (weight x activation),
+    backward dX = G W (gradient x weight) and dW = G^T X (gradient x activation). ``samples`` > 1
+    means the backward GEMMs run once per averaged gradient sample (LUQ's variance reduction)."""
+
+    weight: int = 32
+    activation: int = 32
+    gradient: int = 32
+    samples: int = 1
+
+
+FP32_GEMM = GemmBits()
+
+
+def gemm_bitops_ratio(bits: GemmBits) -> float:
+    """CPT's cost model (paper-spec 3.2) for one layer, relative to FP32 (32 x 32 bit MACs):
+    mean(b_w*b_a, b_g*b_w, b_g*b_a) / 32^2, the three GEMMs having the same MAC count. With
+    b_w = b_a = b_fw and b_g = b_bw this is exactly mean(b_fw^2, b_fw*b_bw, b_fw*b_bw)/32^2."""
+    forward = bits.weight * bits.activation
+    backward = bits.samples * bits.gradient * (bits.weight + bits.activation)
+    return (forward + backward) / (3 * 32 * 32)
+
+
+def layers_bitops_ratio(layer_macs: Sequence[int], layer_bits: Sequence[GemmBits]) -> float:
+    """The MAC-weighted mean of gemm_bitops_ratio over layers (FP32 layers count as 1)."""
+    total = sum(layer_macs)
+    if len(layer_macs) != len(layer_bits) or total <= 0:
+        raise ValueError("layer_macs and layer_bits must be equally long, with a positive total")
+    return sum(m * gemm_bitops_ratio(b) for m, b in zip(layer_macs, layer_bits)) / total
+
+
 @dataclass(frozen=True)
 class Method:
     """A training method. The base class is the FP32 baseline: no quantizer, the shared recipe's
@@ -48,6 +79,13 @@ class Method:
 
     def on_step(self, quantizers: list[LayerQuantizer | None], step: int, total_steps: int) -> None:
         """Called before every optimizer step; schedules (cyclic precision) change quantizers here."""
+
+    def bitops_ratio(self, layer_macs: Sequence[int], total_steps: int) -> float | None:
+        """Bit operations of a training run relative to FP32 under CPT's cost model (averaged over
+        the run's steps for methods whose bits change), or None where the method has no such model
+        (its kernels compute in float and it quantizes no gradient). ``layer_macs``: MACs of each
+        quantizable layer in forward order (model.layer_macs_per_image)."""
+        return None
 
     def project_(self, params: list[torch.Tensor]) -> None:
         """The post-step projection of the master weights (in place, outside autograd)."""

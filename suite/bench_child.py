@@ -1,0 +1,189 @@
+"""One measured run in a fresh process: `python -m suite.bench_child TASK.json RESULT.json`.
+
+The parent sets the thread variables in this process's environment; here, before torch is imported,
+the process joins its cgroup or applies its rlimit. Then it runs one job and writes RESULT.json:
+  throughput: SGEMM ceiling, interleaved training windows of every method, eval throughput, energy;
+  footprint:  one method's training (and, when the tier asks, its accuracy run) for peak memory.
+Exit status: 0 done, 3 out of memory (RESULT.json says so), 1 any other failure."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+
+from .atomic import write_json_atomic
+from .profiles import apply_rlimit_cap
+
+EXIT_OOM = 3
+OOM_MARKERS = ("can't allocate memory", "cannot allocate memory", "out of memory", "bad_alloc")
+
+
+def is_memory_error(exc: BaseException) -> bool:
+    if isinstance(exc, MemoryError):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, (RuntimeError, OSError, ImportError)) and any(m in text for m in OOM_MARKERS)
+
+
+def _enter_cap(task: dict) -> str | None:
+    """Join the cgroup the parent made, or cap this process with an rlimit; before torch allocates anything."""
+    if task["cap_enforcement"] == "cgroup":
+        # Writing our own pid moves this process (and every thread it starts later) into the group.
+        with open(Path(task["cgroup_dir"]) / "cgroup.procs", "w") as f:
+            f.write(str(os.getpid()))
+        return None
+    if task["cap_enforcement"] == "rlimit":
+        return apply_rlimit_cap(task["memory_cap_mib"])
+    return None
+
+
+def _load(task: dict):
+    from . import data as datamod
+
+    return datamod.load_dataset(task["dataset"], task["data_dir"], download=False)
+
+
+def _stepper(method_name: str, num_classes: int, batch_size: int, seed: int, steps_per_epoch: int):
+    import torch
+
+    from .methods import get_method
+    from .train import Stepper, build_model, get_recipe, make_optimizer
+
+    recipe = get_recipe("paper")
+    method = get_method(method_name)
+    torch.manual_seed(seed)  # every method starts from the same initial weights
+    model, quantizers = build_model(method, num_classes)
+    model.train()
+    optimizer = make_optimizer(model, recipe)
+    return model, Stepper(model, method, optimizer, quantizers, total_steps=recipe.epochs * steps_per_epoch)
+
+
+def _cycle_batches(split, batch_size: int, seed: int):
+    import torch
+
+    from . import data as datamod
+
+    generator = torch.Generator().manual_seed(seed)
+    while True:
+        yield from datamod.batches(split, batch_size, generator, train=True)
+
+
+def run_throughput(task: dict) -> dict:
+    from . import data as datamod
+    from . import measure
+    from .profiles import apply_threads
+
+    threads = apply_threads(task["threads"])
+    probe = measure.SgemmProbe(task["sgemm_n"])
+    for _ in range(task["sgemm_repeats"]):
+        probe.sample()
+    train_split, test_split = _load(task)
+    num_classes = datamod.dataset_spec(task["dataset"]).num_classes
+    batch_size, seed = task["batch_size"], task["seed"]
+    steps_per_epoch = datamod.num_train_batches(task["epoch_images"], batch_size)
+    models, steppers = {}, {}
+    for name in task["methods"]:
+        models[name], steppers[name] = _stepper(name, num_classes, batch_size, seed, steps_per_epoch)
+    rapl = measure.RaplReader(Path(task["powercap_root"]))
+    meters = {name: measure.EnergyMeter(rapl) for name in task["methods"]}
+    batch_source = _cycle_batches(train_split, batch_size, seed)
+    plan = measure.WindowPlan(task["warmup_steps"], task["windows"], task["steps_per_window"])
+    seconds = measure.interleaved_training_windows(steppers, lambda: next(batch_source), plan, meters, probe.sample)
+    sgemm = probe.result()
+    ratios = measure.paired_ratios(seconds, task["methods"][0])
+    eval_batches = list(datamod.batches(test_split.head(task["eval_images"] + 100), 100))
+    power = measure.power_model(task["cpu_model"], task.get("watts_per_busy_thread"))
+    flops = measure.train_flops_per_image(next(iter(models.values())))
+    methods = {}
+    for name in task["methods"]:
+        images_per_window = batch_size * task["steps_per_window"]
+        rates = [images_per_window / s for s in seconds[name]]
+        median_rate = images_per_window / statistics.median(seconds[name])
+        achieved = flops * median_rate / 1e9
+        methods[name] = {
+            "train_images_per_s": median_rate,
+            "train_window_images_per_s": rates,
+            "step_seconds_median": 1.0 / median_rate * batch_size,
+            "eval_images_per_s": measure.eval_throughput(models[name], eval_batches) if len(eval_batches) > 1 else None,
+            "achieved_gflops": achieved,
+            "efficiency": achieved / sgemm["gflops"],
+            "energy": measure.energy_result(meters[name], power, task["epoch_images"]),
+        }
+    return {
+        "status": "ok",
+        "torch_threads": threads,
+        "sgemm": sgemm,
+        "train_flops_per_image": flops,
+        "step_time_ratio": ratios,
+        "methods": methods,
+    }
+
+
+def run_footprint(task: dict) -> dict:
+    """One method trained in this process alone, so the high-water mark is that method's. With an
+    accuracy budget this is `q4bench train` itself (subset, epochs), scored on the test set."""
+    from . import data as datamod
+    from . import measure
+    from .profiles import apply_threads
+    from .train import TrainConfig, evaluate, train
+
+    threads = apply_threads(task["threads"])
+    budget = task.get("accuracy")
+    accuracy = None
+    if budget:
+        run_dir = budget.get("run_dir") or tempfile.mkdtemp(prefix="q4bench-accuracy-")
+        resume = (Path(run_dir) / "checkpoint.pt").exists()
+        history = train(
+            TrainConfig(method=task["method"], recipe=budget["recipe"], epochs=budget["epochs"], threads=threads,
+                        seed=task["seed"], dataset=task["dataset"], data_dir=task["data_dir"],
+                        subset=budget["train_images"], batch_size=task["batch_size"], out=run_dir, resume=resume),
+            log=lambda line: print(line, flush=True),
+        )
+        accuracy = {
+            "top1_percent": history["final_test_acc"],
+            "best_top1_percent": history["best_test_acc"],
+            "epochs": len(history["epochs"]),
+            "train_images": history["train_images"],
+            "test_images": history["test_images"],
+            "recipe": history["recipe"],
+            "seconds": sum(e["seconds"] for e in history["epochs"]),
+        }
+    else:
+        train_split, test_split = _load(task)
+        num_classes = datamod.dataset_spec(task["dataset"]).num_classes
+        model, stepper = _stepper(task["method"], num_classes, task["batch_size"], task["seed"], 1)
+        source = _cycle_batches(train_split, task["batch_size"], task["seed"])
+        for _ in range(task["footprint_steps"]):
+            stepper(*next(source))
+        evaluate(model, test_split.head(200), 100)
+    return {"status": "ok", "torch_threads": threads, "peak_rss_bytes": measure.peak_rss_bytes(), "accuracy": accuracy}
+
+
+JOBS = {"throughput": run_throughput, "footprint": run_footprint}
+
+
+def main(argv: list[str]) -> int:
+    task_path, result_path = argv
+    task = json.loads(Path(task_path).read_text())
+    try:
+        detail = _enter_cap(task)
+        if detail:
+            print(f"memory cap: {detail}", flush=True)
+        result = JOBS[task["job"]](task)
+    except BaseException as exc:  # noqa: BLE001 - every outcome becomes a result the parent can read
+        traceback.print_exc()
+        status = "oom" if is_memory_error(exc) else "failed"
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        write_json_atomic(result_path, {"status": status, "detail": f"{type(exc).__name__}: {message}"[:500]})
+        return EXIT_OOM if status == "oom" else 1
+    write_json_atomic(result_path, result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

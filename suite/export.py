@@ -1,0 +1,518 @@
+"""PyTorch VGG4bit -> three ONNX files of the same trained network.
+
+fp32.onnx  dequantized weights (codes * scale) as float initializers: the size and speed reference.
+int4.onnx  true 4-bit storage: each quantized weight is an INT4 initializer (two codes a byte, in raw_data)
+           -> DequantizeLinear(opset 21, per-layer scale) -> Conv/Gemm.
+int8.onnx  the deployable fast path: the same codes in int8 containers, activations quantized to uint8
+           with static calibration, QDQ form that onnxruntime fuses into QLinearConv/QGemm on x86.
+
+BatchNorm: fp32 and int4 keep every BatchNorm as its own BatchNormalization node. Folding it into the
+weights would change the int4 codes (impossible without breaking "the file holds the trained codes")
+and in float it is exact only up to rounding, so neither file folds it; onnxruntime may still fuse
+Conv+BN in the fp32 file at load time, which is its choice and shows in optimized_node_types.
+int8 has to fold it (a QLinearConv output goes straight to a QuantizeLinear): BN's per-channel
+multiplier goes into a per-output-channel weight scale (the int8 codes stay the trained codes,
+sign-flipped for a negative multiplier) and its shift into the int32 bias. The int8 file is
+therefore exact in its codes, not in its float weights; its target is accuracy, not bit agreement.
+
+The graphs are built directly with onnx.helper: the paper's STE fake-quant traces to float
+Div/Round/Clip/Mul, and torch.onnx only emits Q/DQ for 8-bit ranges (ecosystem-notes 1.6).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from onnx import TensorProto, helper
+from torch import nn
+
+from . import data as datamod
+from .atomic import write_atomic
+from .errors import UserError
+from .methods import SymmetricWeightQuantizer, symmetric_codes
+from .model import ARCH_NAME, QuantConv2d, QuantLinear, VGG4bit
+from .train import model_from_checkpoint
+
+OPSET = 21  # first opset whose DequantizeLinear takes int4 (ecosystem-notes 1.1)
+IR_VERSION = 10  # the IR version that introduced INT4
+FILES = ("fp32", "int4", "int8")
+INPUT_NAME, OUTPUT_NAME = "input", "logits"
+METADATA_KEY = "q4bench"  # metadata_props key holding the JSON description verify reads back
+DEFAULT_CALIBRATION_IMAGES = 1024
+
+
+# ---------------------------------------------------------------------------------------------
+# The network as a list of stages (one quantized layer with what follows it)
+
+
+@dataclass
+class BatchNormParams:
+    mean: np.ndarray
+    var: np.ndarray
+    gamma: np.ndarray
+    beta: np.ndarray
+    eps: float
+
+    def multiplier_and_shift(self) -> tuple[np.ndarray, np.ndarray]:
+        """BN in eval mode is y = a*x + b per channel; (a, b) in float64."""
+        a = self.gamma.astype(np.float64) / np.sqrt(self.var.astype(np.float64) + self.eps)
+        return a, self.beta.astype(np.float64) - a * self.mean.astype(np.float64)
+
+
+@dataclass
+class Stage:
+    """A quantized conv or linear layer and the eval-mode ops after it, up to the next such layer."""
+
+    name: str  # the PyTorch module name, e.g. "features.0"
+    kind: str  # "conv" or "linear"
+    codes: np.ndarray  # int8, values in -levels..levels
+    scale: np.float32  # the per-layer scale: forward weight = codes * scale, bit for bit
+    bias: np.ndarray  # float32
+    levels: int
+    padding: int = 0
+    flatten_before: bool = False
+    bn: BatchNormParams | None = None
+    relu: bool = False
+    pool: bool = False  # MaxPool(2, 2) after the ReLU
+
+    @property
+    def weight(self) -> np.ndarray:
+        # float32 product, the same IEEE operation as the PyTorch quantizer's codes * scale
+        return self.codes.astype(np.float32) * self.scale
+
+
+def _layer_codes(name: str, layer: nn.Module, method: str) -> tuple[np.ndarray, np.float32, int]:
+    q = layer.quantizer
+    # Exactly this class: a subclass might also quantize the layer's input, which no file here reproduces.
+    if type(q) is not SymmetricWeightQuantizer:
+        kind = "no quantizer (FP32)" if q is None else type(q).__name__
+        raise UserError(
+            f"method {method!r}: layer {name} has {kind}; int4/int8 export needs symmetric per-layer 4-bit "
+            f"weights (e.g. a tathe4 checkpoint), so this checkpoint cannot be exported"
+        )
+    if q.levels > 7:
+        raise UserError(
+            f"method {method!r}: layer {name} uses {q.bits}-bit weights (levels {q.levels}); INT4 holds at most 7"
+        )
+    with torch.no_grad():
+        codes, scale = symmetric_codes(layer.weight, q.levels)
+        forward_weight = q.weight(layer.weight)
+        # The file must hold exactly the weights the PyTorch forward pass uses.
+        if not torch.equal(codes.to(torch.float32) * scale, forward_weight):
+            raise RuntimeError(f"layer {name}: codes * scale differ from the quantizer's forward weight")
+    return codes.numpy().copy(), np.float32(scale.item()), q.levels
+
+
+def network_stages(model: VGG4bit, method: str) -> list[Stage]:
+    """Walk the eval-mode network; anything outside the VGG4bit vocabulary is refused."""
+    stages: list[Stage] = []
+    named = [(f"features.{i}", m) for i, m in enumerate(model.features)]
+    named += [("flatten", None)] + [(f"classifier.{i}", m) for i, m in enumerate(model.classifier)]
+    flatten_pending = False
+    for name, m in named:
+        if m is None:
+            flatten_pending = True
+        elif isinstance(m, (QuantConv2d, QuantLinear)):
+            codes, scale, levels = _layer_codes(name, m, method)
+            conv = isinstance(m, QuantConv2d)
+            if conv and (m.stride != (1, 1) or m.padding[0] != m.padding[1] or m.groups != 1 or m.dilation != (1, 1)):
+                raise UserError(f"layer {name}: only stride-1, square-padded, ungrouped convs are exported")
+            stages.append(
+                Stage(
+                    name=name,
+                    kind="conv" if conv else "linear",
+                    codes=codes,
+                    scale=scale,
+                    bias=m.bias.detach().numpy().astype(np.float32).copy(),
+                    levels=levels,
+                    padding=m.padding[0] if conv else 0,
+                    flatten_before=flatten_pending,
+                )
+            )
+            flatten_pending = False
+        elif not stages:
+            raise UserError(f"module {name} ({type(m).__name__}) comes before any conv; not a VGG4bit")
+        elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
+            stats = (m.running_mean, m.running_var, m.weight, m.bias)
+            arrays = (t.detach().numpy().astype(np.float32).copy() for t in stats)
+            stages[-1].bn = BatchNormParams(*arrays, eps=float(m.eps))
+        elif isinstance(m, nn.ReLU):
+            stages[-1].relu = True
+        elif isinstance(m, nn.MaxPool2d):
+            if m.kernel_size not in (2, (2, 2)) or m.stride not in (2, (2, 2)) or m.padding not in (0, (0, 0)):
+                raise UserError(f"module {name}: only MaxPool2d(2, 2) is exported")
+            stages[-1].pool = True
+        elif isinstance(m, nn.Dropout):
+            pass  # identity in eval
+        else:
+            raise UserError(f"module {name} ({type(m).__name__}) is not exportable")
+    return stages
+
+
+# ---------------------------------------------------------------------------------------------
+# int4 packing (raw_data, never make_tensor's int32_data: onnx issue 6160)
+
+
+def pack_int4(codes: np.ndarray) -> bytes:
+    """Two's-complement nibbles, element 2k in the low nibble and 2k+1 in the high nibble (the ONNX layout)."""
+    flat = codes.astype(np.int8).ravel()
+    if flat.size and (flat.min() < -8 or flat.max() > 7):
+        raise ValueError("int4 codes must lie in -8..7")
+    nibbles = flat.view(np.uint8) & 0x0F
+    if nibbles.size % 2:
+        nibbles = np.append(nibbles, np.uint8(0))
+    return (nibbles[0::2] | (nibbles[1::2] << 4)).astype(np.uint8).tobytes()
+
+
+def unpack_int4(raw: bytes, shape: tuple[int, ...]) -> np.ndarray:
+    """Inverse of pack_int4: int8 array of the given shape, sign-extended."""
+    count = math.prod(shape)
+    packed = np.frombuffer(raw, dtype=np.uint8)
+    if packed.size != (count + 1) // 2:
+        raise ValueError(f"{packed.size} bytes of int4 data for {count} elements (expected {(count + 1) // 2})")
+    nibbles = np.empty(packed.size * 2, dtype=np.uint8)
+    nibbles[0::2], nibbles[1::2] = packed & 0x0F, packed >> 4
+    signed = nibbles[:count].astype(np.int8)
+    signed[signed > 7] -= 16
+    return signed.reshape(shape)
+
+
+def int4_initializer(name: str, codes: np.ndarray) -> TensorProto:
+    return helper.make_tensor(name, TensorProto.INT4, list(codes.shape), pack_int4(codes), raw=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Graph building
+
+
+class GraphBuilder:
+    def __init__(self) -> None:
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[TensorProto] = []
+
+    def const(self, name: str, array: np.ndarray) -> str:
+        self.initializers.append(onnx.numpy_helper.from_array(np.ascontiguousarray(array), name))
+        return name
+
+    def add(self, op: str, inputs: list[str], output: str, **attrs) -> str:
+        self.nodes.append(helper.make_node(op, inputs, [output], name=f"{output}/{op}", **attrs))
+        return output
+
+    def model(self, doc: str, metadata: dict) -> onnx.ModelProto:
+        graph = helper.make_graph(
+            self.nodes,
+            "vgg4bit",
+            [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["N", 3, 32, 32])],
+            [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["N", None])],
+            self.initializers,
+        )
+        model = helper.make_model(
+            graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="q4bench", doc_string=doc
+        )
+        model.ir_version = IR_VERSION
+        helper.set_model_props(model, {METADATA_KEY: json.dumps(metadata, sort_keys=True)})
+        return model
+
+
+def _float_layer(g: GraphBuilder, stage: Stage, x: str, weight: str, last: bool) -> str:
+    """Conv/Gemm with a float weight input, then BN, ReLU, MaxPool as separate nodes."""
+    p = stage.name
+    if stage.flatten_before:
+        x = g.add("Flatten", [x], f"{p}.flat", axis=1)
+    bias = g.const(f"{p}.bias", stage.bias)
+    out = OUTPUT_NAME if last and stage.bn is None and not stage.relu else f"{p}.out"
+    if stage.kind == "conv":
+        pads = [stage.padding] * 4
+        x = g.add("Conv", [x, weight, bias], out, kernel_shape=list(stage.codes.shape[2:]), pads=pads, strides=[1, 1])
+    else:
+        x = g.add("Gemm", [x, weight, bias], out, transB=1)
+    if stage.bn is not None:
+        bn = stage.bn
+        params = (("gamma", bn.gamma), ("beta", bn.beta), ("mean", bn.mean), ("var", bn.var))
+        names = [g.const(f"{p}.bn.{k}", v) for k, v in params]
+        x = g.add("BatchNormalization", [x, *names], f"{p}.bn", epsilon=bn.eps)
+    if stage.relu:
+        x = g.add("Relu", [x], f"{p}.relu")
+    if stage.pool:
+        x = g.add("MaxPool", [x], f"{p}.pool", kernel_shape=[2, 2], strides=[2, 2])
+    return x
+
+
+def _layers_metadata(stages: list[Stage], fmt: str, **extra) -> dict:
+    return {
+        "format": fmt,
+        "arch": ARCH_NAME,
+        "layers": [
+            {"name": s.name, "kind": s.kind, "shape": list(s.codes.shape), "scale": float(s.scale)} for s in stages
+        ],
+        **extra,
+    }
+
+
+def build_fp32(stages: list[Stage], meta: dict) -> onnx.ModelProto:
+    g = GraphBuilder()
+    x = INPUT_NAME
+    for i, s in enumerate(stages):
+        x = _float_layer(g, s, x, g.const(f"{s.name}.weight", s.weight), last=i == len(stages) - 1)
+    _rename_output(g, x)
+    return g.model("VGG4bit, dequantized 4-bit weights in float32", _layers_metadata(stages, "fp32", **meta))
+
+
+def build_int4(stages: list[Stage], meta: dict) -> onnx.ModelProto:
+    g = GraphBuilder()
+    x = INPUT_NAME
+    for i, s in enumerate(stages):
+        g.initializers.append(int4_initializer(f"{s.name}.weight_int4", s.codes))
+        scale = g.const(f"{s.name}.weight_scale", np.array(s.scale, dtype=np.float32))
+        weight = g.add("DequantizeLinear", [f"{s.name}.weight_int4", scale], f"{s.name}.weight")
+        x = _float_layer(g, s, x, weight, last=i == len(stages) - 1)
+    _rename_output(g, x)
+    return g.model(
+        "VGG4bit, INT4 weight initializers -> DequantizeLinear -> Conv/Gemm; BatchNorm kept as nodes",
+        _layers_metadata(stages, "int4", **meta),
+    )
+
+
+def _rename_output(g: GraphBuilder, x: str) -> None:
+    """Make the last node's output the graph output 'logits'."""
+    if x == OUTPUT_NAME:
+        return
+    last = g.nodes[-1]
+    assert last.output[0] == x
+    last.output[0] = OUTPUT_NAME
+
+
+# ---------------------------------------------------------------------------------------------
+# int8: calibration and the QDQ graph
+
+
+@dataclass
+class ActivationRange:
+    low: float
+    high: float
+
+
+@dataclass
+class Calibration:
+    """Float ranges of the network input and of every stage's output (after BN, ReLU, pool)."""
+
+    images: int
+    input_range: ActivationRange
+    stage_ranges: list[ActivationRange] = field(default_factory=list)
+
+
+@torch.inference_mode()
+def calibrate(model: VGG4bit, stages: list[Stage], images: torch.Tensor, batch_size: int = 128) -> Calibration:
+    """Min/max of each stage output over the calibration images (normalized float batches), via hooks
+    on the module that ends each stage (its ReLU; the layer itself when nothing follows)."""
+    modules = dict(model.named_modules())
+    ends = []
+    for s in stages:
+        idx_prefix, idx = s.name.rsplit(".", 1)
+        seq = modules[idx_prefix]
+        end = int(idx)
+        for j in range(int(idx) + 1, len(seq)):
+            if isinstance(seq[j], (QuantConv2d, QuantLinear)):
+                break
+            if isinstance(seq[j], (nn.BatchNorm1d, nn.BatchNorm2d, nn.ReLU)):
+                end = j
+        ends.append(seq[end])
+    lows = [math.inf] * len(stages)
+    highs = [-math.inf] * len(stages)
+
+    def hook(index: int):
+        def record(_module, _inputs, output):
+            lows[index] = min(lows[index], float(output.min()))
+            highs[index] = max(highs[index], float(output.max()))
+
+        return record
+
+    handles = [m.register_forward_hook(hook(i)) for i, m in enumerate(ends)]
+    try:
+        model.eval()
+        for start in range(0, images.shape[0], batch_size):
+            model(images[start : start + batch_size])
+    finally:
+        for h in handles:
+            h.remove()
+    # The input range is known exactly: normalize() of 0..255 per channel.
+    lo = min((0.0 - m) / s for m, s in zip(datamod.MEAN, datamod.STD))
+    hi = max((1.0 - m) / s for m, s in zip(datamod.MEAN, datamod.STD))
+    return Calibration(
+        images=int(images.shape[0]),
+        input_range=ActivationRange(lo, hi),
+        stage_ranges=[ActivationRange(a, b) for a, b in zip(lows, highs)],
+    )
+
+
+def uint8_params(r: ActivationRange) -> tuple[np.float32, np.uint8]:
+    """Asymmetric uint8 (scale, zero point) covering [min(low,0), max(high,0)]; a post-ReLU range gets zero point 0,
+    so QuantizeLinear's saturation at 0 *is* the ReLU."""
+    low, high = min(r.low, 0.0), max(r.high, 0.0)
+    scale = (high - low) / 255.0 if high > low else 1.0
+    zero = int(np.clip(round(-low / scale), 0, 255))
+    return np.float32(scale), np.uint8(zero)
+
+
+def build_int8(stages: list[Stage], calibration: Calibration, meta: dict) -> onnx.ModelProto:
+    g = GraphBuilder()
+    in_scale, in_zero = uint8_params(calibration.input_range)
+    x_scale_name = g.const("input.q_scale", np.array(in_scale))
+    x_zero_name = g.const("input.q_zero", np.array(in_zero))
+    x = g.add("QuantizeLinear", [INPUT_NAME, x_scale_name, x_zero_name], "input.q")
+    x_scale = in_scale
+    layers_meta = []
+    for i, s in enumerate(stages):
+        p = s.name
+        last = i == len(stages) - 1
+        if s.flatten_before:
+            x = g.add("Flatten", [x], f"{p}.flat", axis=1)  # on uint8: no float island
+        # Fold BN: per-output-channel weight scale s*a (codes unchanged, sign moved into the codes) and bias.
+        channels = s.codes.shape[0]
+        a, shift = s.bn.multiplier_and_shift() if s.bn is not None else (np.ones(channels), np.zeros(channels))
+        sign = np.where(a < 0, -1, 1).astype(np.int8)
+        codes = s.codes * sign.reshape((-1,) + (1,) * (s.codes.ndim - 1))
+        w_scale = (np.float64(s.scale) * np.abs(a)).astype(np.float32)
+        w_scale = np.maximum(w_scale, np.float32(1e-30))  # a zero BN gamma would give a zero scale
+        bias = a * s.bias.astype(np.float64) + shift
+        bias_scale = np.float64(x_scale) * w_scale.astype(np.float64)
+        bias_q = np.clip(np.round(bias / bias_scale), -(2**31), 2**31 - 1).astype(np.int32)
+        x_dq = g.add("DequantizeLinear", [x, x_scale_name, x_zero_name], f"{p}.in_dq")
+        # The explicit int8 zero point matters: onnxruntime 1.32 fuses DQ->Gemm into QGemm only when the
+        # weight DequantizeLinear has one (measured; Conv fuses either way).
+        w = g.add(
+            "DequantizeLinear",
+            [
+                g.const(f"{p}.weight_int8", codes.astype(np.int8)),
+                g.const(f"{p}.weight_scale", w_scale),
+                g.const(f"{p}.weight_zero", np.zeros(codes.shape[0], dtype=np.int8)),
+            ],
+            f"{p}.weight",
+            axis=0,
+        )
+        b = g.add(
+            "DequantizeLinear",
+            [g.const(f"{p}.bias_int32", bias_q), g.const(f"{p}.bias_scale", bias_scale.astype(np.float32))],
+            f"{p}.bias",
+            axis=0,
+        )
+        y = OUTPUT_NAME if last else f"{p}.out"
+        if s.kind == "conv":
+            g.add("Conv", [x_dq, w, b], y, kernel_shape=list(codes.shape[2:]), pads=[s.padding] * 4, strides=[1, 1])
+        else:
+            g.add("Gemm", [x_dq, w, b], y, transB=1)
+        layer = {
+            "name": p,
+            "kind": s.kind,
+            "shape": list(codes.shape),
+            "scale": float(s.scale),
+            "sign_flipped_channels": int((sign < 0).sum()),
+        }
+        if not last:
+            # No Relu node: it would sit between Conv and QuantizeLinear and block the fusion; the uint8
+            # zero point 0 of a post-ReLU range makes the saturation do the ReLU exactly.
+            out_scale, out_zero = uint8_params(calibration.stage_ranges[i])
+            x_scale_name = g.const(f"{p}.q_scale", np.array(out_scale))
+            x_zero_name = g.const(f"{p}.q_zero", np.array(out_zero))
+            x = g.add("QuantizeLinear", [y, x_scale_name, x_zero_name], f"{p}.q")
+            if s.pool:
+                x = g.add("MaxPool", [x], f"{p}.pool", kernel_shape=[2, 2], strides=[2, 2])  # max commutes with Q
+            x_scale = out_scale
+            layer.update(activation_scale=float(out_scale), activation_zero_point=int(out_zero))
+        elif s.bn is not None or s.relu or s.pool:
+            raise UserError(f"layer {p}: the last layer must end the network (found BN/ReLU/pool after it)")
+        layers_meta.append(layer)
+    metadata = {
+        "format": "int8",
+        "arch": ARCH_NAME,
+        "layers": layers_meta,
+        "activation_type": "uint8",
+        "calibration_images": calibration.images,
+        **meta,
+    }
+    return g.model(
+        "VGG4bit, int8-container 4-bit weight codes (BN folded into per-channel scales), uint8 activations, QDQ",
+        metadata,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry point
+
+
+@dataclass
+class ExportResult:
+    out_dir: str
+    files: dict[str, int]  # name -> bytes
+    calibration_images: int
+    method: str
+
+
+def checkpoint_data(checkpoint_state: dict, data_dir: str | None) -> tuple[datamod.Split, datamod.Split, str]:
+    """(train, test, description) of the data a checkpoint was trained on: its dataset, its synthetic
+    data regenerated from its seed, or real data from data_dir (which overrides the checkpoint's)."""
+    config = checkpoint_state.get("config", {})
+    synthetic = bool(config.get("synthetic", False)) and data_dir is None
+    return datamod.load_data(
+        config.get("dataset", "cifar10"),
+        data_dir if data_dir is not None else config.get("data_dir"),
+        synthetic,
+        config.get("subset"),
+        int(config.get("seed", 0)),
+    )
+
+
+def calibration_images(checkpoint_state: dict, data_dir: str | None, count: int, seed: int = 0) -> torch.Tensor:
+    """Un-augmented, normalized training images: a seeded random sample of the checkpoint's training set."""
+    train_split, _, _ = checkpoint_data(checkpoint_state, data_dir)
+    order = torch.randperm(len(train_split), generator=torch.Generator().manual_seed(seed))[:count]
+    return datamod.normalize(train_split.images[order])
+
+
+def save_model(model: onnx.ModelProto, path: Path) -> int:
+    onnx.checker.check_model(model, full_check=True)
+    blob = model.SerializeToString()
+    write_atomic(path, lambda f: f.write(blob))
+    return len(blob)
+
+
+def export(
+    checkpoint: str | Path,
+    out_dir: str | Path,
+    data_dir: str | None = None,
+    calibration_count: int = DEFAULT_CALIBRATION_IMAGES,
+    threads: int | None = None,
+) -> ExportResult:
+    if calibration_count < 1:
+        raise UserError(f"--calibration-images must be at least 1, got {calibration_count}")
+    if threads is not None:
+        if threads < 1:
+            raise UserError(f"--threads must be at least 1, got {threads}")
+        torch.set_num_threads(threads)
+    model, method, state = model_from_checkpoint(checkpoint)
+    stages = network_stages(model, method.name)
+    meta = {"method": method.name, "epoch": int(state.get("epoch", 0)), "checkpoint": str(checkpoint)}
+    images = calibration_images(state, data_dir, calibration_count)
+    calibration = calibrate(model, stages, images)
+    out = Path(out_dir)
+    sizes = {
+        "fp32": save_model(build_fp32(stages, meta), out / "fp32.onnx"),
+        "int4": save_model(build_int4(stages, meta), out / "int4.onnx"),
+        "int8": save_model(build_int8(stages, calibration, meta), out / "int8.onnx"),
+    }
+    return ExportResult(str(out), sizes, calibration.images, method.name)
+
+
+def describe(result: ExportResult) -> str:
+    files = ", ".join(f"{k}.onnx {v / 1e6:.2f} MB" for k, v in result.files.items())
+    return (
+        f"exported {result.method} checkpoint to {result.out_dir}: {files} "
+        f"(int8 calibrated on {result.calibration_images} training images)"
+    )
+

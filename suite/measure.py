@@ -1,0 +1,406 @@
+"""Measurements, each saying how it was obtained: host fingerprint, SGEMM ceiling, interleaved training
+throughput windows, eval throughput, peak memory, energy (RAPL, or an estimate with its power model).
+
+Measurement code returns numbers and their provenance; it never decides whether a figure is good.
+Functions that need torch import it inside, so the bench parent can use the rest without loading it."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import os
+import platform
+import re
+import resource
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .profiles import usable_cpus
+
+# ---------------------------------------------------------------------------------------------
+# Host fingerprint
+
+ISA_FLAGS = {
+    # name in the result -> any of these /proc/cpuinfo flags (x86 "flags", arm64 "Features")
+    "avx2": ("avx2",),
+    "avx512f": ("avx512f",),
+    "avx512_vnni": ("avx512_vnni",),
+    "avx_vnni": ("avx_vnni",),
+    "avx512_bf16": ("avx512_bf16",),
+    "amx": ("amx_tile",),
+    "neon": ("asimd", "neon"),
+    "arm_dotprod": ("asimddp",),
+    "sve": ("sve",),
+}
+
+
+def _cpuinfo_linux(path: str = "/proc/cpuinfo") -> tuple[str | None, set[str]]:
+    model, flags = None, set()
+    try:
+        with open(path) as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key in ("model name", "Model", "cpu model") and model is None:
+                    model = value.strip()
+                elif key in ("flags", "Features") and not flags:
+                    flags = set(value.split())
+    except OSError:
+        pass
+    return model, flags
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def host_fingerprint() -> dict:
+    """What the figures were measured on. Reads /proc/cpuinfo (py-cpuinfo elsewhere); does not import torch."""
+    import psutil
+
+    model, flags = _cpuinfo_linux()
+    if model is None or not flags:
+        try:
+            import cpuinfo
+
+            info = cpuinfo.get_cpu_info()
+            model = model or info.get("brand_raw")
+            flags = flags or set(info.get("flags", []))
+        except Exception:  # py-cpuinfo fails on some exotic platforms; the fingerprint just says less
+            pass
+    logical = os.cpu_count() or 1
+    fingerprint = {
+        "cpu_model": model or platform.processor() or "unknown",
+        "machine": platform.machine(),
+        "physical_cores": psutil.cpu_count(logical=False),
+        "logical_cpus": logical,
+        "usable_cpus": usable_cpus(),
+        "isa": {name: any(f in flags for f in names) for name, names in ISA_FLAGS.items()},
+        "memory_bytes": psutil.virtual_memory().total,
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "torch": _version("torch"),
+        "onnxruntime": _version("onnxruntime"),
+    }
+    fingerprint["host_id"] = host_id(fingerprint)
+    return fingerprint
+
+
+def _machine_secret() -> str:
+    for path in ("/etc/machine-id", "/var/lib/dbus/machine-id"):
+        try:
+            return Path(path).read_text().strip()
+        except OSError:
+            continue
+    return platform.node()
+
+
+def host_id(fingerprint: dict) -> str:
+    """A stable folder name for a machine: readable hardware summary plus a short hash of the machine id
+    (so two identical cloud instances stay apart, and the id itself is not published)."""
+    slug = re.sub(r"[^a-z0-9]+", "-", fingerprint["cpu_model"].lower()).strip("-")[:40].strip("-") or "cpu"
+    memory_gib = round(fingerprint["memory_bytes"] / 2**30)
+    digest = hashlib.sha256(_machine_secret().encode()).hexdigest()[:8]
+    return f"{slug}-{fingerprint['logical_cpus']}t-{memory_gib}g-{digest}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Memory
+
+
+def peak_rss_bytes() -> int:
+    """The calling process's resident high-water mark: VmHWM on Linux, else ru_maxrss."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(maxrss if sys.platform == "darwin" else maxrss * 1024)  # bytes on macOS, KiB on Linux
+
+
+# ---------------------------------------------------------------------------------------------
+# Energy
+
+POWERCAP_ROOT = Path("/sys/class/powercap")
+
+# Manufacturer TDP and hardware threads per chip, for the estimate when RAPL is unreadable. A vCPU is
+# charged TDP / chip_threads, so a 2-vCPU slice of a 64-core server is not charged the whole socket.
+TDP_TABLE: tuple[tuple[str, float, int], ...] = (
+    (r"EPYC 7763\b", 280.0, 128),
+    (r"EPYC 7B13\b", 280.0, 128),  # Google's variant of the 7763
+    (r"EPYC 9654\b", 360.0, 192),
+    (r"Xeon\(R\) Platinum 8259CL", 210.0, 48),
+    (r"Xeon\(R\) Platinum 8375C", 300.0, 64),
+    (r"Xeon\(R\) Platinum 8481C", 350.0, 112),
+    (r"Core\(TM\) i7-1165G7", 28.0, 8),
+    (r"Core\(TM\) i5-1135G7", 28.0, 8),
+    (r"Ryzen 7 5800X\b", 105.0, 16),
+    (r"Ryzen 9 5950X\b", 105.0, 32),
+)
+# CodeCarbon's fallback when the CPU model is unknown is a TDP of 4 W per thread (ecosystem-notes 4.2);
+# here it is charged per busy thread at full value (not CodeCarbon's 50% average).
+DEFAULT_WATTS_PER_THREAD = 4.0
+
+
+@dataclass(frozen=True)
+class PowerModel:
+    watts_per_busy_thread: float
+    source: str  # where the figure comes from, written into the result
+
+    def describe(self) -> str:
+        return f"CPU seconds x {self.watts_per_busy_thread:.2f} W per busy logical CPU ({self.source})"
+
+
+def power_model(cpu_model: str, profile_watts: float | None = None) -> PowerModel:
+    """The profile's figure, else the TDP table by CPU model, else the documented default."""
+    if profile_watts is not None:
+        return PowerModel(profile_watts, "the profile's watts_per_busy_thread")
+    for pattern, tdp, threads in TDP_TABLE:
+        if re.search(pattern, cpu_model):
+            return PowerModel(tdp / threads, f"TDP table: {tdp:g} W over {threads} threads for {pattern!r}")
+    return PowerModel(
+        DEFAULT_WATTS_PER_THREAD,
+        f"default: CPU model {cpu_model!r} is not in the TDP table; CodeCarbon's 4 W-per-thread fallback",
+    )
+
+
+@dataclass
+class RaplDomain:
+    name: str
+    energy_file: Path
+    max_range_uj: int
+
+
+class RaplReader:
+    """Package-level RAPL counters under the powercap tree (intel-rapl:N; AMD uses the same names)."""
+
+    def __init__(self, root: Path = POWERCAP_ROOT):
+        self.domains: list[RaplDomain] = []
+        self.reason: str | None = None
+        if not root.is_dir():
+            self.reason = f"{root} does not exist (no RAPL driver, or a VM/container hides it)"
+            return
+        for zone in sorted(root.glob("intel-rapl:*")):
+            if zone.name.count(":") != 1:
+                continue  # sub-domains (core, dram) are inside the package figure or not comparable
+            energy = zone / "energy_uj"
+            try:
+                int(energy.read_text())
+                max_range = int((zone / "max_energy_range_uj").read_text())
+            except PermissionError:
+                self.reason = f"{energy} is not readable by this user (root only since the PLATYPUS fix)"
+                self.domains = []
+                return
+            except (OSError, ValueError):
+                continue
+            name = (zone / "name").read_text().strip() if (zone / "name").exists() else zone.name
+            self.domains.append(RaplDomain(name, energy, max_range))
+        if not self.domains and self.reason is None:
+            self.reason = f"no readable package domain under {root}"
+
+    @property
+    def available(self) -> bool:
+        return bool(self.domains)
+
+    def read(self) -> list[int]:
+        return [int(d.energy_file.read_text()) for d in self.domains]
+
+    def joules_between(self, before: list[int], after: list[int]) -> float:
+        """Energy between two readings; a counter that went down wrapped around once at max_energy_range_uj."""
+        total_uj = 0
+        for domain, b, a in zip(self.domains, before, after):
+            delta = a - b
+            if delta < 0:
+                delta += domain.max_range_uj
+            total_uj += delta
+        return total_uj / 1e6
+
+
+@dataclass
+class EnergyMeter:
+    """Accumulates energy and CPU time over timed windows of one method."""
+
+    rapl: RaplReader
+    joules: float = 0.0
+    cpu_seconds: float = 0.0
+    images: int = 0
+    _start: tuple | None = field(default=None, repr=False)
+
+    def start(self) -> None:
+        self._start = (self.rapl.read() if self.rapl.available else None, time.process_time())
+
+    def stop(self, images: int) -> None:
+        rapl_before, cpu_before = self._start
+        self.cpu_seconds += time.process_time() - cpu_before
+        if rapl_before is not None:
+            self.joules += self.rapl.joules_between(rapl_before, self.rapl.read())
+        self.images += images
+
+
+def energy_result(meter: EnergyMeter, model: PowerModel | None, epoch_images: int) -> dict:
+    """{"joules_per_epoch", "method", "model", ...}: measured RAPL when readable, else the CPU-time estimate
+    when a power model is given, else unavailable. Never a blend of the two."""
+    base = {"epoch_images": epoch_images, "cpu_seconds": round(meter.cpu_seconds, 6), "images": meter.images}
+    if meter.images <= 0:
+        return {"joules_per_epoch": None, "method": "unavailable", "model": "no timed images", **base}
+    if meter.rapl.available:
+        per_image = meter.joules / meter.images
+        domains = ", ".join(d.name for d in meter.rapl.domains)
+        return {
+            "joules_per_epoch": per_image * epoch_images,
+            "method": "measured_rapl",
+            "model": f"RAPL package energy ({domains}) over the timed windows, whole socket (other processes included), "
+            f"wrap-around corrected; scaled from {meter.images} images to {epoch_images}",
+            **base,
+        }
+    if model is None:
+        return {"joules_per_epoch": None, "method": "unavailable", "model": meter.rapl.reason or "no RAPL", **base}
+    joules = meter.cpu_seconds * model.watts_per_busy_thread
+    return {
+        "joules_per_epoch": joules / meter.images * epoch_images,
+        "method": "estimated",
+        "model": f"{model.describe()}; RAPL unavailable: {meter.rapl.reason}",
+        **base,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Compute: the SGEMM ceiling and the model's counted FLOPs
+
+
+class SgemmProbe:
+    """float32 n x n matrix multiply at torch's current thread count: the ceiling the training figures are
+    read against. Samples are taken up front and again between training rounds, so on a busy machine the
+    ceiling sees the same load as the windows it is compared with."""
+
+    def __init__(self, n: int):
+        import torch
+
+        generator = torch.Generator().manual_seed(0)
+        self.n = n
+        self.a = torch.randn(n, n, generator=generator)
+        self.b = torch.randn(n, n, generator=generator)
+        self.out = torch.empty(n, n)
+        torch.mm(self.a, self.b, out=self.out)  # warm-up: first-call allocation and kernel selection
+        self.samples: list[float] = []
+
+    def sample(self) -> float:
+        import torch
+
+        start = time.perf_counter()
+        torch.mm(self.a, self.b, out=self.out)
+        rate = 2.0 * self.n**3 / (time.perf_counter() - start) / 1e9
+        self.samples.append(rate)
+        return rate
+
+    def result(self) -> dict:
+        return {"gflops": statistics.median(self.samples), "n": self.n, "repeats": len(self.samples),
+                "samples_gflops": self.samples}
+
+
+def sgemm_gflops(n: int, repeats: int) -> dict:
+    """Median rate over `repeats` multiplies after one warm-up."""
+    probe = SgemmProbe(n)
+    for _ in range(repeats):
+        probe.sample()
+    return probe.result()
+
+
+FLOP_CONVENTION = (
+    "2 FLOPs per multiply-accumulate of every conv and linear, counted for the forward pass, the weight "
+    "gradient and the input gradient (none for the first layer, whose input needs no gradient); "
+    "batch norm, activations, pooling, the quantizer and the optimizer are not counted"
+)
+
+
+def train_flops_per_image(model) -> int:
+    """Counted FLOPs of one training step per image (see FLOP_CONVENTION)."""
+    from torch import nn
+
+    from .model import forward_macs_per_image
+
+    macs = forward_macs_per_image(model)
+    first = next(m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
+    first_macs = first.in_channels * first.out_channels * first.kernel_size[0] * first.kernel_size[1] * 32 * 32
+    return 2 * (3 * macs - first_macs)
+
+
+def forward_flops_per_image(model) -> int:
+    from .model import forward_macs_per_image
+
+    return 2 * forward_macs_per_image(model)
+
+
+# ---------------------------------------------------------------------------------------------
+# Throughput
+
+
+@dataclass
+class WindowPlan:
+    warmup_steps: int
+    windows: int
+    steps_per_window: int
+
+
+def interleaved_training_windows(
+    steppers: dict[str, Callable],
+    next_batch: Callable[[], tuple],
+    plan: WindowPlan,
+    meters: dict[str, EnergyMeter],
+    between_rounds: Callable[[], object] | None = None,
+) -> dict[str, list[float]]:
+    """Seconds per timed window for each method. Methods take turns window by window (the order rotates
+    each round) so drift in machine load hits all of them alike; warm-up steps are not timed.
+    between_rounds (the SGEMM probe) runs once before every round, outside the timed windows.
+
+    steppers: name -> callable(images, labels) doing one optimizer step (suite.train.Stepper)."""
+    names = list(steppers)
+    batches = [next_batch() for _ in range(max(plan.steps_per_window, 1))]
+    for name in names:
+        for i in range(plan.warmup_steps):
+            steppers[name](*batches[i % len(batches)])
+    seconds: dict[str, list[float]] = {name: [] for name in names}
+    for window in range(plan.windows):
+        if between_rounds is not None:
+            between_rounds()
+        shift = window % len(names)
+        for name in names[shift:] + names[:shift]:
+            images = 0
+            meters[name].start()
+            start = time.perf_counter()
+            for batch in batches:
+                steppers[name](*batch)  # Stepper calls loss.item(): the step has finished when it returns
+                images += batch[1].shape[0]
+            seconds[name].append(time.perf_counter() - start)
+            meters[name].stop(images)
+    return seconds
+
+
+def eval_throughput(model, batches: list[tuple]) -> float:
+    """Images per second of the model in eval mode over `batches` (the first one is a warm-up)."""
+    import torch
+
+    model.eval()
+    with torch.inference_mode():
+        model(batches[0][0])
+        images, start = 0, time.perf_counter()
+        for x, _ in batches[1:]:
+            model(x).argmax(1)
+            images += x.shape[0]
+        return images / (time.perf_counter() - start)
+
+
+def paired_ratios(seconds: dict[str, list[float]], baseline: str) -> dict[str, float]:
+    """method -> median over windows of (its window time / the baseline's window time in the same round)."""
+    base = seconds[baseline]
+    return {name: statistics.median(t / b for t, b in zip(times, base)) for name, times in seconds.items()}

@@ -1,0 +1,151 @@
+"""Result files: the JSON Schema (suite/result_schema.json), strict validation, atomic writes, filing a
+result for a pull request (`q4bench submit`), and loading many results as flat rows."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from functools import lru_cache
+from pathlib import Path
+
+from .atomic import write_json_atomic
+from .errors import UserError
+
+SCHEMA_PATH = Path(__file__).resolve().parent / "result_schema.json"
+SCHEMA_VERSION = 1
+DEFAULT_RESULTS_DIR = Path("reports/results")
+DEFAULT_STORE = Path("reports/submitted")
+
+
+@lru_cache(maxsize=1)
+def schema() -> dict:
+    return json.loads(SCHEMA_PATH.read_text())
+
+
+def _where(error) -> str:
+    return "/".join(str(p) for p in error.absolute_path) or "(top level)"
+
+
+def validation_errors(result: object) -> list[str]:
+    """Every reason `result` is not a valid result file, schema first, then the cross-field rules
+    the schema cannot state. Empty when it is valid."""
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(schema(), format_checker=jsonschema.FormatChecker())
+    errors = sorted(validator.iter_errors(result), key=lambda e: (list(e.absolute_path), e.message))
+    reasons = [f"{_where(e)}: {e.message}" for e in errors]
+    if reasons:
+        return reasons
+    methods = set(result["methods"])
+    for i, entry in enumerate(result["profiles"]):
+        if set(entry["methods"]) != methods:
+            reasons.append(f"profiles/{i}/methods: holds {sorted(entry['methods'])}, the run lists {sorted(methods)}")
+        unknown = set(entry["step_time_ratio"]) - set(entry["methods"])
+        if unknown:
+            reasons.append(f"profiles/{i}/step_time_ratio: methods {sorted(unknown)} are not in the profile")
+        if entry["status"] == "ok" and entry["sgemm_gflops"] is None:
+            reasons.append(f"profiles/{i}: status ok but sgemm_gflops is null")
+        for name, m in entry["methods"].items():
+            if m["status"] == "ok" and (m["train_images_per_s"] is None or m["peak_rss_bytes"] is None):
+                reasons.append(f"profiles/{i}/methods/{name}: status ok but a throughput or memory figure is null")
+            if m["accuracy"] is not None and not result["accuracy"]["measured"]:
+                reasons.append(f"profiles/{i}/methods/{name}/accuracy: a figure although accuracy.measured is false")
+    if not result["accuracy"]["measured"] and not result["accuracy"]["reason"]:
+        reasons.append("accuracy/reason: accuracy was not measured and no reason is given")
+    return reasons
+
+
+def validate_result(result: object, source: str = "result") -> None:
+    reasons = validation_errors(result)
+    if reasons:
+        more = f" (and {len(reasons) - 1} more)" if len(reasons) > 1 else ""
+        raise UserError(f"{source}: invalid result file: {reasons[0]}{more}")
+
+
+def read_result(path: str | os.PathLike) -> dict:
+    """Parse and strictly validate one result file; a truncated or invalid file is a UserError with the reason."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read result file ({exc.strerror})") from None
+    try:
+        result = json.loads(text)
+    except json.JSONDecodeError as exc:
+        hint = " (truncated?)" if not text.rstrip().endswith("}") or exc.pos >= len(text.rstrip()) else ""
+        raise UserError(f"{path}: not valid JSON{hint}: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    validate_result(result, str(path))
+    return result
+
+
+def write_result(path: str | os.PathLike, result: dict) -> Path:
+    """Validate, then write atomically: a reader never sees half a file, an invalid result is never written."""
+    validate_result(result, str(path))
+    return write_json_atomic(path, result)
+
+
+def result_filename(result: dict) -> str:
+    stamp = re.sub(r"[^0-9T]", "", result["created_utc"])
+    return f"{stamp}-{result['host']['host_id']}-{result['tier']['name']}.json"
+
+
+def submit(path: str | os.PathLike, store: str | os.PathLike = DEFAULT_STORE) -> Path:
+    """File a validated result under STORE/<host-id>/ for a pull request. Nothing in the store changes
+    when the file is refused; resubmitting an identical file is a no-op."""
+    result = read_result(path)
+    host_id = result["host"]["host_id"]  # the schema's pattern keeps it a plain folder name
+    target = Path(store) / host_id / result_filename(result)
+    if target.exists():
+        try:
+            same = json.loads(target.read_text()) == result
+        except (OSError, json.JSONDecodeError):
+            same = False
+        if not same:
+            raise UserError(f"{target} already exists with different content; refusing to overwrite it")
+        return target
+    return write_json_atomic(target, result)
+
+
+def load_results(paths: list[str | os.PathLike]) -> list[dict]:
+    """Read many result files (folders are searched for *.json), each validated."""
+    files: list[Path] = []
+    for p in map(Path, paths):
+        files.extend(sorted(p.rglob("*.json")) if p.is_dir() else [p])
+    return [read_result(f) for f in files]
+
+
+def result_rows(result: dict) -> list[dict]:
+    """One flat row per (profile, method). Measured and estimated energy land in separate columns, so a
+    table built from these rows never mixes them."""
+    rows = []
+    for entry in result["profiles"]:
+        for name, m in entry["methods"].items():
+            energy = m["energy"]
+            accuracy = m["accuracy"] or {}
+            rows.append({
+                "host_id": result["host"]["host_id"],
+                "cpu_model": result["host"]["cpu_model"],
+                "tier": result["tier"]["name"],
+                "data": result["data"]["kind"],
+                "profile": entry["profile"],
+                "threads": entry["threads"],
+                "oversubscribed": entry["oversubscribed"],
+                "memory_cap_mib": entry["memory_cap_mib"],
+                "cap_enforcement": entry["cap_enforcement"],
+                "profile_status": entry["status"],
+                "method": name,
+                "status": m["status"],
+                "sgemm_gflops": entry["sgemm_gflops"],
+                "step_time_ratio": entry["step_time_ratio"].get(name),
+                "train_images_per_s": m["train_images_per_s"],
+                "eval_images_per_s": m["eval_images_per_s"],
+                "achieved_gflops": m["achieved_gflops"],
+                "efficiency": m["efficiency"],
+                "peak_rss_bytes": m["peak_rss_bytes"],
+                "energy_measured_j_per_epoch": energy["joules_per_epoch"] if energy["method"] == "measured_rapl" else None,
+                "energy_estimated_j_per_epoch": energy["joules_per_epoch"] if energy["method"] == "estimated" else None,
+                "energy_method": energy["method"],
+                "top1_percent": accuracy.get("top1_percent"),
+            })
+    return rows

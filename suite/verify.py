@@ -1,0 +1,373 @@
+"""Check the exported ONNX files against the PyTorch 4-bit model in onnxruntime; write DIR/verify.json.
+
+Per file: size, top-1 agreement and max |logit difference| against PyTorch, test accuracy, latency (batch 1)
+and throughput (batch 64) at the given threads, the node types of onnxruntime's optimized graph (the proof
+that QLinearConv/QGemm ran), and agreement of graph optimizations off against all on (onnxruntime issue
+24711: Conv+Q/DQ rewritten to QLinearConv gave wrong outputs at level >= extended). For int4 also the
+codes read back from the file, compared with PyTorch's. Timings are medians of interleaved runs, so
+a disturbance on the host hits all files alike; the load average before and after is recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass
+from itertools import zip_longest
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from onnx import TensorProto
+
+from . import data as datamod
+from .atomic import write_json_atomic
+from .errors import UserError
+from .export import FILES, INPUT_NAME, METADATA_KEY, checkpoint_data, network_stages, unpack_int4
+from .train import model_from_checkpoint
+
+EVAL_BATCH = 100
+THROUGHPUT_BATCH = 64
+
+# The issue's targets; verify.json says for each whether this run met it.
+TARGET_INT4_AGREEMENT = 99.9  # percent
+TARGET_INT4_MAX_LOGIT_DIFF = 1e-3
+TARGET_SIZE_RATIO = 7.8
+TARGET_INT8_ACC_DROP = 0.3  # points
+TARGET_INT8_SPEEDUP = 2.0  # batch-64 throughput over fp32.onnx
+
+
+@dataclass(frozen=True)
+class VerifyConfig:
+    checkpoint: str
+    onnx_dir: str
+    data_dir: str | None = None
+    threads: int = 2
+    limit: int | None = None  # evaluate on the first N test images (None: all)
+    agreement_images: int = 1000  # images for the optimizations-off vs all-on comparison
+    speed_rounds: int = 20  # interleaved timing rounds (each: one batch-64 run and latency_runs batch-1 runs per file)
+    latency_runs: int = 5
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading the files
+
+
+def load_onnx(path: Path) -> onnx.ModelProto:
+    if not path.is_file():
+        raise UserError(f"{path}: ONNX file not found (run q4bench export first)")
+    try:
+        model = onnx.load(str(path))
+        onnx.checker.check_model(model, full_check=True)
+    except Exception as exc:  # protobuf DecodeError, ValidationError, ...: all mean a bad file
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"{path}: not a valid ONNX model ({type(exc).__name__}: {reason[:200]})") from None
+    return model
+
+
+def file_metadata(model: onnx.ModelProto, path: Path) -> dict:
+    for prop in model.metadata_props:
+        if prop.key == METADATA_KEY:
+            try:
+                return json.loads(prop.value)
+            except json.JSONDecodeError:
+                break
+    raise UserError(f"{path}: no readable '{METADATA_KEY}' metadata; not a file written by q4bench export")
+
+
+def initializers(model: onnx.ModelProto) -> dict[str, TensorProto]:
+    return {t.name: t for t in model.graph.initializer}
+
+
+def int4_codes(model: onnx.ModelProto, layer: str, path: Path) -> tuple[np.ndarray, bool]:
+    """(codes, stored packed in raw_data) of a layer's INT4 weight initializer."""
+    t = initializers(model).get(f"{layer}.weight_int4")
+    if t is None or t.data_type != TensorProto.INT4:
+        raise UserError(f"{path}: layer {layer} has no INT4 weight initializer '{layer}.weight_int4'")
+    shape = tuple(t.dims)
+    if t.raw_data:
+        try:
+            return unpack_int4(t.raw_data, shape), True
+        except ValueError as exc:
+            raise UserError(f"{path}: initializer {t.name}: {exc}") from None
+    # int32_data: one byte (two codes) per int32, the layout onnx issue 6160 got wrong; read it anyway
+    packed = np.asarray(t.int32_data, dtype=np.int64).astype(np.uint8).tobytes()
+    return unpack_int4(packed, shape), False
+
+
+def int8_codes(model: onnx.ModelProto, layer: str, path: Path) -> np.ndarray:
+    t = initializers(model).get(f"{layer}.weight_int8")
+    if t is None or t.data_type != TensorProto.INT8:
+        raise UserError(f"{path}: layer {layer} has no INT8 weight initializer '{layer}.weight_int8'")
+    return onnx.numpy_helper.to_array(t)
+
+
+def codes_equal_up_to_channel_sign(file_codes: np.ndarray, torch_codes: np.ndarray) -> bool:
+    """int8.onnx moves a negative BatchNorm multiplier into the codes' sign, channel by channel."""
+    if file_codes.shape != torch_codes.shape:
+        return False
+    f = file_codes.reshape(file_codes.shape[0], -1).astype(np.int16)
+    t = torch_codes.reshape(torch_codes.shape[0], -1).astype(np.int16)
+    return bool(np.all(np.all(f == t, axis=1) | np.all(f == -t, axis=1)))
+
+
+# ---------------------------------------------------------------------------------------------
+# onnxruntime
+
+
+def make_session(path: Path, threads: int, optimize: bool, optimized_model_path: Path | None = None):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = (
+        ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    )
+    options.log_severity_level = 3  # the NCHWc "hardware specific" notice on saving the optimized graph is expected
+    if optimized_model_path is not None:
+        options.optimized_model_filepath = str(optimized_model_path)
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"{path}: onnxruntime cannot load it ({reason[:200]})") from None
+
+
+def run_logits(session, images: np.ndarray, batch: int = EVAL_BATCH) -> np.ndarray:
+    outs = [session.run(None, {INPUT_NAME: images[i : i + batch]})[0] for i in range(0, images.shape[0], batch)]
+    return np.concatenate(outs)
+
+
+def session_with_node_types(session_factory) -> tuple[dict[str, int], object]:
+    """(node type counts of the graph onnxruntime actually runs, the session), the graph read back from
+    the file onnxruntime writes to optimized_model_filepath."""
+    with tempfile.TemporaryDirectory(prefix="q4bench-ort-") as tmp:
+        target = Path(tmp) / "optimized.onnx"
+        session = session_factory(target)
+        counts = Counter(n.op_type for n in onnx.load(str(target)).graph.node)
+    return dict(sorted(counts.items())), session
+
+
+def compare(reference: np.ndarray, logits: np.ndarray) -> tuple[float, float]:
+    """(top-1 agreement in percent, max |logit difference|)."""
+    agreement = 100.0 * float(np.mean(reference.argmax(1) == logits.argmax(1)))
+    return agreement, float(np.max(np.abs(reference.astype(np.float64) - logits.astype(np.float64))))
+
+
+def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
+    return 100.0 * float(np.mean(logits.argmax(1) == labels))
+
+
+def measure_speed(sessions: dict[str, object], config: VerifyConfig) -> tuple[dict[str, dict], dict[str, list[float]]]:
+    """Interleaved: every round times each file once at batch 64 and latency_runs times at batch 1,
+    in a rotating order. Returns (per file: medians over rounds, per file: batch-64 seconds of each round)."""
+    rng = np.random.default_rng(0)
+    b64 = rng.standard_normal((THROUGHPUT_BATCH, 3, 32, 32), dtype=np.float32)
+    b1 = b64[:1].copy()
+    names = list(sessions)
+    for name in names:  # warm-up: first runs allocate and pack weights
+        for _ in range(2):
+            sessions[name].run(None, {INPUT_NAME: b64})
+            sessions[name].run(None, {INPUT_NAME: b1})
+    batch_s: dict[str, list[float]] = {n: [] for n in names}
+    single_s: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(config.speed_rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            s = sessions[name]
+            start = time.perf_counter()
+            s.run(None, {INPUT_NAME: b64})
+            batch_s[name].append(time.perf_counter() - start)
+            for _ in range(config.latency_runs):
+                start = time.perf_counter()
+                s.run(None, {INPUT_NAME: b1})
+                single_s[name].append(time.perf_counter() - start)
+    summary = {
+        n: {
+            "latency_b1_ms": 1000.0 * statistics.median(single_s[n]),
+            "throughput_b64": THROUGHPUT_BATCH / statistics.median(batch_s[n]),
+            "timing_runs": {"batch64": len(batch_s[n]), "batch1": len(single_s[n])},
+        }
+        for n in names
+    }
+    return summary, batch_s
+
+
+def paired_speedup(reference_s: list[float], candidate_s: list[float]) -> float:
+    """Median over rounds of reference time / candidate time, both timed in the same round: a load
+    that drifts between rounds (other work on the host) cancels within each pair."""
+    return statistics.median(r / c for r, c in zip(reference_s, candidate_s))
+
+
+def _cpu_flags() -> dict[str, bool]:
+    try:
+        flags = set()
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags.update(line.split(":", 1)[1].split())
+                    break
+        return {k: k in flags for k in ("avx2", "avx512f", "avx512_vnni", "avx_vnni")}
+    except OSError:
+        return {}
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry point
+
+
+def verify(config: VerifyConfig, log=print) -> dict:
+    import onnxruntime as ort
+
+    if config.threads < 1:
+        raise UserError(f"--threads must be at least 1, got {config.threads}")
+    if config.limit is not None and config.limit < 1:
+        raise UserError(f"--limit must be at least 1, got {config.limit}")
+    if config.agreement_images < 1 or config.speed_rounds < 1 or config.latency_runs < 1:
+        raise UserError("--agreement-images, --speed-rounds and --latency-runs must be at least 1")
+    torch.set_num_threads(config.threads)
+    onnx_dir = Path(config.onnx_dir)
+    paths = {name: onnx_dir / f"{name}.onnx" for name in FILES}
+    models = {name: load_onnx(path) for name, path in paths.items()}
+    metadata = {name: file_metadata(models[name], paths[name]) for name in FILES}
+
+    model, method, state = model_from_checkpoint(config.checkpoint)
+    stages = network_stages(model, method.name)
+    torch_shapes = [(s.name, tuple(s.codes.shape)) for s in stages]
+    for name in FILES:
+        try:
+            file_shapes = [(l["name"], tuple(l["shape"])) for l in metadata[name]["layers"]]
+        except (KeyError, TypeError):
+            raise UserError(f"{paths[name]}: '{METADATA_KEY}' metadata has no readable 'layers' list") from None
+        for found, expected in zip_longest(file_shapes, torch_shapes, fillvalue=("(none)", ())):
+            if found != expected:
+                raise UserError(
+                    f"{paths[name]}: layer {found[0]} {list(found[1])} does not match checkpoint "
+                    f"{config.checkpoint} layer {expected[0]} {list(expected[1])}; exported from another network?"
+                )
+
+    _, test, source = checkpoint_data(state, config.data_dir)
+    if config.limit is not None:
+        test = test.head(config.limit)
+    images = np.ascontiguousarray(datamod.normalize(test.images).numpy())
+    labels = test.labels.numpy()
+    log(f"verifying {onnx_dir} against {config.checkpoint} on {len(test)} test images ({source}), "
+        f"{config.threads} threads")
+
+    load_before = os.getloadavg()
+    with torch.inference_mode():
+        reference = np.concatenate(
+            [model(torch.from_numpy(images[i : i + EVAL_BATCH])).numpy() for i in range(0, len(images), EVAL_BATCH)]
+        )
+    torch_acc = accuracy(reference, labels)
+    n_agree = min(config.agreement_images, len(images))
+
+    report: dict = {"files": {}}
+    sessions = {}
+    for name in FILES:
+        node_types, session = session_with_node_types(
+            lambda target, p=paths[name]: make_session(p, config.threads, True, target)
+        )
+        sessions[name] = session
+        logits = run_logits(session, images)
+        agreement, max_diff = compare(reference, logits)
+        unoptimized = run_logits(make_session(paths[name], config.threads, False), images[:n_agree])
+        off_agreement, off_diff = compare(logits[:n_agree], unoptimized)
+        entry = {
+            "bytes": paths[name].stat().st_size,
+            "top1_agreement": agreement,
+            "max_abs_logit_diff": max_diff,
+            "test_acc": accuracy(logits, labels),
+            "optimized_node_types": node_types,
+            "optimizations_off_vs_all_on": {
+                "images": n_agree,
+                "top1_agreement": off_agreement,
+                "max_abs_logit_diff": off_diff,
+            },
+        }
+        log(f"  {name}.onnx: agreement {agreement:.2f}%, max |dlogit| {max_diff:.2e}, "
+            f"test acc {entry['test_acc']:.2f}%")
+        report["files"][name] = entry
+
+    # Codes read back from the files.
+    int4_layers, int8_layers = {}, {}
+    for s in stages:
+        codes, raw = int4_codes(models["int4"], s.name, paths["int4"])
+        int4_layers[s.name] = {
+            "distinct_codes": int(np.unique(codes).size),
+            "pytorch_distinct_codes": int(np.unique(s.codes).size),
+            "codes_equal_pytorch": bool(np.array_equal(codes, s.codes)),
+            "packed_in_raw_data": raw,
+        }
+        int8_layers[s.name] = codes_equal_up_to_channel_sign(int8_codes(models["int8"], s.name, paths["int8"]), s.codes)
+    report["files"]["int4"]["distinct_codes"] = {k: v["distinct_codes"] for k, v in int4_layers.items()}
+    report["files"]["int4"]["codes"] = int4_layers
+    report["files"]["int4"]["codes_identical_to_pytorch"] = all(v["codes_equal_pytorch"] for v in int4_layers.values())
+    report["files"]["int8"]["codes_identical_to_pytorch_up_to_channel_sign"] = all(int8_layers.values())
+    report["files"]["int8"]["activation_type"] = metadata["int8"].get("activation_type")
+    report["files"]["int8"]["calibration_images"] = metadata["int8"].get("calibration_images")
+
+    log(f"  timing: {config.speed_rounds} interleaved rounds")
+    speeds, batch_seconds = measure_speed(sessions, config)
+    for name, speed in speeds.items():
+        report["files"][name].update(speed)
+    load_after = os.getloadavg()
+
+    files = report["files"]
+    size_ratio = files["fp32"]["bytes"] / files["int4"]["bytes"]
+    speedup = paired_speedup(batch_seconds["fp32"], batch_seconds["int8"])
+    acc_drop = torch_acc - files["int8"]["test_acc"]
+    result = {
+        "checkpoint": str(config.checkpoint),
+        "method": method.name,
+        "epoch": int(state.get("epoch", 0)),
+        "onnx_dir": str(onnx_dir),
+        "data": source,
+        "test_images": len(test),
+        "threads": config.threads,
+        "pytorch_test_acc": torch_acc,
+        "size_ratio_fp32_int4": size_ratio,
+        "int8_speedup_b64_over_fp32": speedup,  # median of per-round ratios
+        "int8_speedup_b64_ratio_of_medians": files["int8"]["throughput_b64"] / files["fp32"]["throughput_b64"],
+        "int4_speedup_b64_over_fp32": paired_speedup(batch_seconds["fp32"], batch_seconds["int4"]),
+        "int8_test_acc_drop_points": acc_drop,
+        **report,
+        "targets": {
+            "int4_top1_agreement_ge_99.9": files["int4"]["top1_agreement"] >= TARGET_INT4_AGREEMENT,
+            "int4_max_abs_logit_diff_lt_1e-3": files["int4"]["max_abs_logit_diff"] < TARGET_INT4_MAX_LOGIT_DIFF,
+            "int4_codes_identical": files["int4"]["codes_identical_to_pytorch"],
+            "size_ratio_ge_7.8": size_ratio >= TARGET_SIZE_RATIO,
+            "int8_acc_within_0.3": acc_drop <= TARGET_INT8_ACC_DROP,
+            "int8_throughput_ge_2x_fp32": speedup >= TARGET_INT8_SPEEDUP,
+            "note": "measured by this run; the accuracy targets are meant for the full 10,000-image test set",
+        },
+        "environment": {
+            "onnxruntime": ort.__version__,
+            "onnx": onnx.__version__,
+            "torch": str(torch.__version__),
+            "machine": platform.machine(),
+            "cpu_flags": _cpu_flags(),
+            "cpu_count": os.cpu_count(),
+            "load_average_1min_before_after": [load_before[0], load_after[0]],
+            "timing_method": (
+                f"medians over {config.speed_rounds} interleaved rounds (each: 1 batch-{THROUGHPUT_BATCH} run and "
+                f"{config.latency_runs} batch-1 runs per file, rotating order) after 2 warm-up runs; "
+                "speedups: median over rounds of the per-round time ratio; "
+                "random input; intra_op threads as given, inter_op 1, ORT_ENABLE_ALL"
+            ),
+        },
+    }
+    out = onnx_dir / "verify.json"
+    write_json_atomic(out, result)
+    log(
+        f"fp32/int4 size ratio {size_ratio:.2f}; int8 b64 throughput {speedup:.2f}x fp32; "
+        f"int8 test acc {files['int8']['test_acc']:.2f}% vs PyTorch {torch_acc:.2f}%; wrote {out}"
+    )
+    return result

@@ -1,0 +1,200 @@
+"""The bench harness: energy tags and RAPL wrap-around, child isolation (threads, caps), the oom path,
+and one smoke run end to end. No timing assertions: speed targets belong to the bench itself."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from suite import bench, measure
+from suite.cli import main
+from suite.errors import UserError
+from suite.profiles import Profile
+from suite.results import read_result
+
+# ---------------------------------------------------------------------------------------------
+# Energy
+
+
+def fake_powercap(root: Path, packages: dict[str, tuple[int, int]]) -> Path:
+    for index, (name, (energy, max_range)) in enumerate(packages.items()):
+        zone = root / f"intel-rapl:{index}"
+        zone.mkdir(parents=True)
+        (zone / "name").write_text(name)
+        (zone / "energy_uj").write_text(str(energy))
+        (zone / "max_energy_range_uj").write_text(str(max_range))
+        sub = root / f"intel-rapl:{index}:0"  # a core sub-domain: not added on top of its package
+        sub.mkdir()
+        (sub / "energy_uj").write_text("5")
+        (sub / "max_energy_range_uj").write_text("100")
+    return root
+
+
+def test_rapl_reads_packages_and_corrects_wrap_around(tmp_path):
+    root = fake_powercap(tmp_path / "powercap", {"package-0": (900, 1000), "package-1": (100, 1000)})
+    rapl = measure.RaplReader(root)
+    assert rapl.available and [d.name for d in rapl.domains] == ["package-0", "package-1"]
+    before = rapl.read()
+    (root / "intel-rapl:0" / "energy_uj").write_text("300")  # wrapped: 900 -> 1000 -> 300 is 400 uJ
+    (root / "intel-rapl:1" / "energy_uj").write_text("600")  # 500 uJ
+    assert rapl.joules_between(before, rapl.read()) == pytest.approx(900e-6)
+
+
+def test_energy_method_tags(tmp_path):
+    epoch = 50_000
+    rapl = measure.RaplReader(fake_powercap(tmp_path / "pc", {"package-0": (0, 10**12)}))
+    meter = measure.EnergyMeter(rapl)
+    meter.start()
+    (tmp_path / "pc" / "intel-rapl:0" / "energy_uj").write_text(str(2_000_000))  # 2 J over the window
+    meter.stop(images=100)
+    measured = measure.energy_result(meter, measure.power_model("AMD EPYC"), epoch)
+    assert measured["method"] == "measured_rapl"
+    assert measured["joules_per_epoch"] == pytest.approx(2.0 / 100 * epoch)
+
+    no_rapl = measure.RaplReader(tmp_path / "absent")
+    assert not no_rapl.available and "does not exist" in no_rapl.reason
+    meter = measure.EnergyMeter(no_rapl, cpu_seconds=10.0, images=100)
+    estimated = measure.energy_result(meter, measure.PowerModel(3.0, "test"), epoch)
+    assert estimated["method"] == "estimated"
+    assert estimated["joules_per_epoch"] == pytest.approx(10.0 * 3.0 / 100 * epoch)
+    assert "3.00 W" in estimated["model"] and "RAPL unavailable" in estimated["model"]
+
+    unavailable = measure.energy_result(meter, None, epoch)
+    assert unavailable["method"] == "unavailable" and unavailable["joules_per_epoch"] is None
+
+
+def test_power_model_priority():
+    assert measure.power_model("AMD EPYC 7763 64-Core Processor", 9.0).source.startswith("the profile")
+    table = measure.power_model("AMD EPYC 7763 64-Core Processor")
+    assert table.watts_per_busy_thread == pytest.approx(280 / 128) and "TDP table" in table.source
+    default = measure.power_model("Mystery CPU")
+    assert default.watts_per_busy_thread == measure.DEFAULT_WATTS_PER_THREAD and "default" in default.source
+
+
+def test_host_fingerprint_fields():
+    host = measure.host_fingerprint()
+    for key in ("cpu_model", "physical_cores", "logical_cpus", "isa", "memory_bytes", "os", "python", "torch",
+                "onnxruntime", "host_id"):
+        assert key in host
+    assert {"avx2", "avx512f", "avx512_vnni", "amx", "neon"} <= set(host["isa"])
+
+
+def test_train_flops_count_the_three_gemms_less_the_first_input_gradient():
+    from suite.model import VGG4bit, forward_macs_per_image
+
+    model = VGG4bit()
+    first = 3 * 64 * 9 * 32 * 32
+    assert measure.train_flops_per_image(model) == 2 * (3 * forward_macs_per_image(model) - first)
+
+
+def test_paired_ratios_use_the_same_round():
+    seconds = {"fp32": [1.0, 2.0, 1.0], "q": [1.1, 2.2, 1.1]}
+    assert measure.paired_ratios(seconds, "fp32")["q"] == pytest.approx(1.1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Children: caps and the oom path
+
+
+def profile(name="p", threads=1, cap=None):
+    return Profile(name, "test", threads, cap, 16, None, Path(f"{name}.toml"), str(threads))
+
+
+KILLED_BY_KERNEL = (
+    "import json, os, signal, sys\n"
+    "task = json.load(open(sys.argv[1]))\n"
+    "open(os.path.join(task['cgroup_dir'], 'memory.events'), 'w').write('oom 1\\noom_kill 1\\n')\n"
+    "os.kill(os.getpid(), signal.SIGKILL)\n"
+)
+
+
+def test_a_child_the_cgroup_oom_killer_takes_becomes_oom(tmp_path):
+    root = tmp_path / "cg"
+    root.mkdir()
+    (root / "cgroup.subtree_control").write_text("memory\n")
+    cap = bench.CapPlan("cgroup", root, None)
+    outcome = bench.run_child({"job": "throughput"}, profile(cap=256), cap, tmp_path, "killed", 60,
+                              child_argv=(sys.executable, "-c", KILLED_BY_KERNEL))
+    assert outcome.status == "oom" and "OOM killer" in outcome.detail and "cgroup" in outcome.detail
+    assert [p.name for p in root.iterdir()] == ["cgroup.subtree_control"]  # the child's group is gone
+
+
+def test_a_child_killed_without_a_cap_is_a_failure_not_oom(tmp_path):
+    outcome = bench.run_child({"job": "throughput"}, profile(), bench.CapPlan("none", None, None), tmp_path, "k", 60,
+                              child_argv=(sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"))
+    assert outcome.status == "failed" and "SIGKILL" in outcome.detail
+
+
+def write_profile(folder: Path, name: str, text: str) -> None:
+    folder.mkdir(exist_ok=True)
+    (folder / f"{name}.toml").write_text(text)
+
+
+def test_tiny_cap_gives_an_oom_result_and_the_bench_goes_on(tmp_path):
+    profiles = tmp_path / "profiles"
+    write_profile(profiles, "tiny", 'description = "too little memory for torch"\nthreads = 1\nmemory_cap_mib = 180\n')
+    out = tmp_path / "results"
+    path = bench.run_bench(bench.BenchConfig(profiles=["tiny"], tier="smoke", out=str(out), profiles_dir=str(profiles)),
+                           log=lambda line: None)
+    result = read_result(path)
+    entry = result["profiles"][0]
+    assert entry["status"] == "oom" and entry["cap_enforcement"] == "rlimit"
+    for m in entry["methods"].values():  # every child ran (and was capped), none brought the bench down
+        assert m["status"] == "oom" and m["train_images_per_s"] is None and m["energy"]["method"] == "unavailable"
+        assert "180 MiB" in m["status_detail"]
+
+
+# ---------------------------------------------------------------------------------------------
+# One smoke run end to end, and the CLI
+
+
+def test_smoke_bench_end_to_end(tmp_path):
+    out = tmp_path / "results"
+    lines = []
+    path = bench.run_bench(bench.BenchConfig(profiles=["single-thread"], tier="smoke", out=str(out)), log=lines.append)
+    assert path.parent == out and lines[-1] == f"result: {path}"
+    result = read_result(path)  # strict schema validation
+    assert result["tier"]["name"] == "smoke" and result["data"]["kind"] == "synthetic"
+    assert result["accuracy"]["measured"] is False and result["accuracy"]["reason"]
+    entry = result["profiles"][0]
+    assert entry["status"] == "ok", entry["status_detail"]
+    assert entry["torch_threads"] == 1 and entry["cap_enforcement"] == "none" and not entry["oversubscribed"]
+    assert entry["sgemm_gflops"] > 0 and entry["step_time_ratio"]["fp32"] == 1.0
+    assert set(entry["methods"]) == {"fp32", "tathe4"}
+    for m in entry["methods"].values():
+        assert m["train_images_per_s"] > 0 and m["eval_images_per_s"] > 0 and m["peak_rss_bytes"] > 100 * 2**20
+        assert m["efficiency"] == pytest.approx(m["achieved_gflops"] / entry["sgemm_gflops"])
+        assert m["energy"]["method"] in ("measured_rapl", "estimated")
+        assert m["accuracy"] is None and m["accuracy_note"]
+    assert any("result:" in line for line in lines)
+
+
+def test_bench_cli_errors_are_one_line(capsys, tmp_path):
+    assert main(["bench", "--tier", "smoke", "--profile", "no-such-machine", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "unknown profile 'no-such-machine'" in err and "\n" not in err
+    assert main(["bench", "--tier", "smoke", "--profile", "single-thread", "--method", "int3-magic",
+                 "--out", str(tmp_path)]) == 2
+    assert "unknown method 'int3-magic'" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_paper_tier_refuses_to_run_without_cifar10(tmp_path):
+    with pytest.raises(UserError, match="needs real CIFAR-10"):
+        bench.plan_data(bench.get_tier("paper"), str(tmp_path / "empty"), tmp_path, allow_download=False, seed=0)
+
+
+def test_quick_tier_without_cifar10_falls_back_and_says_why(tmp_path):
+    plan = bench.plan_data(bench.get_tier("quick"), str(tmp_path / "empty"), tmp_path, allow_download=False, seed=0)
+    assert plan.kind == "synthetic" and "not found" in plan.note
+
+
+def test_accuracy_profile_is_the_widest_that_fits():
+    chosen = bench.pick_accuracy_profile([profile("one", 1), profile("two", 2), profile("huge", 64)], host_cpus=2)
+    assert chosen.name == "two"
+
+
+def test_profile_command_prints_the_fingerprint(capsys):
+    assert main(["profile"]) == 0
+    assert json.loads(capsys.readouterr().out)["host_id"]
