@@ -93,21 +93,11 @@ def count_parameters(model: nn.Module) -> int:
 
 def forward_macs_per_image(model: VGG4bit) -> int:
     """Multiply-accumulates of one forward pass (convs and linears), counted from the layer shapes."""
-    macs, size = 0, 32
-    for m in model.features:
-        if isinstance(m, nn.Conv2d):
-            macs += m.in_channels * m.out_channels * m.kernel_size[0] * m.kernel_size[1] * size * size
-        elif isinstance(m, nn.MaxPool2d):
-            size //= 2
-    for m in model.classifier:
-        if isinstance(m, nn.Linear):
-            macs += m.in_features * m.out_features
-    return macs
+    return sum(layer_macs_per_image(model))
 
 
 def layer_macs_per_image(model: VGG4bit) -> list[int]:
-    """MACs of one forward pass per quantizable layer, in quant_layers order (for cost models);
-    their sum is forward_macs_per_image."""
+    """MACs of one forward pass per quantizable layer, in quant_layers order (for cost models)."""
     macs, size = [], 32
     for m in model.features:
         if isinstance(m, nn.Conv2d):
