@@ -106,7 +106,7 @@ def _layer_codes(name: str, layer: nn.Module, method: str) -> tuple[np.ndarray, 
         # The file must hold exactly the weights the PyTorch forward pass uses.
         if not torch.equal(codes.to(torch.float32) * scale, forward_weight):
             raise RuntimeError(f"layer {name}: codes * scale differ from the quantizer's forward weight")
-    return codes.numpy().copy(), np.float32(scale.item()), q.levels
+    return codes.contiguous().numpy().copy(), np.float32(scale.item()), q.levels  # NCHW order (the model is NHWC)
 
 
 def network_stages(model: VGG4bit, method: str) -> list[Stage]:

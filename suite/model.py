@@ -65,6 +65,10 @@ class VGG4bit(nn.Module):
             QuantLinear(512, num_classes),
         )
         self._init_weights()
+        # channels_last (NHWC) is oneDNN's native CPU layout: measured here (2 threads, batch 128,
+        # interleaved, medians) a training step is 8-20% faster than in NCHW, for every method alike.
+        # Only the memory order changes; parameters, state dicts and checkpoints are the same values.
+        self.to(memory_format=torch.channels_last)
 
     def _init_weights(self) -> None:
         # The paper's code: He-normal (fan-in) for convs, N(0, 1/in) for linears, zero biases, BN defaults.
@@ -79,6 +83,7 @@ class VGG4bit(nn.Module):
                     m.bias.zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.contiguous(memory_format=torch.channels_last)  # a no-op for inputs already in NHWC
         return self.classifier(torch.flatten(self.features(x), 1))
 
 
