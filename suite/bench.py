@@ -72,23 +72,27 @@ class Tier:
     requires_cifar10: bool = False
     synthetic_images: tuple[int, int] = (2000, 500)  # train, test when running on synthetic data
 
+    def windows_for(self, methods: int) -> int:
+        """At least `windows`, rounded up to whole cycles: a cycle gives every method every position once."""
+        return -(-self.windows // methods) * methods
+
 
 TIERS = {
     "smoke": Tier(
         "smoke", "synthetic data, small batches, seconds: checks the harness end to end (what tests use)",
-        data="synthetic", sgemm_n=1024, sgemm_repeats=2, warmup_steps=1, windows=3, steps_per_window=1,
+        data="synthetic", sgemm_n=1024, sgemm_repeats=2, warmup_steps=1, windows=4, steps_per_window=1,
         eval_images=100, footprint_steps=1, accuracy=None, batch_size=16, child_timeout_s=300,
         synthetic_images=(256, 200),
     ),
     "quick": Tier(
-        "quick", "real CIFAR-10 when found; 5 timed windows per method and a 1-epoch accuracy run on 4,096 images",
-        data="cifar10", sgemm_n=2048, sgemm_repeats=3, warmup_steps=2, windows=5, steps_per_window=2,
+        "quick", "real CIFAR-10 when found; 8 timed windows per method and a 1-epoch accuracy run on 4,096 images",
+        data="cifar10", sgemm_n=2048, sgemm_repeats=3, warmup_steps=2, windows=8, steps_per_window=2,
         eval_images=1000, footprint_steps=2, accuracy=AccuracyBudget(train_images=4096, epochs=1),
         child_timeout_s=1500,
     ),
     "paper": Tier(
         "paper", "the paper's full recipe (150 epochs on CIFAR-10 per method): hours to days, resumable",
-        data="cifar10", sgemm_n=2048, sgemm_repeats=5, warmup_steps=3, windows=7, steps_per_window=3,
+        data="cifar10", sgemm_n=2048, sgemm_repeats=5, warmup_steps=3, windows=8, steps_per_window=3,
         eval_images=2000, footprint_steps=2, accuracy=AccuracyBudget(None, None, resumable=True),
         requires_cifar10=True,
     ),
@@ -305,10 +309,10 @@ def measure_profile(
     }
     started, load_start = time.perf_counter(), _load_average()
     log(f"[{profile.name}] throughput: SGEMM {tier.sgemm_n}^3 x{tier.sgemm_repeats} + 1 per round, {tier.warmup_steps} "
-        f"warm-up + {tier.windows} x {tier.steps_per_window} timed steps of batch {batch_size} per method, interleaved")
+        f"warm-up + {tier.windows_for(len(methods))} x {tier.steps_per_window} timed steps of batch {batch_size} per method, interleaved")
     throughput = run_child(
         dict(base_task, job="throughput", methods=methods, sgemm_n=tier.sgemm_n, sgemm_repeats=tier.sgemm_repeats,
-             warmup_steps=tier.warmup_steps, windows=tier.windows, steps_per_window=tier.steps_per_window,
+             warmup_steps=tier.warmup_steps, windows=tier.windows_for(len(methods)), steps_per_window=tier.steps_per_window,
              eval_images=tier.eval_images, cpu_model=host["cpu_model"],
              watts_per_busy_thread=profile.watts_per_busy_thread, powercap_root=config.powercap_root),
         profile, cap, workdir, f"{profile.name}-throughput", tier.child_timeout_s,
@@ -387,6 +391,8 @@ def measure_profile(
         "sgemm": t.get("sgemm"),
         "train_flops_per_image": t.get("train_flops_per_image"),
         "step_time_ratio": t.get("step_time_ratio", {}),
+        "step_time_ratio_range": t.get("step_time_ratio_range", {}),
+        "step_time_ratio_cycles": t.get("step_time_ratio_cycles"),
         "methods": entries,
         "seconds": time.perf_counter() - started,
         # Other work on the host slows every figure; the load average lets a reader see it happened.
@@ -431,7 +437,7 @@ def describe_plan(tier: Tier, profiles: list[Profile], methods: list[str], data:
     lines = [f"q4bench bench: tier {tier.name} ({tier.summary})",
              f"  data: {data.source}" + (f"; {data.note}" if data.note else ""),
              f"  methods: {', '.join(methods)} (fp32 is the baseline of step_time_ratio)"]
-    steps = len(methods) * (tier.warmup_steps + tier.windows * tier.steps_per_window)
+    steps = len(methods) * (tier.warmup_steps + tier.windows_for(len(methods)) * tier.steps_per_window)
     for p in profiles:
         batch = tier.batch_size or p.batch_size
         cap = f"cap {p.memory_cap_mib} MiB" if p.memory_cap_mib else "no memory cap"
@@ -512,11 +518,26 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] = _print) -> Path:
         "methods": methods,
         "baseline_method": BASELINE,
         "flop_convention": FLOP_CONVENTION,
+        "method_costs": method_costs(methods),
         "profiles": entries,
     }
     path = write_result(Path(config.out) / result_filename(result), result)
     log(f"result: {path}")
     return path
+
+
+def method_costs(methods: list[str]) -> dict:
+    """Per method: the kernels it really runs here and its bit operations relative to FP32 (an estimate,
+    CPT's cost model), over the paper recipe's steps (CPT's bit widths cycle over the run)."""
+    from .methods import get_method, method_cost
+    from .model import VGG4bit, layer_macs_per_image
+    from .train import get_recipe
+
+    recipe = get_recipe("paper")
+    steps = recipe.epochs * datamod.num_train_batches(CIFAR10_EPOCH_IMAGES, recipe.batch_size)
+    macs = layer_macs_per_image(VGG4bit(datamod.dataset_spec("cifar10").num_classes))
+    over = f"the {recipe.name} recipe's {steps:,} steps ({recipe.epochs} epochs)"
+    return {name: dict(method_cost(get_method(name), macs, steps), steps=over) for name in methods}
 
 
 def _tier_plan(tier: Tier) -> dict:
@@ -538,11 +559,16 @@ def summary_lines(result: dict) -> list[str]:
                 lines.append(f"  {name}: {m['status']} ({m['status_detail']})")
                 continue
             ratio = entry["step_time_ratio"].get(name)
+            spread = entry.get("step_time_ratio_range", {}).get(name)
             acc = m["accuracy"]["top1_percent"] if m["accuracy"] else None
             lines.append(
-                f"  {name}: train {m['train_images_per_s']:.1f} img/s, step ratio {ratio:.3f}, "
+                f"  {name}: train {m['train_images_per_s']:.1f} img/s, step ratio {ratio:.3f}"
+                + (f" [{spread[0]:.3f}-{spread[1]:.3f}]" if spread and name != result["baseline_method"] else "") + ", "
                 f"{m['achieved_gflops']:.1f} GFLOP/s = {m['efficiency']:.2f} of SGEMM, eval "
                 f"{m['eval_images_per_s']:.0f} img/s, peak RSS {(m['peak_rss_bytes'] or 0) / 2**20:.0f} MiB, energy "
                 f"{m['energy']['method']}" + (f", top-1 {acc:.2f}%" if acc is not None else "")
+                + (f", bit ops {bitops:.4f} of FP32 (estimated; simulated here on float kernels)"
+                   if (bitops := result.get("method_costs", {}).get(name, {}).get("bitops_ratio", {}).get("value"))
+                   else "")
             )
     return lines

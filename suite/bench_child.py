@@ -95,7 +95,7 @@ def run_throughput(task: dict) -> dict:
     plan = measure.WindowPlan(task["warmup_steps"], task["windows"], task["steps_per_window"])
     seconds = measure.interleaved_training_windows(steppers, lambda: next(batch_source), plan, meters, probe.sample)
     sgemm = probe.result()
-    ratios = measure.paired_ratios(seconds, task["methods"][0])
+    ratios = measure.ratio_estimates(seconds, task["methods"][0])
     eval_batches = list(datamod.batches(test_split.head(task["eval_images"] + 100), 100))
     power = measure.power_model(task["cpu_model"], task.get("watts_per_busy_thread"))
     flops = measure.train_flops_per_image(next(iter(models.values())))
@@ -119,7 +119,9 @@ def run_throughput(task: dict) -> dict:
         "torch_threads": threads,
         "sgemm": sgemm,
         "train_flops_per_image": flops,
-        "step_time_ratio": ratios,
+        "step_time_ratio": {name: r["median"] for name, r in ratios.items()},
+        "step_time_ratio_range": {name: [r["low"], r["high"]] for name, r in ratios.items()},
+        "step_time_ratio_cycles": next(iter(ratios.values()))["cycles"],
         "methods": methods,
     }
 

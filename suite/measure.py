@@ -401,6 +401,23 @@ def eval_throughput(model, batches: list[tuple]) -> float:
 
 
 def paired_ratios(seconds: dict[str, list[float]], baseline: str) -> dict[str, float]:
-    """method -> median over windows of (its window time / the baseline's window time in the same round)."""
-    base = seconds[baseline]
-    return {name: statistics.median(t / b for t, b in zip(times, base)) for name, times in seconds.items()}
+    """method -> median over balanced cycles of (its time / the baseline's time in the same cycle)."""
+    return {name: r["median"] for name, r in ratio_estimates(seconds, baseline).items()}
+
+
+def ratio_estimates(seconds: dict[str, list[float]], baseline: str) -> dict[str, dict]:
+    """method -> {"median", "low", "high", "cycles"} of its step-time ratio to the baseline.
+
+    interleaved_training_windows rotates the order every round, so within each cycle of len(seconds)
+    consecutive rounds every method runs once in every position. Measured here (quick tier, 1 thread),
+    per-round tathe4/fp32 ratios alternated with who ran first after the SGEMM probe: 0.89-0.97 in
+    one order, 1.13-1.14 in the other; a cycle's summed times cancel that position effect. low/high: the extreme cycles, the
+    resolution a reader should grant the median. With fewer rounds than one cycle, rounds stand alone."""
+    rounds = len(seconds[baseline])
+    cycle = len(seconds) if rounds >= len(seconds) else 1
+    spans = [range(start, start + cycle) for start in range(0, rounds - cycle + 1, cycle)]
+    out = {}
+    for name, times in seconds.items():
+        ratios = [sum(times[i] for i in span) / sum(seconds[baseline][i] for i in span) for span in spans]
+        out[name] = {"median": statistics.median(ratios), "low": min(ratios), "high": max(ratios), "cycles": len(ratios)}
+    return out

@@ -750,6 +750,43 @@ def section_profiles(inputs: Inputs) -> Section:
     return s
 
 
+def section_methods(inputs: Inputs) -> Section:
+    s = Section("methods", "Methods: step time against FP32 (measured) and bit operations (estimated)")
+    if not inputs.results:
+        s.blocks.append(f"Step-time ratios: {NOT_MEASURED} (no result file; run `make bench`).")
+        return s
+    rows = []
+    for r in inputs.results:
+        costs = r.data.get("method_costs", {})
+        for p in r.data["profiles"]:
+            for name in p["methods"]:
+                cost = costs.get(name)
+                bitops = cost["bitops_ratio"] if cost else None
+                ratio = p["step_time_ratio"].get(name)
+                spread = p.get("step_time_ratio_range", {}).get(name)
+                cycles = p.get("step_time_ratio_cycles")
+                rows.append({
+                    "host": r.host_id, "profile": p["profile"], "method": name,
+                    f"step time / {BASELINE} (measured)": fmt(ratio, ".3f")
+                    + (f" ({spread[0]:.3f}-{spread[1]:.3f} over {cycles} cycles)" if spread and cycles and
+                       name != BASELINE else ""),
+                    "bit operations / FP32 (estimated)": (fmt(bitops["value"], ".4f") if bitops["value"] is not None
+                                                          else "-") if bitops else "not in this result file",
+                    "kernels on this CPU": cost["kernels"] if cost else "not in this result file",
+                    "provenance": provenance(r.fixture),
+                })
+    s.blocks.append(Table(_frame(rows)))
+    models = sorted({c["bitops_ratio"]["model"] for r in inputs.results for c in r.data.get("method_costs", {}).values()
+                     if c["bitops_ratio"]["value"] is not None})
+    s.blocks.append("Step time / fp32: the median over balanced cycles of interleaved timed windows in one process "
+                    "(in a cycle every method runs once in every position), so every method saw the same machine "
+                    "state; the range in brackets is the lowest and highest cycle, the resolution of the median. Methods that quantize gradients (LUQ, CPT) run every GEMM in float32 "
+                    "here: their saving is simulated, and the bit-operation column says what low-bit hardware would "
+                    "need, relative to FP32" + (f" ({'; '.join(models)})" if models else "") + ". It is an estimate "
+                    "from the bit widths, never a time.")
+    return s
+
+
 def _throughput_png(bars: list[tuple]) -> bytes:
     plt = _pyplot()
     labels = [f"{b[0]}  {b[1]}" for b in bars]
@@ -849,7 +886,7 @@ def section_cross_hardware(inputs: Inputs) -> Section:
 
 def build_sections(inputs: Inputs) -> list[Section]:
     return [section_sources(inputs), section_summary(inputs), section_epochs(inputs), section_profiles(inputs),
-            section_onnx(inputs), section_claims(inputs), section_cross_hardware(inputs)]
+            section_methods(inputs), section_onnx(inputs), section_claims(inputs), section_cross_hardware(inputs)]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -89,8 +89,28 @@ def test_train_flops_count_the_three_gemms_less_the_first_input_gradient():
 
 
 def test_paired_ratios_use_the_same_round():
-    seconds = {"fp32": [1.0, 2.0, 1.0], "q": [1.1, 2.2, 1.1]}
+    seconds = {"fp32": [1.0, 2.0, 1.0, 2.0], "q": [1.1, 2.2, 1.1, 2.2]}
     assert measure.paired_ratios(seconds, "fp32")["q"] == pytest.approx(1.1)
+
+
+def test_ratio_cycles_cancel_the_position_effect():
+    # Whoever runs first in a round is 10% slower; q is truly 2% slower than fp32. Rounds alternate
+    # the order (fp32 first in even rounds), as interleaved_training_windows does.
+    first, second = 1.10, 1.00
+    seconds = {"fp32": [first if r % 2 == 0 else second for r in range(6)],
+               "q": [1.02 * (second if r % 2 == 0 else first) for r in range(6)]}
+    per_round = [q / b for q, b in zip(seconds["q"], seconds["fp32"])]
+    assert max(per_round) > 1.1 and min(per_round) < 0.95  # a per-round ratio swings with the order
+    est = measure.ratio_estimates(seconds, "fp32")["q"]
+    assert est["median"] == pytest.approx(1.02) and est["cycles"] == 3
+    assert est["low"] == pytest.approx(1.02) and est["high"] == pytest.approx(1.02)
+    # Fewer rounds than one cycle: each round stands alone.
+    assert measure.ratio_estimates({"fp32": [1.0], "q": [1.5]}, "fp32")["q"]["cycles"] == 1
+
+
+def test_windows_come_in_whole_cycles():
+    assert bench.get_tier("quick").windows_for(2) == 8 and bench.get_tier("quick").windows_for(3) == 9
+    assert bench.get_tier("smoke").windows_for(7) == 7
 
 
 # ---------------------------------------------------------------------------------------------
@@ -167,7 +187,24 @@ def test_smoke_bench_end_to_end(tmp_path):
         assert m["efficiency"] == pytest.approx(m["achieved_gflops"] / entry["sgemm_gflops"])
         assert m["energy"]["method"] in ("measured_rapl", "estimated")
         assert m["accuracy"] is None and m["accuracy_note"]
+    costs = result["method_costs"]
+    assert set(costs) == {"fp32", "tathe4"} and not costs["tathe4"]["quantizes_gradients"]
+    assert costs["tathe4"]["bitops_ratio"] == {"value": None, "method": "unavailable",
+                                               "model": "not estimated: the method quantizes no gradient"}
+    assert "fake-quantized" in costs["tathe4"]["kernels"] and costs["fp32"]["kernels"] == "float32"
     assert any("result:" in line for line in lines)
+
+
+def test_method_costs_estimate_bitops_only_for_gradient_quantizing_methods():
+    costs = bench.method_costs(["luq4", "cpt", "tathe4-noclip"])
+    for name in ("luq4", "cpt"):
+        assert costs[name]["quantizes_gradients"] and costs[name]["kernels"].startswith("simulated")
+        assert costs[name]["bitops_ratio"]["method"] == "estimated" and "CPT's cost model" in costs[name]["bitops_ratio"]["model"]
+    # LUQ: 4-bit weights, activations and gradients on every layer: (16 + 16 + 16) / (3 * 1024) = 1/64.
+    assert costs["luq4"]["bitops_ratio"]["value"] == pytest.approx(1 / 64)
+    # CPT: cyclic 3..8-bit forward, 8-bit gradients, last linear FP32: between all-3-bit and all-8-bit.
+    assert 3 * 3 / 1024 < costs["cpt"]["bitops_ratio"]["value"] < 0.1
+    assert costs["tathe4-noclip"]["bitops_ratio"]["value"] is None
 
 
 def test_bench_cli_errors_are_one_line(capsys, tmp_path):

@@ -145,6 +145,29 @@ def test_two_host_fixture_report_has_every_section_and_labels_fixtures(two_hosts
     assert "energy measured (RAPL), J/epoch" in md and "energy estimated, J/epoch" in md
 
 
+def test_methods_section_gives_measured_ratios_and_estimated_bitops(tmp_path):
+    result = fixture_result("fixture-host-d", "Fixture CPU D", "2026-01-04T00:00:00Z", 1.0)
+    for p in result["profiles"]:
+        p["step_time_ratio"]["luq4"] = 1.54
+        p["methods"]["luq4"] = _method(12.0, 100.0, p["sgemm_gflops"], None)
+    result["methods"].append("luq4")
+    result["method_costs"] = {
+        "luq4": {"summary": "fixture LUQ", "quantizes_gradients": True,
+                 "kernels": "simulated: every GEMM runs in float32 on this CPU (fixture)",
+                 "bitops_ratio": {"value": 0.015625, "method": "estimated", "model": "fixture cost model"}},
+        "fp32": {"summary": "fixture FP32", "quantizes_gradients": False, "kernels": "float32",
+                 "bitops_ratio": {"value": None, "method": "unavailable", "model": "fixture: not estimated"}},
+    }
+    assert validation_errors(result) == []
+    _write(tmp_path / "results" / "d.json", result)
+    md, page = _render(tmp_path, "--results", str(tmp_path / "results"))
+    methods = md.split("<a id=\"methods\"></a>")[1].split("<a id=")[0]
+    assert "1.540" in methods and "0.0156" in methods and "simulated" in methods and "fixture cost model" in methods
+    # tathe4 has no cost entry in this file: said so, not invented.
+    assert "not in this result file" in methods
+    assert "id='methods'" in page
+
+
 def test_missing_optional_figures_render_not_measured(tmp_path):
     result = fixture_result("fixture-host-c", "Fixture CPU C", "2026-01-03T00:00:00Z", 1.0, with_accuracy=False)
     broken = result["profiles"][0]

@@ -5,7 +5,16 @@ from __future__ import annotations
 from ..errors import UserError
 import dataclasses
 
-from .base import GemmBits, LayerQuantizer, Method, gemm_bitops_ratio, layers_bitops_ratio, projected_parameters
+from .base import (
+    BITOPS_MODEL,
+    GemmBits,
+    LayerQuantizer,
+    Method,
+    gemm_bitops_ratio,
+    layers_bitops_ratio,
+    method_cost,
+    projected_parameters,
+)
 from .cpt import CptMethod, CptQuantizer, cyclic_bits, minmax_quantize
 from .luq import LuqMethod, LuqQuantizer, luq_quantize, sawb_clip, sawb_quantize
 from .tathe import SymmetricWeightQuantizer, TatheMethod, quantize_symmetric, symmetric_codes
@@ -80,6 +89,7 @@ def get_method(name: str) -> Method:
 
 
 __all__ = [
+    "BITOPS_MODEL",
     "METHODS",
     "CptMethod",
     "CptQuantizer",
@@ -95,6 +105,7 @@ __all__ = [
     "get_method",
     "layers_bitops_ratio",
     "luq_quantize",
+    "method_cost",
     "minmax_quantize",
     "projected_parameters",
     "quantize_symmetric",

@@ -104,6 +104,36 @@ class Method:
                 raise ValueError(f"unknown projection {self.projection!r}")
 
 
+BITOPS_MODEL = (
+    "CPT's cost model (Fu et al. 2021): per conv/linear layer mean(b_w*b_a, b_g*b_w, b_g*b_a)/32^2 over the "
+    "forward, input-gradient and weight-gradient GEMMs, weighted by the layer's MACs, averaged over the run's steps"
+)
+
+
+def method_cost(method: Method, layer_macs: Sequence[int], total_steps: int) -> dict:
+    """What the method would save on low-bit hardware, an estimate beside the measured step times: the
+    kernels it really runs here, and its bit operations relative to FP32 under CPT's cost model."""
+    ratio = method.bitops_ratio(layer_macs, total_steps)
+    if method.quantizes_gradients:
+        kernels = ("simulated: every GEMM runs in float32 on this CPU; the low-bit saving is the bit-operation "
+                   "estimate, not a measured time")
+    elif method.layer_quantizer(0, len(layer_macs)) is not None:
+        kernels = ("float32 GEMMs on fake-quantized weights (codes x scale); the 4-bit storage is real in the "
+                   "exported int4.onnx")
+    else:
+        kernels = "float32"
+    return {
+        "summary": method.summary,
+        "quantizes_gradients": method.quantizes_gradients,
+        "kernels": kernels,
+        "bitops_ratio": {
+            "value": ratio,
+            "method": "estimated" if ratio is not None else "unavailable",
+            "model": BITOPS_MODEL if ratio is not None else "not estimated: the method quantizes no gradient",
+        },
+    }
+
+
 def projected_parameters(params: Iterable[torch.nn.Parameter]) -> list[torch.Tensor]:
     """The paper projects every parameter of 2 or more dimensions: all conv and linear weights."""
     return [p for p in params if p.dim() >= 2]
