@@ -104,6 +104,7 @@ def _verify_onnx(args: argparse.Namespace) -> None:
             limit=args.limit,
             agreement_images=args.agreement_images,
             speed_rounds=args.speed_rounds,
+            throughput_runs=args.throughput_runs,
             latency_runs=args.latency_runs,
         )
     )
@@ -125,8 +126,10 @@ def _add_verify_onnx(sub) -> None:
     p.add_argument(
         "--agreement-images", type=int, default=1000, help="images for optimizations off vs on (default 1000)"
     )
-    p.add_argument("--speed-rounds", type=int, default=20, help="interleaved timing rounds (default 20)")
-    p.add_argument("--latency-runs", type=int, default=5, help="batch-1 runs per file per round (default 5)")
+    p.add_argument("--speed-rounds", type=int, default=12, help="interleaved timing rounds (default 12)")
+    p.add_argument("--throughput-runs", type=int, default=3,
+                   help="timed batch-64 runs per file per round, back to back (default 3)")
+    p.add_argument("--latency-runs", type=int, default=5, help="timed batch-1 runs per file per round (default 5)")
     p.set_defaults(func=_verify_onnx)
 
 
