@@ -68,7 +68,7 @@ def minmax_quantize(
     scale = (hi - lo).clamp_min(1e-8) / qmax
     v = (x - lo).div_(scale)
     if stochastic:
-        v.add_(torch.rand(v.shape, generator=generator, dtype=v.dtype, device=v.device)).floor_()
+        v.add_(torch.empty_like(v).uniform_(generator=generator)).floor_()  # noise in v's memory layout
     else:
         v.round_()
     return v.clamp_(0, qmax).mul_(scale).add_(lo)

@@ -109,7 +109,7 @@ def luq_quantize(
     for _ in range(samples):  # a loop over samples, not elements: each draw is a few vectorised passes
         # Round up iff U < (a - low)/step, i.e. (U + [a >= 1]) * step < a: P = (a - low)/step (up
         # to float32 rounding of U + 1 to 2^-23; step is a power of two, so the product is exact).
-        u = torch.rand(a.shape, generator=generator, dtype=torch.float32, device=a.device)
+        u = torch.empty_like(a, dtype=torch.float32).uniform_(generator=generator)  # in a's memory layout
         up = u.add_(above).mul_(step) < a
         count = up.float() if count is None else count.add_(up)
     levels = count.add_(above, alpha=samples)  # samples * low + number of round-ups, in units of step
