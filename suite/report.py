@@ -719,7 +719,8 @@ def section_profiles(inputs: Inputs) -> Section:
                 energy = m["energy"]
                 eff = m.get("efficiency")
                 rows.append({
-                    "host": r.host_id, "profile": p["profile"], "threads": str(p["threads"])
+                    "host": r.host_id, "result": f"{r.data['tier']['name']}, {r.data['created_utc']}",
+                    "profile": p["profile"], "threads": str(p["threads"])
                     + (" (oversubscribed)" if p["oversubscribed"] else ""),
                     "method": name,
                     "train images/s": fmt(m["train_images_per_s"], ".1f", missing=miss),
@@ -766,7 +767,8 @@ def section_methods(inputs: Inputs) -> Section:
                 spread = p.get("step_time_ratio_range", {}).get(name)
                 cycles = p.get("step_time_ratio_cycles")
                 rows.append({
-                    "host": r.host_id, "profile": p["profile"], "method": name,
+                    "host": r.host_id, "result": f"{r.data['tier']['name']}, {r.data['created_utc']}",
+                    "profile": p["profile"], "method": name,
                     f"step time / {BASELINE} (measured)": fmt(ratio, ".3f")
                     + (f" ({spread[0]:.3f}-{spread[1]:.3f} over {cycles} cycles)" if spread and cycles and
                        name != BASELINE else ""),

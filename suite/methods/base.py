@@ -105,8 +105,9 @@ class Method:
 
 
 BITOPS_MODEL = (
-    "CPT's cost model (Fu et al. 2021): per conv/linear layer mean(b_w*b_a, b_g*b_w, b_g*b_a)/32^2 over the "
-    "forward, input-gradient and weight-gradient GEMMs, weighted by the layer's MACs, averaged over the run's steps"
+    "CPT's cost model (Fu et al. 2021): per conv/linear layer the mean of (weight bits x activation bits), "
+    "(gradient bits x weight bits) and (gradient bits x activation bits) over 32 x 32, for the forward, "
+    "input-gradient and weight-gradient GEMMs, weighted by the layer's MACs, averaged over the run's steps"
 )
 
 
