@@ -308,11 +308,12 @@ def measure_profile(
         "epoch_images": CIFAR10_EPOCH_IMAGES,
     }
     started, load_start = time.perf_counter(), _load_average()
+    windows = tier.windows_for(len(methods))
     log(f"[{profile.name}] throughput: SGEMM {tier.sgemm_n}^3 x{tier.sgemm_repeats} + 1 per round, {tier.warmup_steps} "
-        f"warm-up + {tier.windows_for(len(methods))} x {tier.steps_per_window} timed steps of batch {batch_size} per method, interleaved")
+        f"warm-up + {windows} x {tier.steps_per_window} timed steps of batch {batch_size} per method, interleaved")
     throughput = run_child(
         dict(base_task, job="throughput", methods=methods, sgemm_n=tier.sgemm_n, sgemm_repeats=tier.sgemm_repeats,
-             warmup_steps=tier.warmup_steps, windows=tier.windows_for(len(methods)), steps_per_window=tier.steps_per_window,
+             warmup_steps=tier.warmup_steps, windows=windows, steps_per_window=tier.steps_per_window,
              eval_images=tier.eval_images, cpu_model=host["cpu_model"],
              watts_per_busy_thread=profile.watts_per_busy_thread, powercap_root=config.powercap_root),
         profile, cap, workdir, f"{profile.name}-throughput", tier.child_timeout_s,
@@ -550,6 +551,7 @@ def _tier_plan(tier: Tier) -> dict:
 def summary_lines(result: dict) -> list[str]:
     """A short human summary of a result (printed after a bench)."""
     lines = []
+    costs = result.get("method_costs", {})
     for entry in result["profiles"]:
         sg = entry["sgemm_gflops"]
         lines.append(f"{entry['profile']}: {entry['threads']} thread(s), status {entry['status']}, "
@@ -561,14 +563,13 @@ def summary_lines(result: dict) -> list[str]:
             ratio = entry["step_time_ratio"].get(name)
             spread = entry.get("step_time_ratio_range", {}).get(name)
             acc = m["accuracy"]["top1_percent"] if m["accuracy"] else None
+            bitops = costs[name]["bitops_ratio"]["value"] if name in costs else None
             lines.append(
                 f"  {name}: train {m['train_images_per_s']:.1f} img/s, step ratio {ratio:.3f}"
                 + (f" [{spread[0]:.3f}-{spread[1]:.3f}]" if spread and name != result["baseline_method"] else "") + ", "
                 f"{m['achieved_gflops']:.1f} GFLOP/s = {m['efficiency']:.2f} of SGEMM, eval "
                 f"{m['eval_images_per_s']:.0f} img/s, peak RSS {(m['peak_rss_bytes'] or 0) / 2**20:.0f} MiB, energy "
                 f"{m['energy']['method']}" + (f", top-1 {acc:.2f}%" if acc is not None else "")
-                + (f", bit ops {bitops:.4f} of FP32 (estimated; simulated here on float kernels)"
-                   if (bitops := result.get("method_costs", {}).get(name, {}).get("bitops_ratio", {}).get("value"))
-                   else "")
+                + (f", bit ops {bitops:.4f} of FP32 (estimated; simulated here on float kernels)" if bitops else "")
             )
     return lines

@@ -411,8 +411,9 @@ def ratio_estimates(seconds: dict[str, list[float]], baseline: str) -> dict[str,
     interleaved_training_windows rotates the order every round, so within each cycle of len(seconds)
     consecutive rounds every method runs once in every position. Measured here (quick tier, 1 thread),
     per-round tathe4/fp32 ratios alternated with who ran first after the SGEMM probe: 0.89-0.97 in
-    one order, 1.13-1.14 in the other; a cycle's summed times cancel that position effect. low/high: the extreme cycles, the
-    resolution a reader should grant the median. With fewer rounds than one cycle, rounds stand alone."""
+    one order, 1.13-1.14 in the other; a cycle's summed times cancel that position effect.
+    low/high: the extreme cycles, the resolution a reader should grant the median. With fewer rounds
+    than one cycle, rounds stand alone."""
     rounds = len(seconds[baseline])
     cycle = len(seconds) if rounds >= len(seconds) else 1
     spans = [range(start, start + cycle) for start in range(0, rounds - cycle + 1, cycle)]

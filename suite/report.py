@@ -782,8 +782,8 @@ def section_methods(inputs: Inputs) -> Section:
                      if c["bitops_ratio"]["value"] is not None})
     s.blocks.append("Step time / fp32: the median over balanced cycles of interleaved timed windows in one process "
                     "(in a cycle every method runs once in every position), so every method saw the same machine "
-                    "state; the range in brackets is the lowest and highest cycle, the resolution of the median. Methods that quantize gradients (LUQ, CPT) run every GEMM in float32 "
-                    "here: their saving is simulated, and the bit-operation column says what low-bit hardware would "
+                    "state; the range in brackets is the lowest and highest cycle, the resolution of the median. "
+                    "Methods that quantize gradients (LUQ, CPT) run every GEMM in float32 here: their saving is simulated, and the bit-operation column says what low-bit hardware would "
                     "need, relative to FP32" + (f" ({'; '.join(models)})" if models else "") + ". It is an estimate "
                     "from the bit widths, never a time.")
     return s
