@@ -22,7 +22,7 @@ from typing import Callable
 from . import __version__
 from . import data as datamod
 from .errors import UserError
-from .measure import FLOP_CONVENTION, POWERCAP_ROOT, host_fingerprint
+from .measure import CONV_PASSES, FLOP_CONVENTION, POWERCAP_ROOT, host_fingerprint
 from .profiles import (
     CgroupSlot,
     Profile,
@@ -67,6 +67,7 @@ class Tier:
     eval_images: int
     footprint_steps: int
     accuracy: AccuracyBudget | None
+    kernel_repeats: int  # timed calls per conv layer and pass in the kernel breakdown (measure.conv_kernel_rates)
     batch_size: int | None = None  # None: the profile's
     child_timeout_s: float | None = None
     requires_cifar10: bool = False
@@ -81,19 +82,19 @@ TIERS = {
     "smoke": Tier(
         "smoke", "synthetic data, small batches, seconds: checks the harness end to end (what tests use)",
         data="synthetic", sgemm_n=1024, sgemm_repeats=2, warmup_steps=1, windows=4, steps_per_window=1,
-        eval_images=100, footprint_steps=1, accuracy=None, batch_size=16, child_timeout_s=300,
+        eval_images=100, footprint_steps=1, accuracy=None, kernel_repeats=1, batch_size=16, child_timeout_s=300,
         synthetic_images=(256, 200),
     ),
     "quick": Tier(
         "quick", "real CIFAR-10 when found; 8 timed windows per method and a 1-epoch accuracy run on 4,096 images",
         data="cifar10", sgemm_n=2048, sgemm_repeats=3, warmup_steps=2, windows=8, steps_per_window=2,
-        eval_images=1000, footprint_steps=2, accuracy=AccuracyBudget(train_images=4096, epochs=1),
+        eval_images=1000, footprint_steps=2, accuracy=AccuracyBudget(train_images=4096, epochs=1), kernel_repeats=3,
         child_timeout_s=1500,
     ),
     "paper": Tier(
         "paper", "the paper's full recipe (150 epochs on CIFAR-10 per method): hours to days, resumable",
         data="cifar10", sgemm_n=2048, sgemm_repeats=5, warmup_steps=3, windows=8, steps_per_window=3,
-        eval_images=2000, footprint_steps=2, accuracy=AccuracyBudget(None, None, resumable=True),
+        eval_images=2000, footprint_steps=2, accuracy=AccuracyBudget(None, None, resumable=True), kernel_repeats=5,
         requires_cifar10=True,
     ),
 }
@@ -314,7 +315,7 @@ def measure_profile(
     throughput = run_child(
         dict(base_task, job="throughput", methods=methods, sgemm_n=tier.sgemm_n, sgemm_repeats=tier.sgemm_repeats,
              warmup_steps=tier.warmup_steps, windows=windows, steps_per_window=tier.steps_per_window,
-             eval_images=tier.eval_images, cpu_model=host["cpu_model"],
+             eval_images=tier.eval_images, kernel_repeats=tier.kernel_repeats, cpu_model=host["cpu_model"],
              watts_per_busy_thread=profile.watts_per_busy_thread, powercap_root=config.powercap_root),
         profile, cap, workdir, f"{profile.name}-throughput", tier.child_timeout_s,
     )
@@ -394,6 +395,7 @@ def measure_profile(
         "step_time_ratio": t.get("step_time_ratio", {}),
         "step_time_ratio_range": t.get("step_time_ratio_range", {}),
         "step_time_ratio_cycles": t.get("step_time_ratio_cycles"),
+        "conv_kernels": t.get("conv_kernels"),
         "methods": entries,
         "seconds": time.perf_counter() - started,
         # Other work on the host slows every figure; the load average lets a reader see it happened.
@@ -548,6 +550,18 @@ def _tier_plan(tier: Tier) -> dict:
     return plan
 
 
+def conv_kernels_line(kernels: dict, sgemm_gflops: float, baseline: dict) -> str:
+    """One line on where the convolutions' rate stands against SGEMM, pass by pass."""
+    passes = ", ".join(
+        f"{name.replace('_', '-')} {kernels[name]['gflops']:.0f} GFLOP/s ({kernels[name]['gflops'] / sgemm_gflops:.2f} of SGEMM)"
+        for name in CONV_PASSES
+    )
+    total = sum(kernels[name]["seconds"] for name in CONV_PASSES)
+    step = baseline.get("step_seconds_median")
+    share = f"; {total:.2f} s together, of the baseline's {step:.2f} s step" if step else ""
+    return f"conv kernels timed alone: {passes}{share}"
+
+
 def summary_lines(result: dict) -> list[str]:
     """A short human summary of a result (printed after a bench)."""
     lines = []
@@ -556,6 +570,9 @@ def summary_lines(result: dict) -> list[str]:
         sg = entry["sgemm_gflops"]
         lines.append(f"{entry['profile']}: {entry['threads']} thread(s), status {entry['status']}, "
                      f"SGEMM {sg:.1f} GFLOP/s" if sg else f"{entry['profile']}: status {entry['status']}")
+        kernels = entry.get("conv_kernels")
+        if kernels and sg:
+            lines.append("  " + conv_kernels_line(kernels, sg, entry["methods"].get(result["baseline_method"], {})))
         for name, m in entry["methods"].items():
             if m["train_images_per_s"] is None:
                 lines.append(f"  {name}: {m['status']} ({m['status_detail']})")

@@ -2,7 +2,8 @@
 
 The parent sets the thread variables in this process's environment; here, before torch is imported,
 the process joins its cgroup or applies its rlimit. Then it runs one job and writes RESULT.json:
-  throughput: SGEMM ceiling, interleaved training windows of every method, eval throughput, energy;
+  throughput: SGEMM ceiling, interleaved training windows of every method, eval throughput, energy,
+              and the network's conv kernels timed pass by pass;
   footprint:  one method's training (and, when the tier asks, its accuracy run) for peak memory.
 Exit status: 0 done, 3 out of memory (RESULT.json says so), 1 any other failure."""
 
@@ -114,10 +115,13 @@ def run_throughput(task: dict) -> dict:
             "efficiency": achieved / sgemm["gflops"],
             "energy": measure.energy_result(meters[name], power, task["epoch_images"]),
         }
+    # Last, so the kernels' warm caches help no training window.
+    kernels = measure.conv_kernel_rates(next(iter(models.values())), batch_size, task["kernel_repeats"])
     return {
         "status": "ok",
         "torch_threads": threads,
         "sgemm": sgemm,
+        "conv_kernels": kernels,
         "train_flops_per_image": flops,
         "step_time_ratio": {name: r["median"] for name, r in ratios.items()},
         "step_time_ratio_range": {name: [r["low"], r["high"]] for name, r in ratios.items()},

@@ -335,6 +335,75 @@ def train_flops_per_image(model) -> int:
     return 2 * (3 * macs - first_macs)
 
 
+CONV_PASSES = ("forward", "backward_data", "backward_weights")
+
+
+def conv_kernel_rates(model, batch_size: int, repeats: int) -> dict:
+    """The network's own convolutions timed pass by pass, alone, at torch's current threads and in the
+    model's memory format: GFLOP/s of the forward pass, of the input gradient (backward_data; not for
+    the first layer, as in training) and of the weight and bias gradient (backward_weights).
+
+    Efficiency reads a whole step against SGEMM; these say which kernel holds it there. Measured here
+    (2 threads, batch 128, channels_last): forward and backward-data 130-145 GFLOP/s, above SGEMM's
+    113-129, and backward-weights 60-90 (oneDNN picks a jit:avx2 kernel for it on AVX2, not the brgemm
+    kernels of the other two passes). Per layer: one untimed call, then the median of `repeats`."""
+    import torch
+    from torch import nn
+
+    convs, size = [], 32
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            convs.append((m, size))
+        elif isinstance(m, nn.MaxPool2d):
+            size //= 2
+    memory_format = torch.channels_last if model_is_channels_last(model) else torch.contiguous_format
+    generator = torch.Generator().manual_seed(0)
+    seconds = dict.fromkeys(CONV_PASSES, 0.0)
+    flops = dict.fromkeys(CONV_PASSES, 0)
+    for index, (conv, size) in enumerate(convs):
+        shape = (batch_size, conv.in_channels, size, size)
+        x = torch.randn(shape, generator=generator).contiguous(memory_format=memory_format)
+        weight = conv.weight.detach().contiguous(memory_format=memory_format)
+        bias_sizes = [conv.out_channels] if conv.bias is not None else None
+        args = (bias_sizes, list(conv.stride), list(conv.padding), list(conv.dilation), False, [0, 0], conv.groups)
+        out = torch.nn.functional.conv2d(x, weight, None, conv.stride, conv.padding)
+        grad = torch.randn(out.shape, generator=generator).contiguous(memory_format=memory_format)
+        layer_flops = 2 * batch_size * conv.in_channels * conv.out_channels * conv.kernel_size[0] * conv.kernel_size[1] * size * size
+        calls = {
+            "forward": lambda: torch.nn.functional.conv2d(x, weight, conv.bias, conv.stride, conv.padding),
+            "backward_data": lambda: torch.ops.aten.convolution_backward(grad, x, weight, *args, [True, False, False]),
+            "backward_weights": lambda: torch.ops.aten.convolution_backward(
+                grad, x, weight, *args, [False, True, conv.bias is not None]),
+        }
+        for name, call in calls.items():
+            if name == "backward_data" and index == 0:
+                continue  # training never needs the image's gradient
+            with torch.no_grad():
+                call()
+                times = []
+                for _ in range(repeats):
+                    start = time.perf_counter()
+                    call()
+                    times.append(time.perf_counter() - start)
+            seconds[name] += statistics.median(times)
+            flops[name] += layer_flops
+    passes = {name: {"gflops": flops[name] / seconds[name] / 1e9, "seconds": seconds[name]} for name in CONV_PASSES}
+    return {
+        **passes,
+        "layers": len(convs),
+        "batch_size": batch_size,
+        "repeats": repeats,
+        "memory_format": "channels_last" if memory_format is torch.channels_last else "contiguous",
+    }
+
+
+def model_is_channels_last(model) -> bool:
+    import torch
+
+    weight = next(p for p in model.parameters() if p.dim() == 4)
+    return weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+
+
 def forward_flops_per_image(model) -> int:
     from .model import forward_macs_per_image
 

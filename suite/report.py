@@ -30,6 +30,7 @@ import pandas as pd
 
 from .atomic import write_atomic
 from .errors import UserError
+from .measure import CONV_PASSES
 
 DEFAULT_RESULTS = ("reports/results", "reports/submitted")
 DEFAULT_RUNS = ("reports/parity/runs", "runs/bench")
@@ -742,6 +743,12 @@ def section_profiles(inputs: Inputs) -> Section:
                     bars.append((("FIXTURE " if r.fixture else "") + f"{r.host_id}/{p['profile']}", name,
                                  m["train_images_per_s"], m["eval_images_per_s"]))
     s.blocks.append(Table(_frame(rows)))
+    kernel_rows = _conv_kernel_rows(inputs)
+    if kernel_rows:
+        s.blocks.append("Where efficiency stops: the network's convolutions timed alone, pass by pass, at the same "
+                        "threads and batch (measured by q4bench bench; results from before this breakdown have none). "
+                        "A pass below SGEMM's rate caps the whole step's efficiency below 100%.")
+        s.blocks.append(Table(_frame(kernel_rows)))
     s.blocks.append("Efficiency = the method's counted training FLOP rate over the same profile's SGEMM rate "
                     f"(FLOP convention: {inputs.results[0].data['flop_convention']}). Measured and estimated energy "
                     "are separate columns and never mixed.")
@@ -749,6 +756,26 @@ def section_profiles(inputs: Inputs) -> Section:
         s.blocks.append(Figure("throughput", _throughput_png(bars), "Training and eval throughput per host/profile "
                                "and method, measured by q4bench bench."))
     return s
+
+
+def _conv_kernel_rows(inputs: Inputs) -> list[dict]:
+    rows = []
+    for r in inputs.results:
+        for p in r.data["profiles"]:
+            kernels, sgemm = p.get("conv_kernels"), p.get("sgemm_gflops")
+            if not kernels or not sgemm:
+                continue
+            row = {"host": r.host_id, "result": f"{r.data['tier']['name']}, {r.data['created_utc']}",
+                   "profile": p["profile"], "threads": str(p["threads"]), "batch": str(kernels["batch_size"])}
+            for name in CONV_PASSES:
+                rate = kernels[name]["gflops"]
+                row[f"{name.replace('_', '-')} GFLOP/s"] = f"{rate:.0f} ({rate / sgemm:.2f} of SGEMM)"
+            step = p["methods"].get(r.data["baseline_method"], {}).get("step_seconds_median")
+            total = sum(kernels[name]["seconds"] for name in CONV_PASSES)
+            row["convs alone / baseline step"] = f"{total:.2f} s / {step:.2f} s" if step else fmt(None)
+            row["provenance"] = provenance(r.fixture)
+            rows.append(row)
+    return rows
 
 
 def section_methods(inputs: Inputs) -> Section:

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from suite import bench, measure
 from suite.cli import main
@@ -86,6 +87,23 @@ def test_train_flops_count_the_three_gemms_less_the_first_input_gradient():
     model = VGG4bit()
     first = 3 * 64 * 9 * 32 * 32
     assert measure.train_flops_per_image(model) == 2 * (3 * forward_macs_per_image(model) - first)
+
+
+def test_conv_kernel_rates_time_every_pass_of_the_network_s_convs():
+    from suite.model import VGG4bit
+
+    model = VGG4bit()
+    rates = measure.conv_kernel_rates(model, batch_size=2, repeats=1)
+    assert rates["layers"] == 6 and rates["batch_size"] == 2 and rates["memory_format"] == "channels_last"
+    conv_flops = 2 * 2 * sum(
+        m.in_channels * m.out_channels * 9 * size * size
+        for m, size in zip([m for m in model.modules() if isinstance(m, torch.nn.Conv2d)], (32, 32, 16, 16, 8, 8))
+    )
+    first = 2 * 2 * 3 * 64 * 9 * 32 * 32
+    # gflops x seconds gives back the FLOPs each pass really ran: the input gradient skips the first layer.
+    for name, flops in (("forward", conv_flops), ("backward_weights", conv_flops), ("backward_data", conv_flops - first)):
+        assert rates[name]["seconds"] > 0
+        assert rates[name]["gflops"] * rates[name]["seconds"] * 1e9 == pytest.approx(flops)
 
 
 def test_paired_ratios_use_the_same_round():
@@ -192,6 +210,10 @@ def test_smoke_bench_end_to_end(tmp_path):
     assert costs["tathe4"]["bitops_ratio"] == {"value": None, "method": "unavailable",
                                                "model": "not estimated: the method quantizes no gradient"}
     assert "fake-quantized" in costs["tathe4"]["kernels"] and costs["fp32"]["kernels"] == "float32"
+    kernels = entry["conv_kernels"]
+    assert kernels["batch_size"] == 16 and kernels["layers"] == 6
+    assert all(kernels[name]["gflops"] > 0 for name in measure.CONV_PASSES)
+    assert any(line.strip().startswith("conv kernels timed alone: forward") for line in bench.summary_lines(result))
     assert any("result:" in line for line in lines)
 
 

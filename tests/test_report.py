@@ -47,6 +47,9 @@ def fixture_result(host_id: str, cpu: str, created: str, speed: float, with_accu
             "profile": name, "threads": threads, "oversubscribed": False, "memory_cap_mib": None,
             "cap_enforcement": "none", "status": "ok", "sgemm_gflops": sgemm, "train_flops_per_image": 926_000_000,
             "step_time_ratio": {"fp32": 1.0, "tathe4": 1.08},
+            "conv_kernels": {"forward": {"gflops": 1.2 * sgemm, "seconds": 0.3}, "backward_data": {"gflops": 1.1 * sgemm,
+                             "seconds": 0.3}, "backward_weights": {"gflops": 0.6 * sgemm, "seconds": 0.6},
+                             "layers": 6, "batch_size": 128, "repeats": 3, "memory_format": "channels_last"},
             "methods": {
                 "fp32": _method(20.0 * threads * speed, 150.0 * threads * speed, sgemm, acc(41.5) if acc else None),
                 "tathe4": _method(18.5 * threads * speed, 140.0 * threads * speed, sgemm, acc(39.0) if acc else None,
@@ -143,6 +146,8 @@ def test_two_host_fixture_report_has_every_section_and_labels_fixtures(two_hosts
     assert "confirmed" in claims  # 15 codes per layer; the file size ratio
     # Measured and estimated energy in separate columns: host b's RAPL figure only in the measured one.
     assert "energy measured (RAPL), J/epoch" in md and "energy estimated, J/epoch" in md
+    # The conv kernel breakdown, read against the same profile's SGEMM (fixture: backward-weights at 0.6 of it).
+    assert "Where efficiency stops" in md and "(0.60 of SGEMM)" in md and "1.20 s / 6.40 s" in md
 
 
 def test_methods_section_gives_measured_ratios_and_estimated_bitops(tmp_path):
