@@ -106,6 +106,7 @@ def _verify_onnx(args: argparse.Namespace) -> None:
             speed_rounds=args.speed_rounds,
             throughput_runs=args.throughput_runs,
             latency_runs=args.latency_runs,
+            profile_runs=args.profile_runs,
         )
     )
 
@@ -116,7 +117,8 @@ def _add_verify_onnx(sub) -> None:
         help="check exported ONNX files against the PyTorch model in onnxruntime; writes ONNX/verify.json",
         description="Per file: bytes, top-1 agreement and max |logit diff| against the PyTorch 4-bit model, test "
         "accuracy, latency (batch 1) and throughput (batch 64) at --threads, onnxruntime's optimized node types, "
-        "and optimizations-off vs all-on agreement; for int4 the codes read back from the file.",
+        "optimizations-off vs all-on agreement, and each layer's kernel time from onnxruntime's profiler; for int4 "
+        "the codes read back from the file.",
     )
     p.add_argument("--checkpoint", required=True, help="the checkpoint the files were exported from")
     p.add_argument("--onnx", required=True, help="folder holding fp32.onnx, int4.onnx, int8.onnx")
@@ -130,6 +132,8 @@ def _add_verify_onnx(sub) -> None:
     p.add_argument("--throughput-runs", type=int, default=3,
                    help="timed batch-64 runs per file per round, back to back (default 3)")
     p.add_argument("--latency-runs", type=int, default=5, help="timed batch-1 runs per file per round (default 5)")
+    p.add_argument("--profile-runs", type=int, default=5,
+                   help="profiled batch-64 runs per file for the per-layer kernel times (default 5)")
     p.set_defaults(func=_verify_onnx)
 
 

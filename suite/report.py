@@ -861,7 +861,24 @@ def section_onnx(inputs: Inputs) -> Section:
             f"PyTorch: {d['files'].get('int4', {}).get('codes_identical_to_pytorch', NOT_MEASURED)}; distinct codes "
             f"per layer in int4.onnx: {', '.join(map(str, codes.values())) or NOT_MEASURED}; timing: "
             f"{d.get('environment', {}).get('timing_method', NOT_MEASURED)}.")
+        per_layer = d.get("layer_times_b64")
+        if per_layer:
+            s.blocks.append(f"{v.path}: where int8's speedup comes from, layer by layer ({per_layer['method']}; "
+                            f"{provenance(v.fixture)}):")
+            s.blocks.append(Table(_frame(_layer_time_rows(per_layer))))
     return s
+
+
+def _layer_time_rows(per_layer: dict) -> list[dict]:
+    files, speedups = per_layer["ms_per_run"], per_layer["int8_speedup_per_layer"]
+    rows = []
+    for layer in files.get("fp32", {}):
+        row = {"layer": layer}
+        for name in ("fp32", "int4", "int8"):
+            row[f"{name}.onnx ms"] = fmt(files.get(name, {}).get(layer), ".2f")
+        row["int8 speedup"] = fmt(speedups.get(layer), ".2f", "x")
+        rows.append(row)
+    return rows
 
 
 def section_claims(inputs: Inputs) -> Section:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import statistics
 import tempfile
 import time
@@ -29,7 +30,7 @@ from onnx import TensorProto
 from . import data as datamod
 from .atomic import write_json_atomic
 from .errors import UserError
-from .export import FILES, INPUT_NAME, METADATA_KEY, checkpoint_data, network_stages, unpack_int4
+from .export import FILES, INPUT_NAME, METADATA_KEY, OUTPUT_NAME, checkpoint_data, network_stages, unpack_int4
 from .train import model_from_checkpoint
 
 EVAL_BATCH = 100
@@ -54,6 +55,7 @@ class VerifyConfig:
     speed_rounds: int = 12  # interleaved timing rounds (per file: throughput_runs batch-64 and latency_runs batch-1 runs)
     throughput_runs: int = 3
     latency_runs: int = 5
+    profile_runs: int = 5  # profiled batch-64 runs per file for the per-layer kernel times
 
 
 # ---------------------------------------------------------------------------------------------
@@ -214,6 +216,71 @@ def measure_speed(sessions: dict[str, object], config: VerifyConfig) -> tuple[di
     return summary, round_s
 
 
+# Nodes that do a layer's multiply-accumulates, in any of the three files' optimized graphs.
+LAYER_OPS = {"Conv", "FusedConv", "QLinearConv", "Gemm", "FusedGemm", "QGemm", "MatMul", "MatMulInteger"}
+_LAYER_NAME = re.compile(r"^((?:features|classifier)\.\d+)")
+
+
+def layer_of(node_name: str, op_type: str, layer_names: list[str]) -> str:
+    """The network layer a node of onnxruntime's optimized graph belongs to, or "other" (pooling,
+    layout transposes, quantize/dequantize, reorders): node names keep the exported names' prefix."""
+    if op_type not in LAYER_OPS:
+        return "other"
+    match = _LAYER_NAME.match(node_name)
+    if match and match.group(1) in layer_names:
+        return match.group(1)
+    return layer_names[-1] if node_name.startswith(OUTPUT_NAME) else "other"  # the last layer writes the logits
+
+
+def layer_times(paths: dict[str, Path], threads: int, runs: int, layer_names: list[str]) -> dict:
+    """Milliseconds per batch-64 run spent in each layer's kernels, per file, from onnxruntime's
+    profiler (separate profiled sessions, `runs` runs each after 2 warm-ups; the profiler adds a
+    little per node), and each layer's int8 speedup over fp32. Says where the int8/fp32
+    throughput ratio comes from: which kernels gain and which do not."""
+    import onnxruntime as ort
+
+    x = np.random.default_rng(1).standard_normal((THROUGHPUT_BATCH, 3, 32, 32), dtype=np.float32)
+    per_file: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory(prefix="q4bench-ortprof-") as tmp:
+        for name, path in paths.items():
+            # One file at a time, warm-ups then back-to-back runs: no other session's workers are spinning.
+            options = ort.SessionOptions()
+            options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+            options.log_severity_level = 3
+            options.enable_profiling = True
+            options.profile_file_prefix = str(Path(tmp) / name)
+            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            for _ in range(2 + runs):
+                session.run(None, {INPUT_NAME: x})
+            events = json.loads(Path(session.end_profiling()).read_text())
+            # The warm-up runs are profiled too: keep the nodes inside the last `runs` model runs.
+            model_runs = sorted((e["ts"], e["ts"] + e["dur"]) for e in events if e.get("name") == "model_run")
+            timed = model_runs[-runs:]
+            totals = dict.fromkeys([*layer_names, "other"], 0.0)
+            for event in events:
+                if event.get("cat") != "Node" or not event.get("name", "").endswith("_kernel_time"):
+                    continue
+                if not any(start <= event["ts"] <= end for start, end in timed):
+                    continue
+                node = event["name"][: -len("_kernel_time")]
+                layer = layer_of(node, event.get("args", {}).get("op_name", ""), layer_names)
+                totals[layer] += event["dur"] / 1000.0 / runs
+            totals["total"] = sum(totals.values())
+            per_file[name] = totals
+    speedups = {
+        k: per_file["fp32"][k] / per_file["int8"][k]
+        for k in per_file["fp32"]
+        if per_file["fp32"][k] > 0 and per_file["int8"][k] > 0
+    }
+    return {
+        "method": f"onnxruntime profiler, {runs} back-to-back batch-{THROUGHPUT_BATCH} runs per file after 2 warm-ups, "
+                  f"{threads} intra-op threads; kernel time per node summed by layer (pooling, transposes and "
+                  "quantize nodes under 'other')",
+        "ms_per_run": per_file,
+        "int8_speedup_per_layer": speedups,
+    }
+
+
 def paired_speedup(reference_s: list[float], candidate_s: list[float]) -> float:
     """Median over rounds of reference time / candidate time, both timed in the same round: a load
     that drifts between rounds (other work on the host) cancels within each pair."""
@@ -244,8 +311,10 @@ def verify(config: VerifyConfig, log=print) -> dict:
         raise UserError(f"--threads must be at least 1, got {config.threads}")
     if config.limit is not None and config.limit < 1:
         raise UserError(f"--limit must be at least 1, got {config.limit}")
-    if min(config.agreement_images, config.speed_rounds, config.latency_runs, config.throughput_runs) < 1:
-        raise UserError("--agreement-images, --speed-rounds, --throughput-runs and --latency-runs must be at least 1")
+    if min(config.agreement_images, config.speed_rounds, config.latency_runs, config.throughput_runs,
+           config.profile_runs) < 1:
+        raise UserError("--agreement-images, --speed-rounds, --throughput-runs, --latency-runs and --profile-runs "
+                        "must be at least 1")
     torch.set_num_threads(config.threads)
     onnx_dir = Path(config.onnx_dir)
     paths = {name: onnx_dir / f"{name}.onnx" for name in FILES}
@@ -332,6 +401,9 @@ def verify(config: VerifyConfig, log=print) -> dict:
     speeds, batch_seconds = measure_speed(sessions, config)
     for name, speed in speeds.items():
         report["files"][name].update(speed)
+    del sessions  # their thread pools would compete with the profiled sessions below
+    log(f"  per-layer kernel times: onnxruntime profiler, {config.profile_runs} runs per file")
+    per_layer = layer_times(paths, config.threads, config.profile_runs, [s.name for s in stages])
     load_after = os.getloadavg()
 
     files = report["files"]
@@ -353,6 +425,7 @@ def verify(config: VerifyConfig, log=print) -> dict:
         "int4_speedup_b64_over_fp32": paired_speedup(batch_seconds["fp32"], batch_seconds["int4"]),
         "int8_test_acc_drop_points": acc_drop,
         **report,
+        "layer_times_b64": per_layer,
         "targets": {
             "int4_top1_agreement_ge_99.9": files["int4"]["top1_agreement"] >= TARGET_INT4_AGREEMENT,
             "int4_max_abs_logit_diff_lt_1e-3": files["int4"]["max_abs_logit_diff"] < TARGET_INT4_MAX_LOGIT_DIFF,

@@ -149,6 +149,28 @@ def test_verify_json(exported):
     assert "Conv" not in types and "Gemm" not in types and "DequantizeLinear" not in types, types
     assert files["int8"]["codes_identical_to_pytorch_up_to_channel_sign"] is True
     assert files["int8"]["activation_type"] == "uint8"
+    # Per-layer kernel times: every conv and linear found by name in each file's optimized graph.
+    layers = report["layer_times_b64"]
+    names = [f"features.{i}" for i in (0, 3, 7, 10, 14, 17)] + ["classifier.0", "classifier.4"]
+    for name in ("fp32", "int4", "int8"):
+        times = layers["ms_per_run"][name]
+        assert list(times) == names + ["other", "total"], (name, list(times))
+        assert all(times[layer] > 0 for layer in names), (name, times)
+        assert times["total"] == pytest.approx(sum(v for k, v in times.items() if k != "total"))
+    speedups = layers["int8_speedup_per_layer"]
+    assert speedups["total"] == pytest.approx(layers["ms_per_run"]["fp32"]["total"] / layers["ms_per_run"]["int8"]["total"])
+
+
+def test_nodes_are_attributed_to_layers_by_name():
+    from suite.verify import layer_of
+
+    names = ["features.0", "features.3", "classifier.4"]
+    assert layer_of("features.3.relu_nchwc", "Conv", names) == "features.3"  # fp32, fused with its ReLU
+    assert layer_of("features.3.out/Conv_token_4", "QLinearConv", names) == "features.3"  # int8
+    assert layer_of("features.3.pool/MaxPool_token_20", "NhwcMaxPool", names) == "other"
+    assert layer_of("logits/Gemm", "QGemm", names) == "classifier.4"
+    assert layer_of("Transpose_token_25", "Transpose", names) == "other"
+    assert layer_of("features.99.out", "Conv", names) == "other"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -93,8 +93,14 @@ def fixture_verify() -> dict:
              for name, b in (("fp32", 13_021_217), ("int4", 1_658_877), ("int8", 3_275_030))}
     files["int4"]["distinct_codes"] = {layer: 15 for layer in LAYERS}
     files["int4"]["codes_identical_to_pytorch"] = True
+    ms = {"fp32": {"features.0": 4.0, "features.3": 30.0, "other": 3.0, "total": 37.0},
+          "int4": {"features.0": 5.0, "features.3": 40.0, "other": 20.0, "total": 65.0},
+          "int8": {"features.0": 4.0, "features.3": 15.0, "other": 2.0, "total": 21.0}}
+    layer_times = {"method": "fixture profiler", "ms_per_run": ms,
+                   "int8_speedup_per_layer": {k: ms["fp32"][k] / ms["int8"][k] for k in ms["fp32"]}}
     return {"command": FIXTURE_COMMAND, "checkpoint": "fixture.pt", "method": "tathe4", "epoch": 2, "data": "fixture",
-            "test_images": 1000, "threads": 2, "size_ratio_fp32_int4": 13_021_217 / 1_658_877, "files": files}
+            "test_images": 1000, "threads": 2, "size_ratio_fp32_int4": 13_021_217 / 1_658_877, "files": files,
+            "layer_times_b64": layer_times}
 
 
 def _write(path: Path, doc: dict) -> Path:
@@ -146,6 +152,8 @@ def test_two_host_fixture_report_has_every_section_and_labels_fixtures(two_hosts
     assert "confirmed" in claims  # 15 codes per layer; the file size ratio
     # Measured and estimated energy in separate columns: host b's RAPL figure only in the measured one.
     assert "energy measured (RAPL), J/epoch" in md and "energy estimated, J/epoch" in md
+    # The ONNX per-layer table: features.3 at 30 ms in fp32 and 15 ms in int8.
+    assert "where int8's speedup comes from" in md and "| features.3 | 30.00 | 40.00 | 15.00 | 2.00x |" in md
     # The conv kernel breakdown, read against the same profile's SGEMM (fixture: backward-weights at 0.6 of it).
     assert "Where efficiency stops" in md and "(0.60 of SGEMM)" in md and "1.20 s / 6.40 s" in md
 
