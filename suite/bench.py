@@ -369,6 +369,7 @@ def measure_profile(
             "eval_images_per_s": m["eval_images_per_s"] if m else None,
             "achieved_gflops": m["achieved_gflops"] if m else None,
             "efficiency": m["efficiency"] if m else None,
+            "efficiency_range": m.get("efficiency_range") if m else None,
             "peak_rss_bytes": footprint.result.get("peak_rss_bytes"),
             "energy": m["energy"] if m else _unavailable_energy(f"the throughput run ended with status {throughput.status}"),
             "accuracy": accuracy,
@@ -584,7 +585,9 @@ def summary_lines(result: dict) -> list[str]:
             lines.append(
                 f"  {name}: train {m['train_images_per_s']:.1f} img/s, step ratio {ratio:.3f}"
                 + (f" [{spread[0]:.3f}-{spread[1]:.3f}]" if spread and name != result["baseline_method"] else "") + ", "
-                f"{m['achieved_gflops']:.1f} GFLOP/s = {m['efficiency']:.2f} of SGEMM, eval "
+                f"{m['achieved_gflops']:.1f} GFLOP/s = {m['efficiency']:.2f} of SGEMM"
+                + (f" [rounds {m['efficiency_range'][0]:.2f}-{m['efficiency_range'][1]:.2f}]" if m.get("efficiency_range") else "")
+                + ", eval "
                 f"{m['eval_images_per_s']:.0f} img/s, peak RSS {(m['peak_rss_bytes'] or 0) / 2**20:.0f} MiB, energy "
                 f"{m['energy']['method']}" + (f", top-1 {acc:.2f}%" if acc is not None else "")
                 + (f", bit ops {bitops:.4f} of FP32 (estimated; simulated here on float kernels)" if bitops else "")

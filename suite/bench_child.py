@@ -106,6 +106,10 @@ def run_throughput(task: dict) -> dict:
         rates = [images_per_window / s for s in seconds[name]]
         median_rate = images_per_window / statistics.median(seconds[name])
         achieved = flops * median_rate / 1e9
+        # Each round's window against the SGEMM sample taken just before that round: the spread a reader
+        # should grant the efficiency (the probe alone moved 83-150 GFLOP/s within one run here).
+        round_samples = probe.samples[task["sgemm_repeats"]:]
+        per_round = [flops * rate / 1e9 / sample for rate, sample in zip(rates, round_samples)]
         methods[name] = {
             "train_images_per_s": median_rate,
             "train_window_images_per_s": rates,
@@ -113,6 +117,7 @@ def run_throughput(task: dict) -> dict:
             "eval_images_per_s": measure.eval_throughput(models[name], eval_batches) if len(eval_batches) > 1 else None,
             "achieved_gflops": achieved,
             "efficiency": achieved / sgemm["gflops"],
+            "efficiency_range": [min(per_round), max(per_round)] if per_round else None,
             "energy": measure.energy_result(meters[name], power, task["epoch_images"]),
         }
     # Last, so the kernels' warm caches help no training window.

@@ -729,6 +729,8 @@ def section_profiles(inputs: Inputs) -> Section:
                     "efficiency (of SGEMM)": fmt(None if eff is None else 100 * eff, ".1f", "%", miss)
                     + (f" ({m['achieved_gflops']:.1f} of {p['sgemm_gflops']:.1f} GFLOP/s)"
                        if eff is not None and m.get("achieved_gflops") and p.get("sgemm_gflops") else "")
+                    + (f", rounds {100 * m['efficiency_range'][0]:.0f}-{100 * m['efficiency_range'][1]:.0f}%"
+                       if eff is not None and m.get("efficiency_range") else "")
                     + (" (above 100%: the SGEMM ceiling was measured low, e.g. under load)" if eff and eff > 1 else ""),
                     "peak memory": mib(m["peak_rss_bytes"]) + (f" (cap {p['memory_cap_mib']} MiB, {p['cap_enforcement']})"
                                                                if p["memory_cap_mib"] else ""),

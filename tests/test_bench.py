@@ -203,6 +203,12 @@ def test_smoke_bench_end_to_end(tmp_path):
     for m in entry["methods"].values():
         assert m["train_images_per_s"] > 0 and m["eval_images_per_s"] > 0 and m["peak_rss_bytes"] > 100 * 2**20
         assert m["efficiency"] == pytest.approx(m["achieved_gflops"] / entry["sgemm_gflops"])
+        # The range pairs each round's window with the SGEMM sample taken just before that round.
+        before_rounds = entry["sgemm"]["samples_gflops"][result["tier"]["plan"]["sgemm_repeats"]:]
+        per_round = [entry["train_flops_per_image"] * rate / 1e9 / sample
+                     for rate, sample in zip(m["train_window_images_per_s"], before_rounds)]
+        assert len(per_round) == len(m["train_window_images_per_s"]) == 4
+        assert m["efficiency_range"] == pytest.approx([min(per_round), max(per_round)])
         assert m["energy"]["method"] in ("measured_rapl", "estimated")
         assert m["accuracy"] is None and m["accuracy_note"]
     costs = result["method_costs"]

@@ -28,6 +28,7 @@ def _method(train_ips: float, eval_ips: float, sgemm: float, accuracy: dict | No
         "train_images_per_s": train_ips, "train_window_images_per_s": [train_ips] * 3,
         "step_seconds_median": 128 / train_ips, "eval_images_per_s": eval_ips,
         "achieved_gflops": achieved, "efficiency": achieved / sgemm, "peak_rss_bytes": 900 * 2**20,
+        "efficiency_range": [0.9 * achieved / sgemm, 1.1 * achieved / sgemm],
         "energy": {"joules_per_epoch": 5000.0 if energy_method != "unavailable" else None, "method": energy_method,
                    "model": "fixture power model" if energy_method != "unavailable" else "fixture: no RAPL"},
         "accuracy": accuracy, "accuracy_note": None if accuracy else "measured once per run, under profile colab-free-cpu",
@@ -152,6 +153,8 @@ def test_two_host_fixture_report_has_every_section_and_labels_fixtures(two_hosts
     assert "confirmed" in claims  # 15 codes per layer; the file size ratio
     # Measured and estimated energy in separate columns: host b's RAPL figure only in the measured one.
     assert "energy measured (RAPL), J/epoch" in md and "energy estimated, J/epoch" in md
+    # Efficiency with its per-round spread (host a, single thread, fp32: 18.52 of 40 GFLOP/s).
+    assert "46.3% (18.5 of 40.0 GFLOP/s), rounds 42-51%" in md
     # The ONNX per-layer table: features.3 at 30 ms in fp32 and 15 ms in int8.
     assert "where int8's speedup comes from" in md and "| features.3 | 30.00 | 40.00 | 15.00 | 2.00x |" in md
     # The conv kernel breakdown, read against the same profile's SGEMM (fixture: backward-weights at 0.6 of it).
