@@ -132,8 +132,8 @@ def _add_verify_onnx(sub) -> None:
     p.add_argument("--throughput-runs", type=int, default=3,
                    help="timed batch-64 runs per file per round, back to back (default 3)")
     p.add_argument("--latency-runs", type=int, default=5, help="timed batch-1 runs per file per round (default 5)")
-    p.add_argument("--profile-runs", type=int, default=5,
-                   help="profiled batch-64 runs per file for the per-layer kernel times (default 5)")
+    p.add_argument("--profile-runs", type=int, default=8,
+                   help="interleaved profiled batch-64 runs per file for the per-layer kernel times (default 8)")
     p.set_defaults(func=_verify_onnx)
 
 

@@ -35,6 +35,7 @@ from .train import model_from_checkpoint
 
 EVAL_BATCH = 100
 THROUGHPUT_BATCH = 64
+WARMUP_RUNS = 2  # per session before any timing: the first runs allocate and pack weights
 
 # The issue's targets; verify.json says for each whether this run met it.
 TARGET_INT4_AGREEMENT = 99.9  # percent
@@ -55,7 +56,7 @@ class VerifyConfig:
     speed_rounds: int = 12  # interleaved timing rounds (per file: throughput_runs batch-64 and latency_runs batch-1 runs)
     throughput_runs: int = 3
     latency_runs: int = 5
-    profile_runs: int = 5  # profiled batch-64 runs per file for the per-layer kernel times
+    profile_runs: int = 8  # interleaved profiled batch-64 runs per file for the per-layer kernel times
 
 
 # ---------------------------------------------------------------------------------------------
@@ -183,7 +184,7 @@ def measure_speed(sessions: dict[str, object], config: VerifyConfig) -> tuple[di
     b1 = b64[:1].copy()
     names = list(sessions)
     for name in names:  # warm-up: first runs allocate and pack weights
-        for _ in range(2):
+        for _ in range(WARMUP_RUNS):
             sessions[name].run(None, {INPUT_NAME: b64})
             sessions[name].run(None, {INPUT_NAME: b1})
     batch_s: dict[str, list[float]] = {n: [] for n in names}
@@ -234,37 +235,44 @@ def layer_of(node_name: str, op_type: str, layer_names: list[str]) -> str:
 
 def layer_times(paths: dict[str, Path], threads: int, runs: int, layer_names: list[str]) -> dict:
     """Milliseconds per batch-64 run spent in each layer's kernels, per file, from onnxruntime's
-    profiler (separate profiled sessions, `runs` runs each after 2 warm-ups; the profiler adds a
-    little per node), and each layer's int8 speedup over fp32. Says where the int8/fp32
+    profiler (separate profiled sessions, `runs` interleaved rounds; the profiler adds a little per
+    node), and each layer's int8 speedup over fp32. Says where the int8/fp32
     throughput ratio comes from: which kernels gain and which do not."""
     import onnxruntime as ort
 
     x = np.random.default_rng(1).standard_normal((THROUGHPUT_BATCH, 3, 32, 32), dtype=np.float32)
     per_file: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="q4bench-ortprof-") as tmp:
+        sessions = {}
         for name, path in paths.items():
-            # One file at a time, warm-ups then back-to-back runs: no other session's workers are spinning.
             options = ort.SessionOptions()
             options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
             options.log_severity_level = 3
             options.enable_profiling = True
             options.profile_file_prefix = str(Path(tmp) / name)
-            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-            for _ in range(2 + runs):
-                session.run(None, {INPUT_NAME: x})
+            sessions[name] = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            for _ in range(WARMUP_RUNS):
+                sessions[name].run(None, {INPUT_NAME: x})
+        # Interleaved like the throughput timing, so drift in load hits every file alike; each timed
+        # run follows an untimed one of the same file (the other sessions' workers go idle meanwhile).
+        names = list(sessions)
+        for r in range(runs):
+            for name in names[r % len(names):] + names[: r % len(names)]:
+                sessions[name].run(None, {INPUT_NAME: x})
+                sessions[name].run(None, {INPUT_NAME: x})
+        for name, session in sessions.items():
             events = json.loads(Path(session.end_profiling()).read_text())
-            # The warm-up runs are profiled too: keep the nodes inside the last `runs` model runs.
             model_runs = sorted((e["ts"], e["ts"] + e["dur"]) for e in events if e.get("name") == "model_run")
-            timed = model_runs[-runs:]
+            timed = model_runs[WARMUP_RUNS:][1::2]  # the second run of each pair
             totals = dict.fromkeys([*layer_names, "other"], 0.0)
             for event in events:
                 if event.get("cat") != "Node" or not event.get("name", "").endswith("_kernel_time"):
                     continue
-                if not any(start <= event["ts"] <= end for start, end in timed):
+                if not any(begin <= event["ts"] <= end for begin, end in timed):
                     continue
                 node = event["name"][: -len("_kernel_time")]
                 layer = layer_of(node, event.get("args", {}).get("op_name", ""), layer_names)
-                totals[layer] += event["dur"] / 1000.0 / runs
+                totals[layer] += event["dur"] / 1000.0 / len(timed)
             totals["total"] = sum(totals.values())
             per_file[name] = totals
     speedups = {
@@ -273,9 +281,10 @@ def layer_times(paths: dict[str, Path], threads: int, runs: int, layer_names: li
         if per_file["fp32"][k] > 0 and per_file["int8"][k] > 0
     }
     return {
-        "method": f"onnxruntime profiler, {runs} back-to-back batch-{THROUGHPUT_BATCH} runs per file after 2 warm-ups, "
-                  f"{threads} intra-op threads; kernel time per node summed by layer (pooling, transposes and "
-                  "quantize nodes under 'other')",
+        "method": f"onnxruntime profiler, {runs} interleaved rounds (per file, in a rotating order, one untimed and "
+                  f"one profiled batch-{THROUGHPUT_BATCH} run) after {WARMUP_RUNS} warm-ups, {threads} intra-op threads; "
+                  "kernel time per node, averaged over the profiled runs and summed by layer (pooling, transposes "
+                  "and quantize nodes under 'other')",
         "ms_per_run": per_file,
         "int8_speedup_per_layer": speedups,
     }
