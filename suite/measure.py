@@ -325,14 +325,10 @@ FLOP_CONVENTION = (
 
 def train_flops_per_image(model) -> int:
     """Counted FLOPs of one training step per image (see FLOP_CONVENTION)."""
-    from torch import nn
+    from .model import layer_macs_per_image
 
-    from .model import forward_macs_per_image
-
-    macs = forward_macs_per_image(model)
-    first = next(m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
-    first_macs = first.in_channels * first.out_channels * first.kernel_size[0] * first.kernel_size[1] * 32 * 32
-    return 2 * (3 * macs - first_macs)
+    macs = layer_macs_per_image(model)
+    return 2 * (3 * sum(macs) - macs[0])
 
 
 CONV_PASSES = ("forward", "backward_data", "backward_weights")
@@ -344,19 +340,17 @@ def conv_kernel_rates(model, batch_size: int, repeats: int) -> dict:
     the first layer, as in training) and of the weight and bias gradient (backward_weights).
 
     Efficiency reads a whole step against SGEMM; these say which kernel holds it there. Measured here
-    (2 threads, batch 128, channels_last): forward and backward-data 130-145 GFLOP/s, above SGEMM's
-    113-129, and backward-weights 60-90 (oneDNN picks a jit:avx2 kernel for it on AVX2, not the brgemm
-    kernels of the other two passes). Per layer: one untimed call, then the median of `repeats`."""
+    (q4bench bench, quick tier, batch 128, channels_last): forward and backward-data 0.89-1.19 of SGEMM,
+    backward-weights 0.53-0.65 (oneDNN picks a jit:avx2 kernel for it on AVX2, not the brgemm kernels
+    of the other two passes). Per layer: one untimed call, then the median of `repeats`."""
     import torch
-    from torch import nn
 
-    convs, size = [], 32
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            convs.append((m, size))
-        elif isinstance(m, nn.MaxPool2d):
-            size //= 2
-    memory_format = torch.channels_last if model_is_channels_last(model) else torch.contiguous_format
+    from .model import conv_layers, conv_macs_per_image
+
+    convs = conv_layers(model)
+    weight = convs[0][0].weight
+    channels_last = weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
     generator = torch.Generator().manual_seed(0)
     seconds = dict.fromkeys(CONV_PASSES, 0.0)
     flops = dict.fromkeys(CONV_PASSES, 0)
@@ -368,7 +362,7 @@ def conv_kernel_rates(model, batch_size: int, repeats: int) -> dict:
         args = (bias_sizes, list(conv.stride), list(conv.padding), list(conv.dilation), False, [0, 0], conv.groups)
         out = torch.nn.functional.conv2d(x, weight, None, conv.stride, conv.padding)
         grad = torch.randn(out.shape, generator=generator).contiguous(memory_format=memory_format)
-        layer_flops = 2 * batch_size * conv.in_channels * conv.out_channels * conv.kernel_size[0] * conv.kernel_size[1] * size * size
+        layer_flops = 2 * batch_size * conv_macs_per_image(conv, size)
         calls = {
             "forward": lambda: torch.nn.functional.conv2d(x, weight, conv.bias, conv.stride, conv.padding),
             "backward_data": lambda: torch.ops.aten.convolution_backward(grad, x, weight, *args, [True, False, False]),
@@ -393,15 +387,8 @@ def conv_kernel_rates(model, batch_size: int, repeats: int) -> dict:
         "layers": len(convs),
         "batch_size": batch_size,
         "repeats": repeats,
-        "memory_format": "channels_last" if memory_format is torch.channels_last else "contiguous",
+        "memory_format": "channels_last" if channels_last else "contiguous",
     }
-
-
-def model_is_channels_last(model) -> bool:
-    import torch
-
-    weight = next(p for p in model.parameters() if p.dim() == 4)
-    return weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
 
 
 def forward_flops_per_image(model) -> int:

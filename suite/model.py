@@ -101,13 +101,23 @@ def forward_macs_per_image(model: VGG4bit) -> int:
     return sum(layer_macs_per_image(model))
 
 
-def layer_macs_per_image(model: VGG4bit) -> list[int]:
-    """MACs of one forward pass per quantizable layer, in quant_layers order (for cost models)."""
-    macs, size = [], 32
+def conv_layers(model: VGG4bit) -> list[tuple[nn.Conv2d, int]]:
+    """(conv, side of its square input) in forward order: 32 for CIFAR's images, halved by each pool."""
+    convs, size = [], 32
     for m in model.features:
         if isinstance(m, nn.Conv2d):
-            macs.append(m.in_channels * m.out_channels * m.kernel_size[0] * m.kernel_size[1] * size * size)
+            convs.append((m, size))
         elif isinstance(m, nn.MaxPool2d):
             size //= 2
+    return convs
+
+
+def conv_macs_per_image(conv: nn.Conv2d, size: int) -> int:
+    return conv.in_channels * conv.out_channels * conv.kernel_size[0] * conv.kernel_size[1] * size * size
+
+
+def layer_macs_per_image(model: VGG4bit) -> list[int]:
+    """MACs of one forward pass per quantizable layer, in quant_layers order (for cost models)."""
+    macs = [conv_macs_per_image(conv, size) for conv, size in conv_layers(model)]
     macs += [m.in_features * m.out_features for m in model.classifier if isinstance(m, nn.Linear)]
     return macs
