@@ -28,12 +28,14 @@ def _train(args: argparse.Namespace) -> None:
             batch_size=args.batch_size,
             out=args.out,
             resume=args.resume,
+            arch=args.arch,
         )
     )
 
 
 def _add_train(sub) -> None:
     from .methods import METHODS
+    from .model import ARCH_NAME, ARCHS
     from .train import RECIPES
 
     recipes = "\n".join(f"  {r.name}: {r.summary}" for r in RECIPES.values())
@@ -42,11 +44,13 @@ def _add_train(sub) -> None:
         "train",
         help="train one method, writing OUT/history.json and OUT/checkpoint.pt after every epoch",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=f"Train the paper's VGG4bit with one method.\n\nrecipes:\n{recipes}\n\nmethods:\n{methods}\n\n"
+        description=f"Train one of the paper's networks ({', '.join(ARCHS)}) with one method.\n\nrecipes:\n{recipes}\n\nmethods:\n{methods}\n\n"
         "--epochs N shortens a recipe without changing its schedule: with the paper recipe the LR follows\n"
         "the same T_max=100 cosine, so a 10-epoch run never reaches the low-LR phase.",
     )
     p.add_argument("--method", default="tathe4", help="a registered method (default tathe4)")
+    p.add_argument("--arch", default=ARCH_NAME,
+                   help=f"network: {', '.join(ARCHS)} (default {ARCH_NAME}; simpleresnet4bit is the code's 73,178-parameter model)")
     p.add_argument("--recipe", default="paper", help="training recipe (default paper)")
     p.add_argument("--epochs", type=int, help="number of epochs (default: the recipe's, 150 for paper)")
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")

@@ -19,7 +19,7 @@ from . import data as datamod
 from .atomic import write_atomic, write_json_atomic
 from .errors import UserError
 from .methods import Method, get_method, projected_parameters
-from .model import ARCH_NAME, VGG4bit, count_parameters, quant_layers
+from .model import ARCH_NAME, ARCHS, build_arch, check_arch, count_parameters, quant_layers
 
 
 @dataclass(frozen=True)
@@ -73,20 +73,23 @@ class TrainConfig:
     batch_size: int | None = None  # None: the recipe's
     out: str = "runs/default"
     resume: bool = False
+    arch: str = ARCH_NAME  # a key of model.ARCHS
 
 
 # Fields that must match between a checkpoint and a --resume call (epochs may grow, threads may change).
-RESUME_FIELDS = ("method", "recipe", "seed", "dataset", "synthetic", "subset", "batch_size")
+RESUME_FIELDS = ("method", "recipe", "seed", "dataset", "synthetic", "subset", "batch_size", "arch")
 
 
-def build_model(method: Method, num_classes: int) -> tuple[VGG4bit, list]:
-    """The network with the method's quantizer attached to each conv and linear layer."""
-    model = VGG4bit(num_classes)
+def build_model(method: Method, num_classes: int, arch: str = ARCH_NAME) -> tuple[torch.nn.Module, list]:
+    """The network with the method's quantizer attached to each conv and linear layer, and whatever
+    the method adds to it (Method.prepare_model: Range BN, DFQ's gates, PFQ's indicator state)."""
+    model = build_arch(arch, num_classes)
     layers = quant_layers(model)
     quantizers = []
     for index, (_, layer) in enumerate(layers):
         layer.quantizer = method.layer_quantizer(index, len(layers))
         quantizers.append(layer.quantizer)
+    method.prepare_model(model, quantizers)
     return model, quantizers
 
 
@@ -114,12 +117,14 @@ class Stepper:
         self.method.on_step(self.quantizers, self.step_index, self.total_steps)
         logits = self.model(images)
         loss = F.cross_entropy(logits, labels)
+        extra = self.method.extra_loss(self.quantizers)  # DFQ's cost regularizer; None for the others
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss if extra is None else loss + extra).backward()
         if self.method.grad_clip_norm is not None:
             torch.nn.utils.clip_grad_norm_(self.params, self.method.grad_clip_norm, foreach=True)
         self.optimizer.step()
         self.method.project_(self.projected)
+        self.method.after_step(self.quantizers, loss.detach(), self.step_index)  # PFQ's plateau indicator
         self.step_index += 1
         return loss.item(), int((logits.argmax(1) == labels).sum())
 
@@ -162,7 +167,7 @@ def _progress(total: int, desc: str):
 
 def _save_checkpoint(path: Path, model, optimizer, scheduler, epoch: int, config: TrainConfig, history: dict) -> None:
     state = {
-        "arch": {"name": ARCH_NAME, "num_classes": model.num_classes},
+        "arch": {"name": model.arch_name, "num_classes": model.num_classes},
         "method": config.method,
         "epoch": epoch,
         "model": model.state_dict(),
@@ -186,26 +191,28 @@ def load_checkpoint(path: str | Path) -> dict:
         raise UserError(f"{path}: not a readable q4bench checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
     if not isinstance(state, dict) or "model" not in state or "arch" not in state:
         raise UserError(f"{path}: not a q4bench checkpoint (no 'model' or 'arch' entry)")
-    if state["arch"].get("name") != ARCH_NAME:
-        raise UserError(f"{path}: checkpoint is of architecture {state['arch'].get('name')!r}, expected {ARCH_NAME!r}")
+    arch = state["arch"].get("name") if isinstance(state["arch"], dict) else None
+    if arch not in ARCHS:
+        raise UserError(f"{path}: checkpoint is of architecture {arch!r}, expected one of {', '.join(ARCHS)}")
     return state
 
 
-def model_from_checkpoint(path: str | Path) -> tuple[VGG4bit, Method, dict]:
+def model_from_checkpoint(path: str | Path) -> tuple[torch.nn.Module, Method, dict]:
     """(model in eval mode with the checkpoint's method attached, method, checkpoint)."""
     state = load_checkpoint(path)
     method = get_method(state["method"])
-    model, _ = build_model(method, int(state["arch"]["num_classes"]))
+    arch = state["arch"]["name"]
+    model, _ = build_model(method, int(state["arch"]["num_classes"]), arch)
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as exc:
-        raise UserError(f"{path}: checkpoint weights do not fit {ARCH_NAME} ({str(exc).splitlines()[0]})") from None
+        raise UserError(f"{path}: checkpoint weights do not fit {arch} ({str(exc).splitlines()[0]})") from None
     model.eval()
     return model, method, state
 
 
 def _check_resume(state: dict, config: TrainConfig, path: Path) -> None:
-    saved = state.get("config", {})
+    saved = {"arch": ARCH_NAME, **state.get("config", {})}  # checkpoints from before --arch are VGG4bit
     for field in RESUME_FIELDS:
         if saved.get(field) != getattr(config, field):
             raise UserError(
@@ -218,6 +225,7 @@ def train(config: TrainConfig, on_batch: Callable[[int, int], None] | None = Non
 
     on_batch(epoch, batch_index) is called after every step (tests use it to simulate a kill)."""
     recipe, method = get_recipe(config.recipe), get_method(config.method)
+    check_arch(config.arch)  # an unknown --arch fails here, before any data is read
     epochs = config.epochs if config.epochs is not None else recipe.epochs
     batch_size = config.batch_size or recipe.batch_size
     if epochs < 1:
@@ -237,7 +245,7 @@ def train(config: TrainConfig, on_batch: Callable[[int, int], None] | None = Non
     num_classes = datamod.dataset_spec(config.dataset).num_classes
 
     torch.manual_seed(config.seed)
-    model, quantizers = build_model(method, num_classes)
+    model, quantizers = build_model(method, num_classes, config.arch)
     optimizer = make_optimizer(model, recipe)
     scheduler = make_scheduler(optimizer, recipe, epochs)
     steps_per_epoch = datamod.num_train_batches(len(train_split), batch_size)
@@ -246,6 +254,7 @@ def train(config: TrainConfig, on_batch: Callable[[int, int], None] | None = Non
     history = {
         "method": method.name,
         "method_summary": method.summary,
+        "arch": config.arch,
         "recipe": recipe.name,
         "recipe_summary": recipe.summary,
         "seed": config.seed,
@@ -314,6 +323,7 @@ def train(config: TrainConfig, on_batch: Callable[[int, int], None] | None = Non
             "seconds": seconds,
             "images_per_s": seen / seconds,
             "distinct_codes": distinct_codes(model),
+            **method.epoch_report(quantizers),  # e.g. PFQ's switch points, DFQ's chosen bits per layer
         }
         history["epochs"].append(entry)
         _summarize(history)

@@ -29,6 +29,12 @@ class LayerQuantizer:
         """Integer weight codes, for methods with a fixed integer weight grid; None otherwise."""
         return None
 
+    def apply(self, layer: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """Run ``layer`` (a QuantConv2d/QuantLinear: ``layer.op(x, w, b)``) on x through this quantizer.
+        Methods that change more than the three paths above (SBM's bifurcated backward, DFQ's
+        per-input choice among bit widths) override this."""
+        return self.output(layer.op(self.input(x), self.weight(layer.weight), layer.bias))
+
 
 class GemmBits(NamedTuple):
     """Bit widths of one layer's three training GEMMs: forward Y = X W (weight x activation),
@@ -72,6 +78,7 @@ class Method:
     projection: str | None = None  # "tanh": W <- a*tanh(W/a); "hardclip": W <- clamp(W, -a, a)
     projection_alpha: float = 3.0
     quantizes_gradients: bool = False  # the saving is then simulated on float kernels
+    range_bn: bool = False  # replace every BatchNorm by SBM's Range BN (methods/sbm.py)
 
     def layer_quantizer(self, index: int, count: int) -> LayerQuantizer | None:
         """The quantizer for quantizable layer ``index`` of ``count`` (forward order); None keeps it FP32."""
@@ -79,6 +86,29 @@ class Method:
 
     def on_step(self, quantizers: list[LayerQuantizer | None], step: int, total_steps: int) -> None:
         """Called before every optimizer step; schedules (cyclic precision) change quantizers here."""
+
+    def prepare_model(self, model: torch.nn.Module, quantizers: list[LayerQuantizer | None]) -> None:
+        """Called once by build_model after the quantizers are attached, before the optimizer exists:
+        a method may swap modules (Range BN) or add its own trainable or stateful submodules (DFQ's
+        gates, PFQ's indicator), which then train, save and resume with the model."""
+        if self.range_bn:
+            from .sbm import use_range_bn  # here, not at import: sbm imports this module
+
+            use_range_bn(model)
+
+    def extra_loss(self, quantizers: list[LayerQuantizer | None]) -> torch.Tensor | None:
+        """A term the training step adds to the cross-entropy of the forward pass just run (DFQ's cost
+        regularizer), or None. Must not synchronise with the device."""
+        return None
+
+    def after_step(self, quantizers: list[LayerQuantizer | None], loss: torch.Tensor, step: int) -> None:
+        """Called after every optimizer step with the step's (detached, on-device) cross-entropy.
+        The base does nothing, so methods that do not need the loss never force a host sync."""
+
+    def epoch_report(self, quantizers: list[LayerQuantizer | None]) -> dict:
+        """Per-epoch data merged into the epoch's history entry (e.g. PFQ's switch points, DFQ's
+        chosen-bits histogram); read once per epoch, so a host sync here is cheap."""
+        return {}
 
     def bitops_ratio(self, layer_macs: Sequence[int], total_steps: int) -> float | None:
         """Bit operations of a training run relative to FP32 under CPT's cost model (averaged over
