@@ -17,6 +17,7 @@ from .base import (
 )
 from .cpt import CptMethod, CptQuantizer, cyclic_bits, minmax_quantize
 from .luq import LuqMethod, LuqQuantizer, luq_quantize, sawb_clip, sawb_quantize
+from .sbm import RangeBatchNorm, SbmMethod, SbmQuantizer, range_bn_scale_fix, use_range_bn
 from .tathe import SymmetricWeightQuantizer, TatheMethod, quantize_symmetric, symmetric_codes
 
 METHODS: dict[str, Method] = {}
@@ -79,6 +80,33 @@ register(
         "last linear FP32; shared AdamW recipe (the paper used SGD lr 0.1); saving simulated on float kernels",
     )
 )
+register(
+    SbmMethod(
+        "sbm8",
+        "SBM (Banner et al. 2018): 8-bit min/max weights and activations on every conv/linear, Range BN "
+        "(chunked, official form) for every BatchNorm, gradient bifurcation (dX from an 8-bit stochastic "
+        "output gradient, dW from the unquantized one); shared AdamW recipe (the paper used SGD); saving "
+        "simulated on float kernels",
+    )
+)
+register(
+    SbmMethod(
+        "sbm4",
+        "sbm8 at 4 bits (weights, activations, dX-path gradient); not in the SBM paper, a probe of how far "
+        "its scheme goes; simulated on float kernels",
+        bits=4,
+        grad_bits=4,
+    )
+)
+register(
+    dataclasses.replace(
+        TATHE4,
+        name="tathe4-rangebn",
+        summary="tathe4 with every BatchNorm replaced by SBM's Range BN (chunked official form), SBM's "
+        "answer to BN's instability at low precision",
+        range_bn=True,
+    )
+)
 
 
 def get_method(name: str) -> Method:
@@ -97,6 +125,9 @@ __all__ = [
     "LayerQuantizer",
     "LuqMethod",
     "LuqQuantizer",
+    "RangeBatchNorm",
+    "SbmMethod",
+    "SbmQuantizer",
     "Method",
     "SymmetricWeightQuantizer",
     "TatheMethod",
@@ -109,8 +140,10 @@ __all__ = [
     "minmax_quantize",
     "projected_parameters",
     "quantize_symmetric",
+    "range_bn_scale_fix",
     "register",
     "sawb_clip",
     "sawb_quantize",
     "symmetric_codes",
+    "use_range_bn",
 ]
