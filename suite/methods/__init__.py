@@ -16,6 +16,7 @@ from .base import (
     projected_parameters,
 )
 from .cpt import CptMethod, CptQuantizer, cyclic_bits, minmax_quantize
+from .fractrain import DfqGates, DfqMethod, DfqQuantizer, PfqMethod, PfqSchedule, PlateauIndicator
 from .luq import LuqMethod, LuqQuantizer, luq_quantize, sawb_clip, sawb_quantize
 from .sbm import RangeBatchNorm, SbmMethod, SbmQuantizer, range_bn_scale_fix, use_range_bn
 from .tathe import SymmetricWeightQuantizer, TatheMethod, quantize_symmetric, symmetric_codes
@@ -107,6 +108,24 @@ register(
         range_bn=True,
     )
 )
+register(
+    PfqMethod(
+        "fractrain-pfq",
+        "FracTrain PFQ (Fu et al. 2020): per-channel weights and per-tensor activations at FW 3->4->6->8 bits, "
+        "output gradients (stochastic) at BW 6->6->8->8, advanced by the official loss-plateau indicator (last "
+        "5 400-step window losses, eps 0.05, decay 0.3); last linear FP32; switch points in the history; "
+        "bit-op estimate assumes equal stages; shared AdamW recipe; simulated on float kernels",
+    )
+)
+register(
+    DfqMethod(
+        "fractrain-dfq",
+        "FracTrain DFQ (Fu et al. 2020): per layer and input an LSTM gate picks (FW, BW) bits from "
+        "3/6, 4/6, 4/8, 6/8, 6/12 with 4-bit weights, a cost regularizer holding the mix near 3% of FP32 bit "
+        "operations; first and last layers FP32; every option computed and mixed by the one-hot mask "
+        "(simulated, as the official code); chosen bits per layer in the history; shared AdamW recipe",
+    )
+)
 
 
 def get_method(name: str) -> Method:
@@ -121,6 +140,9 @@ __all__ = [
     "METHODS",
     "CptMethod",
     "CptQuantizer",
+    "DfqGates",
+    "DfqMethod",
+    "DfqQuantizer",
     "GemmBits",
     "LayerQuantizer",
     "LuqMethod",
@@ -129,6 +151,9 @@ __all__ = [
     "SbmMethod",
     "SbmQuantizer",
     "Method",
+    "PfqMethod",
+    "PfqSchedule",
+    "PlateauIndicator",
     "SymmetricWeightQuantizer",
     "TatheMethod",
     "cyclic_bits",
