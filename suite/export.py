@@ -1,4 +1,4 @@
-"""PyTorch VGG4bit -> three ONNX files of the same trained network.
+"""PyTorch VGG4bit or SimpleResNet4bit -> three ONNX files of the same trained network.
 
 fp32.onnx  dequantized weights (codes * scale) as float initializers: the size and speed reference.
 int4.onnx  true 4-bit storage: each quantized weight is an INT4 initializer (two codes a byte, in raw_data)
@@ -14,6 +14,13 @@ int8 has to fold it (a QLinearConv output goes straight to a QuantizeLinear): BN
 multiplier goes into a per-output-channel weight scale (the int8 codes stay the trained codes,
 sign-flipped for a negative multiplier) and its shift into the int32 bias. The int8 file is
 therefore exact in its codes, not in its float weights; its target is accuracy, not bit agreement.
+
+SimpleResNet4bit adds three things, all standard ONNX: strided convs, its identity residual (an Add
+after the second conv's ReLU; in int8 the two uint8 operands are dequantized, added in float and
+requantized with the sum's calibrated range) and global average pooling before the head
+(GlobalAveragePool, float-only in ONNX, so int8 dequantizes around it). Range BN (tathe4-rangebn) is
+an affine map per channel in evaluation, written as a BatchNormalization with var = (scale + eps)^2
+and epsilon 0.
 
 The graphs are built directly with onnx.helper: the paper's STE fake-quant traces to float
 Div/Round/Clip/Mul, and torch.onnx only emits Q/DQ for 8-bit ranges (ecosystem-notes 1.6).
@@ -35,8 +42,8 @@ from torch import nn
 from . import data as datamod
 from .atomic import write_atomic
 from .errors import UserError
-from .methods import SymmetricWeightQuantizer, symmetric_codes
-from .model import ARCH_NAME, QuantConv2d, QuantLinear, VGG4bit
+from .methods import RangeBatchNorm, SymmetricWeightQuantizer, symmetric_codes
+from .model import ARCH_NAME, QuantConv2d, QuantLinear, SimpleResNet4bit, VGG4bit
 from .train import model_from_checkpoint
 
 OPSET = 21  # first opset whose DequantizeLinear takes int4 (ecosystem-notes 1.1)
@@ -80,6 +87,10 @@ class Stage:
     bn: BatchNormParams | None = None
     relu: bool = False
     pool: bool = False  # MaxPool(2, 2) after the ReLU
+    stride: int = 1
+    residual_from: int | None = None  # add that earlier stage's output after this stage's ReLU
+    global_pool_before: bool = False  # GlobalAveragePool (then Flatten) before this layer
+    end: str = ""  # the module whose output is the stage's output before any residual (calibration)
 
     @property
     def weight(self) -> np.ndarray:
@@ -109,8 +120,45 @@ def _layer_codes(name: str, layer: nn.Module, method: str) -> tuple[np.ndarray, 
     return codes.contiguous().numpy().copy(), np.float32(scale.item()), q.levels  # NCHW order (the model is NHWC)
 
 
-def network_stages(model: VGG4bit, method: str) -> list[Stage]:
-    """Walk the eval-mode network; anything outside the VGG4bit vocabulary is refused."""
+def _bn_params(m: nn.Module) -> BatchNormParams:
+    """A BatchNorm1d/2d, or a Range BN (eval: (x - mean) / (scale + eps) * gamma + beta, the same map as a
+    BatchNorm with var (scale + eps)^2 and epsilon 0)."""
+    if isinstance(m, RangeBatchNorm):
+        stats = (m.running_mean, (m.running_scale.double() + m.eps) ** 2, m.weight, m.bias)
+        eps = 0.0
+    else:
+        stats, eps = (m.running_mean, m.running_var, m.weight, m.bias), float(m.eps)
+    arrays = (t.detach().numpy().astype(np.float32).copy() for t in stats)
+    return BatchNormParams(*arrays, eps=eps)
+
+
+BATCH_NORMS = (nn.BatchNorm2d, nn.BatchNorm1d, RangeBatchNorm)
+
+
+def _quant_stage(name: str, m: nn.Module, method: str, **fields) -> Stage:
+    codes, scale, levels = _layer_codes(name, m, method)
+    conv = isinstance(m, QuantConv2d)
+    if conv and (m.stride[0] != m.stride[1] or m.padding[0] != m.padding[1] or m.groups != 1 or m.dilation != (1, 1)):
+        raise UserError(f"layer {name}: only square-strided, square-padded, ungrouped convs are exported")
+    return Stage(
+        name=name,
+        kind="conv" if conv else "linear",
+        codes=codes,
+        scale=scale,
+        bias=m.bias.detach().numpy().astype(np.float32).copy(),
+        levels=levels,
+        padding=m.padding[0] if conv else 0,
+        stride=m.stride[0] if conv else 1,
+        **{"end": name, **fields},
+    )
+
+
+def network_stages(model: nn.Module, method: str) -> list[Stage]:
+    """Walk the eval-mode network; anything outside the two networks' vocabulary is refused."""
+    if isinstance(model, SimpleResNet4bit):
+        return _simpleresnet_stages(model, method)
+    if not isinstance(model, VGG4bit):
+        raise UserError(f"network {type(model).__name__} is not exportable")
     stages: list[Stage] = []
     named = [(f"features.{i}", m) for i, m in enumerate(model.features)]
     named += [("flatten", None)] + [(f"classifier.{i}", m) for i, m in enumerate(model.classifier)]
@@ -119,31 +167,16 @@ def network_stages(model: VGG4bit, method: str) -> list[Stage]:
         if m is None:
             flatten_pending = True
         elif isinstance(m, (QuantConv2d, QuantLinear)):
-            codes, scale, levels = _layer_codes(name, m, method)
-            conv = isinstance(m, QuantConv2d)
-            if conv and (m.stride != (1, 1) or m.padding[0] != m.padding[1] or m.groups != 1 or m.dilation != (1, 1)):
-                raise UserError(f"layer {name}: only stride-1, square-padded, ungrouped convs are exported")
-            stages.append(
-                Stage(
-                    name=name,
-                    kind="conv" if conv else "linear",
-                    codes=codes,
-                    scale=scale,
-                    bias=m.bias.detach().numpy().astype(np.float32).copy(),
-                    levels=levels,
-                    padding=m.padding[0] if conv else 0,
-                    flatten_before=flatten_pending,
-                )
-            )
+            stages.append(_quant_stage(name, m, method, flatten_before=flatten_pending))
             flatten_pending = False
         elif not stages:
             raise UserError(f"module {name} ({type(m).__name__}) comes before any conv; not a VGG4bit")
-        elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
-            stats = (m.running_mean, m.running_var, m.weight, m.bias)
-            arrays = (t.detach().numpy().astype(np.float32).copy() for t in stats)
-            stages[-1].bn = BatchNormParams(*arrays, eps=float(m.eps))
+        elif isinstance(m, BATCH_NORMS):
+            stages[-1].bn = _bn_params(m)
+            stages[-1].end = name
         elif isinstance(m, nn.ReLU):
             stages[-1].relu = True
+            stages[-1].end = name
         elif isinstance(m, nn.MaxPool2d):
             if m.kernel_size not in (2, (2, 2)) or m.stride not in (2, (2, 2)) or m.padding not in (0, (0, 0)):
                 raise UserError(f"module {name}: only MaxPool2d(2, 2) is exported")
@@ -152,6 +185,21 @@ def network_stages(model: VGG4bit, method: str) -> list[Stage]:
             pass  # identity in eval
         else:
             raise UserError(f"module {name} ({type(m).__name__}) is not exportable")
+    return stages
+
+
+def _simpleresnet_stages(model: SimpleResNet4bit, method: str) -> list[Stage]:
+    """conv_i -> bn_i -> relu_i for i = 1..6, the identity residual (stage 0's output added after stage
+    1's ReLU), global average pooling, the linear head; the same order as SimpleResNet4bit.forward."""
+    stages = []
+    for i in range(1, 7):
+        bn = getattr(model, f"bn{i}")
+        if not isinstance(bn, BATCH_NORMS):
+            raise UserError(f"module bn{i} ({type(bn).__name__}) is not exportable")
+        stage = _quant_stage(f"conv{i}", getattr(model, f"conv{i}"), method, bn=_bn_params(bn), relu=True, end=f"relu{i}")
+        stages.append(stage)
+    stages[1].residual_from = 0
+    stages.append(_quant_stage("fc", model.fc, method, flatten_before=True, global_pool_before=True))
     return stages
 
 
@@ -207,7 +255,7 @@ class GraphBuilder:
     def model(self, doc: str, metadata: dict) -> onnx.ModelProto:
         graph = helper.make_graph(
             self.nodes,
-            "vgg4bit",
+            metadata.get("arch", ARCH_NAME),
             [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["N", 3, 32, 32])],
             [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["N", None])],
             self.initializers,
@@ -220,16 +268,20 @@ class GraphBuilder:
         return model
 
 
-def _float_layer(g: GraphBuilder, stage: Stage, x: str, weight: str, last: bool) -> str:
-    """Conv/Gemm with a float weight input, then BN, ReLU, MaxPool as separate nodes."""
+def _float_layer(g: GraphBuilder, stage: Stage, x: str, weight: str, last: bool, outputs: list[str]) -> str:
+    """Conv/Gemm with a float weight input, then BN, ReLU, MaxPool, the residual Add as separate nodes;
+    ``outputs``: the earlier stages' output names (for the residual)."""
     p = stage.name
+    if stage.global_pool_before:
+        x = g.add("GlobalAveragePool", [x], f"{p}.gap")
     if stage.flatten_before:
         x = g.add("Flatten", [x], f"{p}.flat", axis=1)
     bias = g.const(f"{p}.bias", stage.bias)
     out = OUTPUT_NAME if last and stage.bn is None and not stage.relu else f"{p}.out"
     if stage.kind == "conv":
         pads = [stage.padding] * 4
-        x = g.add("Conv", [x, weight, bias], out, kernel_shape=list(stage.codes.shape[2:]), pads=pads, strides=[1, 1])
+        strides = [stage.stride] * 2
+        x = g.add("Conv", [x, weight, bias], out, kernel_shape=list(stage.codes.shape[2:]), pads=pads, strides=strides)
     else:
         x = g.add("Gemm", [x, weight, bias], out, transB=1)
     if stage.bn is not None:
@@ -241,13 +293,15 @@ def _float_layer(g: GraphBuilder, stage: Stage, x: str, weight: str, last: bool)
         x = g.add("Relu", [x], f"{p}.relu")
     if stage.pool:
         x = g.add("MaxPool", [x], f"{p}.pool", kernel_shape=[2, 2], strides=[2, 2])
+    if stage.residual_from is not None:
+        x = g.add("Add", [x, outputs[stage.residual_from]], f"{p}.residual")
     return x
 
 
 def _layers_metadata(stages: list[Stage], fmt: str, **extra) -> dict:
     return {
         "format": fmt,
-        "arch": ARCH_NAME,
+        "arch": ARCH_NAME,  # meta's "arch" (export passes the checkpoint's) overrides
         "layers": [
             {"name": s.name, "kind": s.kind, "shape": list(s.codes.shape), "scale": float(s.scale)} for s in stages
         ],
@@ -257,24 +311,26 @@ def _layers_metadata(stages: list[Stage], fmt: str, **extra) -> dict:
 
 def build_fp32(stages: list[Stage], meta: dict) -> onnx.ModelProto:
     g = GraphBuilder()
-    x = INPUT_NAME
+    x, outputs = INPUT_NAME, []
     for i, s in enumerate(stages):
-        x = _float_layer(g, s, x, g.const(f"{s.name}.weight", s.weight), last=i == len(stages) - 1)
+        x = _float_layer(g, s, x, g.const(f"{s.name}.weight", s.weight), i == len(stages) - 1, outputs)
+        outputs.append(x)
     _rename_output(g, x)
-    return g.model("VGG4bit, dequantized 4-bit weights in float32", _layers_metadata(stages, "fp32", **meta))
+    return g.model(f"{meta.get('arch', ARCH_NAME)}, dequantized 4-bit weights in float32", _layers_metadata(stages, "fp32", **meta))
 
 
 def build_int4(stages: list[Stage], meta: dict) -> onnx.ModelProto:
     g = GraphBuilder()
-    x = INPUT_NAME
+    x, outputs = INPUT_NAME, []
     for i, s in enumerate(stages):
         g.initializers.append(int4_initializer(f"{s.name}.weight_int4", s.codes))
         scale = g.const(f"{s.name}.weight_scale", np.array(s.scale, dtype=np.float32))
         weight = g.add("DequantizeLinear", [f"{s.name}.weight_int4", scale], f"{s.name}.weight")
-        x = _float_layer(g, s, x, weight, last=i == len(stages) - 1)
+        x = _float_layer(g, s, x, weight, i == len(stages) - 1, outputs)
+        outputs.append(x)
     _rename_output(g, x)
     return g.model(
-        "VGG4bit, INT4 weight initializers -> DequantizeLinear -> Conv/Gemm; BatchNorm kept as nodes",
+        f"{meta.get('arch', ARCH_NAME)}, INT4 weight initializers -> DequantizeLinear -> Conv/Gemm; BatchNorm kept as nodes",
         _layers_metadata(stages, "int4", **meta),
     )
 
@@ -305,35 +361,37 @@ class Calibration:
     images: int
     input_range: ActivationRange
     stage_ranges: list[ActivationRange] = field(default_factory=list)
+    residual_ranges: dict[int, ActivationRange] = field(default_factory=dict)  # stage index -> range of the sum
+    pooled_ranges: dict[int, ActivationRange] = field(default_factory=dict)  # stage index -> its pooled input
 
 
 @torch.inference_mode()
-def calibrate(model: VGG4bit, stages: list[Stage], images: torch.Tensor, batch_size: int = 128) -> Calibration:
-    """Min/max of each stage output over the calibration images (normalized float batches), via hooks
-    on the module that ends each stage (its ReLU; the layer itself when nothing follows)."""
+def calibrate(model: nn.Module, stages: list[Stage], images: torch.Tensor, batch_size: int = 128) -> Calibration:
+    """Min/max over the calibration images (normalized float batches) of each stage output, via a hook on
+    the module that ends the stage (Stage.end: its ReLU; the layer itself when nothing follows); of each
+    residual sum (the next stage's layer input) and of each globally pooled vector (its layer's input)."""
     modules = dict(model.named_modules())
-    ends = []
-    for s in stages:
-        idx_prefix, idx = s.name.rsplit(".", 1)
-        seq = modules[idx_prefix]
-        end = int(idx)
-        for j in range(int(idx) + 1, len(seq)):
-            if isinstance(seq[j], (QuantConv2d, QuantLinear)):
-                break
-            if isinstance(seq[j], (nn.BatchNorm1d, nn.BatchNorm2d, nn.ReLU)):
-                end = j
-        ends.append(seq[end])
-    lows = [math.inf] * len(stages)
-    highs = [-math.inf] * len(stages)
+    probes = [(modules[s.end], "out", ("stage", i)) for i, s in enumerate(stages)]
+    for i, s in enumerate(stages):
+        if s.residual_from is not None:
+            if i + 1 >= len(stages):
+                raise UserError(f"layer {s.name}: a residual add cannot end the network")
+            probes.append((modules[stages[i + 1].name], "in", ("residual", i)))
+        if s.global_pool_before:
+            probes.append((modules[s.name], "in", ("pooled", i)))
+    lows = {key: math.inf for _, _, key in probes}
+    highs = {key: -math.inf for _, _, key in probes}
 
-    def hook(index: int):
-        def record(_module, _inputs, output):
-            lows[index] = min(lows[index], float(output.min()))
-            highs[index] = max(highs[index], float(output.max()))
+    def hook(key):
+        def record(_module, inputs, output=None):
+            t = inputs[0] if output is None else output
+            lows[key] = min(lows[key], float(t.min()))
+            highs[key] = max(highs[key], float(t.max()))
 
         return record
 
-    handles = [m.register_forward_hook(hook(i)) for i, m in enumerate(ends)]
+    handles = [m.register_forward_hook(hook(key)) if where == "out" else m.register_forward_pre_hook(hook(key))
+               for m, where, key in probes]
     try:
         model.eval()
         for start in range(0, images.shape[0], batch_size):
@@ -344,10 +402,13 @@ def calibrate(model: VGG4bit, stages: list[Stage], images: torch.Tensor, batch_s
     # The input range is known exactly: normalize() of 0..255 per channel.
     lo = min((0.0 - m) / s for m, s in zip(datamod.MEAN, datamod.STD))
     hi = max((1.0 - m) / s for m, s in zip(datamod.MEAN, datamod.STD))
+    ranges = {key: ActivationRange(lows[key], highs[key]) for key in lows}
     return Calibration(
         images=int(images.shape[0]),
         input_range=ActivationRange(lo, hi),
-        stage_ranges=[ActivationRange(a, b) for a, b in zip(lows, highs)],
+        stage_ranges=[ranges[("stage", i)] for i in range(len(stages))],
+        residual_ranges={i: r for (kind, i), r in ranges.items() if kind == "residual"},
+        pooled_ranges={i: r for (kind, i), r in ranges.items() if kind == "pooled"},
     )
 
 
@@ -368,9 +429,17 @@ def build_int8(stages: list[Stage], calibration: Calibration, meta: dict) -> onn
     x = g.add("QuantizeLinear", [INPUT_NAME, x_scale_name, x_zero_name], "input.q")
     x_scale = in_scale
     layers_meta = []
+    quantized_outputs: list[tuple[str, str, str]] = []  # per stage: (uint8 output, its scale, its zero point)
     for i, s in enumerate(stages):
         p = s.name
         last = i == len(stages) - 1
+        if s.global_pool_before:  # GlobalAveragePool is float-only in ONNX: DQ -> pool -> Q
+            pooled = g.add("GlobalAveragePool", [g.add("DequantizeLinear", [x, x_scale_name, x_zero_name],
+                                                       f"{p}.gap_in")], f"{p}.gap")
+            x_scale, zero = uint8_params(calibration.pooled_ranges[i])
+            x_scale_name = g.const(f"{p}.gap_q_scale", np.array(x_scale))
+            x_zero_name = g.const(f"{p}.gap_q_zero", np.array(zero))
+            x = g.add("QuantizeLinear", [pooled, x_scale_name, x_zero_name], f"{p}.gap_q")
         if s.flatten_before:
             x = g.add("Flatten", [x], f"{p}.flat", axis=1)  # on uint8: no float island
         # Fold BN: per-output-channel weight scale s*a (codes unchanged, sign moved into the codes) and bias.
@@ -404,7 +473,8 @@ def build_int8(stages: list[Stage], calibration: Calibration, meta: dict) -> onn
         )
         y = OUTPUT_NAME if last else f"{p}.out"
         if s.kind == "conv":
-            g.add("Conv", [x_dq, w, b], y, kernel_shape=list(codes.shape[2:]), pads=[s.padding] * 4, strides=[1, 1])
+            g.add("Conv", [x_dq, w, b], y, kernel_shape=list(codes.shape[2:]), pads=[s.padding] * 4,
+                  strides=[s.stride] * 2)
         else:
             g.add("Gemm", [x_dq, w, b], y, transB=1)
         layer = {
@@ -425,19 +495,30 @@ def build_int8(stages: list[Stage], calibration: Calibration, meta: dict) -> onn
                 x = g.add("MaxPool", [x], f"{p}.pool", kernel_shape=[2, 2], strides=[2, 2])  # max commutes with Q
             x_scale = out_scale
             layer.update(activation_scale=float(out_scale), activation_zero_point=int(out_zero))
+            if s.residual_from is not None:  # DQ both operands, Add in float, Q with the sum's range
+                res, res_scale, res_zero = quantized_outputs[s.residual_from]
+                total = g.add("Add", [g.add("DequantizeLinear", [x, x_scale_name, x_zero_name], f"{p}.res_a"),
+                                      g.add("DequantizeLinear", [res, res_scale, res_zero], f"{p}.res_b")],
+                              f"{p}.residual")
+                x_scale, zero = uint8_params(calibration.residual_ranges[i])
+                x_scale_name = g.const(f"{p}.res_q_scale", np.array(x_scale))
+                x_zero_name = g.const(f"{p}.res_q_zero", np.array(zero))
+                x = g.add("QuantizeLinear", [total, x_scale_name, x_zero_name], f"{p}.res_q")
+                layer.update(residual_scale=float(x_scale), residual_zero_point=int(zero))
+            quantized_outputs.append((x, x_scale_name, x_zero_name))
         elif s.bn is not None or s.relu or s.pool:
             raise UserError(f"layer {p}: the last layer must end the network (found BN/ReLU/pool after it)")
         layers_meta.append(layer)
     metadata = {
         "format": "int8",
-        "arch": ARCH_NAME,
+        "arch": ARCH_NAME,  # meta's "arch" (export passes the checkpoint's) overrides
         "layers": layers_meta,
         "activation_type": "uint8",
         "calibration_images": calibration.images,
         **meta,
     }
     return g.model(
-        "VGG4bit, int8-container 4-bit weight codes (BN folded into per-channel scales), uint8 activations, QDQ",
+        f"{meta.get('arch', ARCH_NAME)}, int8-container 4-bit weight codes (BN folded into per-channel scales), uint8 activations, QDQ",
         metadata,
     )
 
@@ -497,7 +578,8 @@ def export(
         torch.set_num_threads(threads)
     model, method, state = model_from_checkpoint(checkpoint)
     stages = network_stages(model, method.name)
-    meta = {"method": method.name, "epoch": int(state.get("epoch", 0)), "checkpoint": str(checkpoint)}
+    meta = {"method": method.name, "epoch": int(state.get("epoch", 0)), "checkpoint": str(checkpoint),
+            "arch": model.arch_name}
     images = calibration_images(state, data_dir, calibration_count)
     calibration = calibrate(model, stages, images)
     out = Path(out_dir)

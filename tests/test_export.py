@@ -198,11 +198,15 @@ def test_missing_onnx_file_is_one_line_error(exported, tmp_path, capsys):
 def test_checkpoint_of_another_architecture(exported, tmp_path, capsys):
     _, onnx_dir, _ = exported
     other = tmp_path / "resnet.pt"
-    _save_checkpoint(other, "tathe4", arch="simpleresnet4bit")
+    _save_checkpoint(other, "tathe4", arch="resnet18")
     assert main(["export", "--checkpoint", str(other), "--out", str(tmp_path / "o")]) == 2
     assert "architecture" in _one_line_error(capsys)
     assert main(["verify-onnx", "--checkpoint", str(other), "--onnx", str(onnx_dir)]) == 2
     assert "architecture" in _one_line_error(capsys)
+    # a known architecture whose weights are another's (VGG4bit weights labelled simpleresnet4bit)
+    _save_checkpoint(other, "tathe4", arch="simpleresnet4bit")
+    assert main(["export", "--checkpoint", str(other), "--out", str(tmp_path / "o")]) == 2
+    assert "checkpoint weights do not fit simpleresnet4bit" in _one_line_error(capsys)
 
 
 def test_checkpoint_of_another_shape_does_not_verify(exported, tmp_path, capsys):

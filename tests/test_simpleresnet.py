@@ -89,3 +89,69 @@ def test_checkpoint_of_an_unknown_arch_is_refused(tmp_path):
     with pytest.raises(UserError, match="architecture 'alexnet', expected one of vgg4bit, simpleresnet4bit"):
         load_checkpoint(path)
     assert set(ARCHS) == {"vgg4bit", "simpleresnet4bit"}
+
+
+# --- ONNX export -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["tathe4", "tathe4-rangebn"])
+def test_exports_to_onnx_and_agrees_with_pytorch(tmp_path, method):
+    import json
+
+    from suite.verify import VerifyConfig, verify
+
+    run = tmp_path / "run"
+    train(TrainConfig(method=method, arch="simpleresnet4bit", synthetic=True, subset=128, epochs=1, batch_size=64,
+                      threads=1, out=str(run)), log=lambda *a: None)
+    onnx_dir = tmp_path / "onnx"
+    assert cli_main(["export", "--checkpoint", str(run / "checkpoint.pt"), "--out", str(onnx_dir),
+                     "--calibration-images", "64", "--threads", "1"]) == 0
+    verify(VerifyConfig(str(run / "checkpoint.pt"), str(onnx_dir), threads=1, limit=100, agreement_images=20,
+                        speed_rounds=1, latency_runs=1, throughput_runs=1, profile_runs=1), log=lambda *a: None)
+    report = json.loads((onnx_dir / "verify.json").read_text())
+    files = report["files"]
+    for name in ("fp32", "int4"):
+        assert files[name]["optimized_node_types"]["Add"] == 1 and files[name]["optimized_node_types"]["GlobalAveragePool"] == 1
+    # int8: every conv and the head fused into integer kernels around the residual and the pooling
+    assert files["int8"]["optimized_node_types"]["QLinearConv"] == 6 and files["int8"]["optimized_node_types"]["QGemm"] == 1
+    import onnx
+
+    model = onnx.load(onnx_dir / "int4.onnx")
+    assert json.loads(model.metadata_props[0].value)["arch"] == "simpleresnet4bit"
+    assert model.graph.name == "simpleresnet4bit"
+
+
+def test_fp32_onnx_of_range_bn_vgg_matches_pytorch():
+    """The Range BN -> BatchNormalization(var = (scale + eps)^2, epsilon 0) rewrite, on VGG4bit with
+    non-trivial running statistics: the float file computes the PyTorch model's logits."""
+    import onnxruntime as ort
+
+    from suite.export import build_fp32, network_stages
+
+    torch.manual_seed(0)
+    model, _ = build_model(get_method("tathe4-rangebn"), 10)
+    with torch.no_grad():
+        for m in model.modules():
+            if hasattr(m, "running_scale"):
+                m.running_mean.uniform_(-0.5, 0.5), m.running_scale.uniform_(0.5, 2.0), m.weight.uniform_(0.5, 1.5)
+    model.eval()
+    blob = build_fp32(network_stages(model, "tathe4-rangebn"), {"method": "tathe4-rangebn"}).SerializeToString()
+    session = ort.InferenceSession(blob, providers=["CPUExecutionProvider"])
+    x = torch.randn(4, 3, 32, 32)
+    (logits,) = session.run(None, {"input": x.numpy()})
+    with torch.no_grad():
+        expected = model(x).numpy()
+    assert abs(logits - expected).max() < 1e-3 * max(1.0, abs(expected).max())
+
+
+@pytest.mark.parametrize("method", ["sbm8", "fractrain-dfq", "fractrain-pfq"])
+def test_export_refuses_the_other_new_methods_in_one_line(tmp_path, method, capsys):
+    run = tmp_path / "run"
+    model, _ = build_model(get_method(method), 10, "simpleresnet4bit")
+    run.mkdir()
+    torch.save({"arch": {"name": "simpleresnet4bit", "num_classes": 10}, "method": method, "epoch": 1,
+                "model": model.state_dict(), "config": {"synthetic": True, "subset": 64, "seed": 0}},
+               run / "checkpoint.pt")
+    assert cli_main(["export", "--checkpoint", str(run / "checkpoint.pt"), "--out", str(tmp_path / "onnx")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "cannot be exported" in err and f"method '{method}'" in err
