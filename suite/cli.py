@@ -80,8 +80,9 @@ def _add_export(sub) -> None:
         description="fp32.onnx: dequantized weights in float (the reference). int4.onnx: INT4 weight initializers "
         "-> DequantizeLinear (opset 21) -> Conv/Gemm, BatchNorm kept as nodes. int8.onnx: the same codes in int8, "
         "BatchNorm folded into per-channel weight scales, uint8 activations calibrated on training images, QDQ "
-        "form that onnxruntime fuses into QLinearConv/QGemm. Checkpoints without symmetric per-layer 4-bit weights "
-        "(fp32, luq4, cpt) are refused: they have no codes these files could hold.",
+        "form that onnxruntime fuses into QLinearConv/QGemm. Both networks (vgg4bit, simpleresnet4bit) export. "
+        "Checkpoints without symmetric per-layer 4-bit weights (fp32, luq4, cpt, sbm8, sbm4, fractrain-pfq, "
+        "fractrain-dfq) are refused: they have no codes these files could hold.",
     )
     p.add_argument("--checkpoint", required=True, help="a checkpoint.pt written by q4bench train")
     p.add_argument("--out", required=True, help="folder for the three .onnx files")

@@ -146,7 +146,11 @@ class LuqQuantizer(LayerQuantizer):
         return quantize_sawb(w, *self.weight_range)
 
     def input(self, x: torch.Tensor) -> torch.Tensor:
-        signed = bool(x.detach().amin() < 0)  # the reference code's per-call switch
+        # Decided on every call from this tensor. The reference code decides once (the first input with a
+        # negative value switches the layer to the signed range) and keeps it. In both networks only the
+        # first conv's input (the normalised images) has negative values, so the two differ only for a
+        # batch whose normalised images are all non-negative, in practice never.
+        signed = bool(x.detach().amin() < 0)
         return quantize_sawb(x, *(self.signed_activation_range if signed else self.activation_range))
 
     def output(self, y: torch.Tensor) -> torch.Tensor:
