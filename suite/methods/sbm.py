@@ -89,14 +89,15 @@ class RangeBatchNorm(nn.Module):
     def batch_stats(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean, scale) per channel of a training batch."""
         c = x.shape[1]
-        y = x.transpose(0, 1).reshape(c, -1)  # C x (N*H*W), in the code's (N, H, W) order
-        n = y.shape[1]
+        # (N*H*W) x C rows in the code's (N, H, W) order: a view, no copy, for channels_last inputs
+        rows = x.movedim(1, -1).reshape(-1, c)
+        n = rows.shape[0]
         chunks = range_bn_chunks(n, self.num_chunks)
-        y = y.reshape(c, chunks, n // chunks)
-        mean_max = y.amax(-1).mean(-1)
-        mean_min = y.amin(-1).mean(-1)
+        y = rows.view(chunks, n // chunks, c) if rows.is_contiguous() else rows.reshape(chunks, n // chunks, c)
+        mean_max = y.amax(1).mean(0)
+        mean_min = y.amin(1).mean(0)
         scale = (mean_max - mean_min) * range_bn_scale_fix(n // chunks)
-        return y.mean((1, 2)), scale
+        return rows.mean(0), scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = (1, -1) + (1,) * (x.dim() - 2)
@@ -107,8 +108,10 @@ class RangeBatchNorm(nn.Module):
                 self.running_scale.lerp_(scale.detach().to(self.running_scale.dtype), self.momentum)
         else:
             mean, scale = self.running_mean, self.running_scale
-        out = (x - mean.view(shape)) / (scale.view(shape) + self.eps)
-        return out * self.weight.view(shape) + self.bias.view(shape)
+        # (x - mean) / (scale + eps) * gamma + beta as one pass over x: x * a + b per channel
+        a = self.weight / (scale + self.eps)
+        b = self.bias - mean * a
+        return torch.addcmul(b.view(shape).to(x.dtype), x, a.view(shape).to(x.dtype))
 
 
 def use_range_bn(model: nn.Module) -> None:
