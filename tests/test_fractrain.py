@@ -201,3 +201,32 @@ def test_trains_one_epoch_through_the_cli(tmp_path, method):
         assert entry["pfq"]["stage"] == 0 and entry["pfq"]["switches"] == []  # 2 steps: no 400-step window yet
     else:
         assert all(sum(row) == 128 for row in entry["dfq"]["chosen_per_layer"].values())
+
+
+def test_new_methods_run_in_the_smoke_bench(tmp_path):
+    """The smoke tier end to end for the two new methods whose training step differs most from the
+    existing ones (SBM's custom backward, DFQ's gates and mixing); result file schema-validated."""
+    from suite.results import read_result
+
+    path = bench.run_bench(bench.BenchConfig(profiles=["single-thread"], tier="smoke", out=str(tmp_path),
+                                             methods=["sbm8", "fractrain-dfq"]), log=lambda line: None)
+    result = read_result(path)
+    entry = result["profiles"][0]
+    assert entry["status"] == "ok", entry["status_detail"]
+    assert set(entry["methods"]) == {"fp32", "sbm8", "fractrain-dfq"}
+    for name in ("sbm8", "fractrain-dfq"):
+        m = entry["methods"][name]
+        assert m["status"] == "ok" and m["train_images_per_s"] > 0 and m["eval_images_per_s"] > 0
+        assert entry["step_time_ratio"][name] > 0
+        assert result["method_costs"][name]["bitops_ratio"]["method"] == "estimated"
+
+
+@pytest.mark.parametrize("name", ["sbm4", "tathe4-rangebn", "fractrain-pfq"])
+def test_bench_child_steps_the_other_new_methods(name):
+    """The bench child's stepper (what the smoke tier times) for the remaining new methods."""
+    from suite import bench_child
+
+    model, stepper = bench_child._stepper(name, 10, 16, 0, steps_per_epoch=4)
+    x, y = torch.randn(16, 3, 32, 32), torch.randint(0, 10, (16,))
+    losses = [stepper(x, y)[0] for _ in range(2)]
+    assert all(math.isfinite(v) for v in losses)
