@@ -435,7 +435,7 @@ def interleaved_training_windows(
             meters[name].start()
             start = time.perf_counter()
             for batch in batches:
-                steppers[name](*batch)  # Stepper calls loss.item(): the step has finished when it returns
+                float(steppers[name](*batch)[0])  # float() waits for the step (a GPU would run ahead)
                 images += batch[1].shape[0]
             seconds[name].append(time.perf_counter() - start)
             meters[name].stop(images)
