@@ -125,7 +125,8 @@ def run_jobs(jobs: list[Job], data_dir: str, runs: Path, deadline_unix: float, a
         state = status(out, job)
         if state == "done":
             continue
-        if time.time() + job.epochs * alone_epoch_s * SHARE > deadline_unix:
+        # the paper runs always start (a cut run resumes on the next call); side jobs only if they can end in time
+        if job.lane == "side" and time.time() + job.epochs * alone_epoch_s * SHARE > deadline_unix:
             print(f"[{job.name}] skipped: would not end before the deadline", flush=True)
             continue
         config = TrainConfig(method=job.method, recipe=job.recipe, epochs=job.epochs, seed=job.seed,
