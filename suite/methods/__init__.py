@@ -64,6 +64,17 @@ register(
         projection="hardclip",
     )
 )
+# A deliberately degraded control for the parity gate: the reference method at 2 bits (codes -1..1, three
+# levels). The gate must fail it; a gate that passes it has no teeth.
+register(
+    dataclasses.replace(
+        TATHE4,
+        name="tathe4-2bit",
+        summary="degraded control: tathe4 with 2-bit weights (3 levels, codes -1..1, scale max|W|/1); the parity "
+        "gate must fail it",
+        bits=2,
+    )
+)
 register(
     LuqMethod(
         "luq4",
