@@ -35,6 +35,7 @@ from torch import nn
 from . import data as datamod
 from .atomic import write_atomic
 from .errors import UserError
+from .provenance import stamp
 from .methods import SymmetricWeightQuantizer, symmetric_codes
 from .model import ARCH_NAME, QuantConv2d, QuantLinear, VGG4bit
 from .train import model_from_checkpoint
@@ -497,7 +498,8 @@ def export(
         torch.set_num_threads(threads)
     model, method, state = model_from_checkpoint(checkpoint)
     stages = network_stages(model, method.name)
-    meta = {"method": method.name, "epoch": int(state.get("epoch", 0)), "checkpoint": str(checkpoint)}
+    meta = {"method": method.name, "epoch": int(state.get("epoch", 0)), "checkpoint": str(checkpoint),
+            "provenance": stamp()}  # in each file's metadata: the code that exported it
     images = calibration_images(state, data_dir, calibration_count)
     calibration = calibrate(model, stages, images)
     out = Path(out_dir)

@@ -30,6 +30,7 @@ from onnx import TensorProto
 from . import data as datamod
 from .atomic import write_json_atomic
 from .errors import UserError
+from .provenance import stamp
 from .export import FILES, INPUT_NAME, METADATA_KEY, OUTPUT_NAME, checkpoint_data, network_stages, unpack_int4
 from .train import model_from_checkpoint
 
@@ -420,6 +421,7 @@ def verify(config: VerifyConfig, log=print) -> dict:
     speedup = paired_speedup(batch_seconds["fp32"], batch_seconds["int8"])
     acc_drop = torch_acc - files["int8"]["test_acc"]
     result = {
+        "provenance": stamp(),  # the code that verified; the exported files carry their own
         "checkpoint": str(config.checkpoint),
         "method": method.name,
         "epoch": int(state.get("epoch", 0)),
