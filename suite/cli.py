@@ -211,7 +211,7 @@ def _add_submit(sub) -> None:
 
 
 def _report(args: argparse.Namespace) -> None:
-    from .report import ReportSources, render_report
+    from .report import ReportSources, render_report  # a package: suite/report/
 
     written = render_report(ReportSources.from_options(args.results, args.runs, args.onnx), args.out)
     for path in written:
