@@ -276,7 +276,7 @@ def test_compare_result_gives_the_verdict_line_and_accuracy_against_time(two_hos
     assert verdict.kind is Kind.MEASURED
     line = verdict.text.split("\n")[0]
     assert line == ("FIXTURE: tathe4 vs fp32: gap +0.30 points [95% CI -0.40, +1.00], 3 seed(s), budget short recipe, "
-                    "3 epoch(s), 50,000 train images, 10,000 test images, cpu (Fixture CPU A), fp32 -> inconclusive")
+                    "3 epoch(s), 50,000 train images, 10,000 test images, cpu (Fixture CPU A), fp32 → **inconclusive**")
     assert "why: the 95% CI reaches beyond" in verdict.text and "8 seeds would decide it" in verdict.text
     # Host b has no compare result: the line says so.
     assert "no compare result" in _row(answer.tables()["answer"], host="fixture-host-b")["accuracy: tathe4 vs fp32"].text

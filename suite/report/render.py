@@ -95,12 +95,13 @@ th,td{border:1px solid #ccc;padding:3px 6px;text-align:left;vertical-align:top;w
 th{background:#f2f2f2;white-space:normal}table.sortable th{cursor:pointer}table.sortable th:hover{background:#e0e8ff}
 table.sortable th::after{content:' \\2195';color:#999}
 td.k-notmeasured{color:#888;font-style:italic}td.k-estimated{font-style:italic;color:#5a4a00}
-td.k-derived{color:#114}td.k-paper{color:#555}td.fixture{color:#a00;font-weight:bold}
+td.k-derived{color:#114}td.k-paper{color:#555}td.fixture{color:#a00}
 td.v-confirmed{background:#e3f4e3}td.v-contradicted{background:#fbe1e1}td.v-notmeasurable{background:#f4f4f4}
 sup{color:#06c;font-size:.75em}
 .banner{background:#fff3cd;border:1px solid #e0c060;padding:.5em;margin:.6em 0}
-#answer table{font-size:.92em;display:table;width:100%}#answer td{padding:6px 8px}
-#answer td:nth-child(2){font-weight:600}
+#answer table{font-size:.92em;display:table;width:100%;table-layout:fixed}#answer td{padding:6px 8px}
+#answer th:nth-child(1){width:13%}#answer th:nth-child(2){width:35%}#answer th:nth-child(3){width:26%}
+#answer td:nth-child(2){font-size:1.05em}#answer td.k-notmeasured{color:#8a4b00;font-style:normal}
 .notes{font-size:.78em;color:#444;margin:.2em 0 1em}.notes p{margin:.15em 0}
 .legend{font-size:.85em;color:#444}
 figure{margin:1em 0}figcaption{font-size:.85em;color:#555}img{max-width:100%}

@@ -174,7 +174,7 @@ def verdict_line(c: CompareResult, comp) -> str:
     seeds = f"{comp.n_seeds} seed(s)" if comp.n_seeds is not None else "seeds not recorded"
     where = f"{c.device}{' (' + c.device_name + ')' if c.device_name else ''}, {c.precision}"
     return (f"{comp.candidate} vs {c.reference}: {gap}{ci}, {seeds}, budget {c.describe_budget()}, {where} "
-            f"-> {comp.verdict or 'no verdict recorded'}")
+            f"→ **{comp.verdict or 'no verdict recorded'}**")
 
 
 def _host_verdicts(compares: list[CompareResult], host: str) -> tuple[list[str], list[str]]:
@@ -205,7 +205,7 @@ def _step_costs(results: list[ResultFile]) -> list[str]:
         ratio = p["step_time_ratio"][REFERENCE_4BIT]
         spread = p.get("step_time_ratio_range", {}).get(REFERENCE_4BIT)
         rng = f" [cycles {spread[0]:.2f}-{spread[1]:.2f}]" if spread else ""
-        lines.append(f"{ratio:.2f}x fp32's step time{rng} on {profile} ({p['threads']} thread(s), {device}, "
+        lines.append(f"• {ratio:.2f}x fp32's step time{rng} on {profile} ({p['threads']} thread(s), {device}, "
                      f"{precision}; run {run_time(r.created)})")
     return lines
 
@@ -252,7 +252,8 @@ def section_answer(inputs: Inputs) -> Section:
             (c.cpu_model for c in inputs.compares if c.host_id == host and c.cpu_model), "?")
         fixture = any(r.fixture for r in results) or any(c.fixture for c in inputs.compares if c.host_id == host)
         verdict = (Cell("\n".join(lines + [f"why: {r}" for r in reasons]), Kind.MEASURED, note="verdict", fixture=fixture)
-                   if lines else unavailable(f"no compare result for this host; run `{COMPARE_COMMAND}`"))
+                   if lines else Cell(f"No verdict yet: no compare result for this host.\nRun `{COMPARE_COMMAND}` "
+                                      "to get one.", Kind.UNAVAILABLE))
         costs = _step_costs(results)
         cost = (Cell("\n".join(costs), Kind.MEASURED, note="cost", fixture=fixture) if costs
                 else unavailable("no bench result with tathe4 on this host; run `make bench`"))
