@@ -467,3 +467,11 @@ def test_report_never_imports_torch(two_hosts):
             f"render_report(ReportSources.from_options([{str(two_hosts / 'results')!r}], [{str(two_hosts / 'runs')!r}], "
             f"None), {str(two_hosts / 'out')!r}); assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
+
+
+def test_long_histories_are_sampled_in_the_epoch_table(tmp_path):
+    _write(tmp_path / "runs" / "t" / "history.json", full_budget_history("tathe4", 0, 92.2, 89.3))
+    table = _sections(_inputs(tmp_path, (), ("runs",)))["epochs"].tables()["epochs"]
+    epochs = [int(c.value) for c in table.column("epoch")]
+    assert epochs[0] == 1 and epochs[-1] == 150 and 110 in epochs and len(epochs) == 1 + 15 + 1
+    assert "every 10th" in table.footnotes[table.column("method")[0].note]

@@ -319,7 +319,9 @@ def section_claims(inputs: Inputs) -> Section:
         lines = [{"method": r.method, "label": f"{r.method} seed {r.history.get('seed')} ({r.device}, {r.precision})",
                   "x": [e["epoch"] for e in r.epochs], "y": [e["test_acc"] for e in r.epochs],
                   "dashed": r.method == BASELINE} for r in full]
-        png = figures.curves([{"title": "150-epoch paper recipe, CIFAR-10 (all 10,000 test images)", "lines": lines}],
+        fixture = "FIXTURE: " if any(r.fixture for r in full) else ""
+        png = figures.curves([{"title": f"{fixture}150-epoch paper recipe, CIFAR-10 (all 10,000 test images)",
+                               "lines": lines}],
                              "Full-budget runs against the paper's log", "epoch", "test accuracy, %",
                              reference=PAPER_LOG, reference_label="paper's log (tathe4)")
         s.blocks.append(Figure("paper_curves", png, "Full-budget runs against the paper's log",
@@ -430,6 +432,17 @@ def section_accuracy(inputs: Inputs) -> Section:
 # Accuracy per epoch and distinct codes (histories)
 
 
+LONG_RUN = 30  # epochs; longer runs (the 150-epoch paper recipe) are sampled in the per-epoch table
+
+
+def _table_epochs(run: RunHistory) -> list[dict]:
+    if len(run.epochs) <= LONG_RUN:
+        return run.epochs
+    best = max(run.epochs, key=lambda e: e["test_acc"])
+    return [e for i, e in enumerate(run.epochs) if i == 0 or e["epoch"] % 10 == 0 or e is best
+            or i == len(run.epochs) - 1]
+
+
 def section_epochs(inputs: Inputs) -> Section:
     s = Section("epochs", "Accuracy per epoch and distinct codes per layer (histories)")
     if not inputs.runs:
@@ -456,9 +469,12 @@ def section_epochs(inputs: Inputs) -> Section:
     table = Table("epochs", ["method", "epoch", "train acc", "test acc", "test acc, TTA", "lr", "seconds",
                              "train images/s", "budget", "source"])
     table.footnotes["tta"] = "test-time augmentation (the short recipe only): the flipped and unflipped image averaged"
+    table.footnotes["sampled"] = (f"A run longer than {LONG_RUN} epochs shows epoch 1, every 10th, its best and its "
+                                  "last epoch here; its history.json has them all.")
     for r in inputs.runs:
-        for e in r.epochs:
-            table.add({"method": text(r.method), "epoch": number(e["epoch"], "d", kind=Kind.TEXT),
+        for e in _table_epochs(r):
+            table.add({"method": text(r.method, note="sampled" if len(r.epochs) > LONG_RUN else None),
+                       "epoch": number(e["epoch"], "d", kind=Kind.TEXT),
                        "train acc": number(e.get("train_acc"), ".2f", "%", fixture=r.fixture),
                        "test acc": number(e["test_acc"], ".2f", "%", fixture=r.fixture),
                        "test acc, TTA": number(e.get("test_acc_tta"), ".2f", "%", note="tta", missing="-"),
