@@ -31,6 +31,7 @@ from . import data as datamod
 from .atomic import write_json_atomic
 from .errors import UserError
 from .provenance import stamp
+from .threads import torch_threads
 from .export import FILES, INPUT_NAME, METADATA_KEY, OUTPUT_NAME, checkpoint_data, network_stages, unpack_int4
 from .train import model_from_checkpoint
 
@@ -315,8 +316,6 @@ def _cpu_flags() -> dict[str, bool]:
 
 
 def verify(config: VerifyConfig, log=print) -> dict:
-    import onnxruntime as ort
-
     if config.threads < 1:
         raise UserError(f"--threads must be at least 1, got {config.threads}")
     if config.limit is not None and config.limit < 1:
@@ -325,7 +324,13 @@ def verify(config: VerifyConfig, log=print) -> dict:
            config.profile_runs) < 1:
         raise UserError("--agreement-images, --speed-rounds, --throughput-runs, --latency-runs and --profile-runs "
                         "must be at least 1")
-    torch.set_num_threads(config.threads)
+    with torch_threads(config.threads):
+        return _verify(config, log)
+
+
+def _verify(config: VerifyConfig, log) -> dict:
+    import onnxruntime as ort
+
     onnx_dir = Path(config.onnx_dir)
     paths = {name: onnx_dir / f"{name}.onnx" for name in FILES}
     models = {name: load_onnx(path) for name, path in paths.items()}
