@@ -475,3 +475,17 @@ def test_long_histories_are_sampled_in_the_epoch_table(tmp_path):
     epochs = [int(c.value) for c in table.column("epoch")]
     assert epochs[0] == 1 and epochs[-1] == 150 and 110 in epochs and len(epochs) == 1 + 15 + 1
     assert "every 10th" in table.footnotes[table.column("method")[0].note]
+
+
+def test_compare_section_lists_each_run_and_comparison(two_hosts):
+    fixture_compare("fixture-host-a", [0.4, -0.2, 0.7], two_hosts)
+    _write(two_hosts / "results" / "cmp" / "fp32-seed0" / "predictions.json", {"labels": [1, 2]})
+    inputs = _inputs(two_hosts)
+    assert any("1 other JSON file(s)" in n for n in inputs.notes)
+    compare = _sections(inputs)["compare"]
+    runs, comparisons = compare.tables()["compare_runs"], compare.tables()["comparisons"]
+    assert len(runs.rows) == 6 and {c.text for c in runs.column("seed")} == {"0", "1", "2"}
+    assert all(c.text == "9.0 min" for c in runs.column("wall time"))
+    [row] = [dict(zip(comparisons.columns, r)) for r in comparisons.rows]
+    assert row["mean gap"].kind is Kind.DERIVED and row["mean gap"].value == pytest.approx(0.3)
+    assert row["95% CI"].text == "-0.40 to +1.00" and row["verdict"].text == "inconclusive"

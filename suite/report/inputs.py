@@ -349,6 +349,7 @@ def load_inputs(sources: ReportSources) -> Inputs:
 
     inputs = Inputs(sources=sources)
     seen_histories: set[Path] = set()
+    skipped: list[Path] = []  # other JSON beside results (a compare run's predictions, parity.json): not ours
     for path in _files(sources.results, "*.json"):
         named = path in sources.results  # a file named on the command line must be something we read
         if path.name == HISTORY_FILE:
@@ -368,7 +369,10 @@ def load_inputs(sources: ReportSources) -> Inputs:
             raise UserError(f"{path}: neither a bench result (no schema_version) nor a compare result "
                             f"(no schema {COMPARE_SCHEMA_PREFIX}...)")
         else:
-            inputs.notes.append(f"{path}: not a bench or compare result; skipped")
+            skipped.append(path)
+    if skipped:
+        inputs.notes.append(f"{len(skipped)} other JSON file(s) beside the results are neither bench nor compare "
+                            f"results and were skipped, e.g. {relative(skipped[0])}")
     for path in _files(sources.runs, HISTORY_FILE):
         if path.resolve() in seen_histories:
             continue  # a compare run: shown with its compare result

@@ -332,6 +332,51 @@ def section_claims(inputs: Inputs) -> Section:
 
 
 # ---------------------------------------------------------------------------------------------
+# Compare results: the verdicts and the runs behind them
+
+
+def section_compare(inputs: Inputs) -> Section:
+    s = Section("compare", "Compare: paired seeds of tathe4 and fp32, gap with its confidence interval")
+    if not inputs.compares:
+        s.blocks.append(Paragraph(f"No compare result. `{COMPARE_COMMAND}` trains both methods on the same seeds "
+                                  "and writes one under reports/results/; `make report` then shows its verdict "
+                                  "first."))
+        return s
+    verdicts = Table("comparisons", ["host", "device", "budget", "candidate", "seeds", "mean gap", "95% CI",
+                                     "TOST p", "verdict", "reason", "file"])
+    verdicts.footnotes["gap"] = ("Gap = reference (fp32) minus candidate in test-accuracy points, mean over paired "
+                                 "seeds: positive, the 4-bit method is worse; negative, better. Derived by q4bench "
+                                 "compare from the measured accuracies.")
+    runs = Table("compare_runs", ["host", "method", "seed", "final test acc", "best test acc", "final acc, TTA",
+                                  "wall time", "history"], sortable=True)
+    for c in inputs.compares:
+        host, device = text(c.host_id or "not recorded", fixture=c.fixture), text(f"{c.device}, {c.precision}")
+        for comp in c.comparisons:
+            verdicts.add({
+                "host": host, "device": device, "budget": text(c.describe_budget()), "candidate": text(comp.candidate),
+                "seeds": number(comp.n_seeds, "d", kind=Kind.TEXT) if isinstance(comp.n_seeds, int) else unavailable(),
+                "mean gap": (Cell(gap_text(comp.mean_gap), Kind.DERIVED, comp.mean_gap, "gap", c.fixture)
+                             if comp.mean_gap is not None else unavailable()),
+                "95% CI": (Cell(f"{comp.ci95[0]:+.2f} to {comp.ci95[1]:+.2f}", Kind.DERIVED, comp.ci95[0],
+                                fixture=c.fixture) if comp.ci95 else unavailable("too few seeds")),
+                "TOST p": number(comp.tost_p, ".3f", kind=Kind.DERIVED, missing="-"),
+                "verdict": text(comp.verdict or "not recorded"),
+                "reason": text(comp.reason + (f" ({comp.seeds_needed} seeds would decide it)"
+                                              if comp.seeds_needed else "")),
+                "file": text(relative(c.path))})
+        for r in c.runs:
+            runs.add({"host": host, "method": text(r.method), "seed": text(str(r.seed)),
+                      "final test acc": number(r.final_acc, ".2f", "%", fixture=c.fixture),
+                      "best test acc": number(r.best_acc, ".2f", "%", fixture=c.fixture),
+                      "final acc, TTA": number(r.final_acc_tta, ".2f", "%", fixture=c.fixture, missing="-"),
+                      "wall time": number(None if r.wall_seconds is None else r.wall_seconds / 60, ".1f", " min",
+                                          fixture=c.fixture),
+                      "history": text(relative(r.history.path) if r.history else "not found")})
+    s.blocks += [verdicts, runs]
+    return s
+
+
+# ---------------------------------------------------------------------------------------------
 # Runs: one row per input file
 
 
@@ -781,6 +826,7 @@ def section_cross_hardware(inputs: Inputs) -> Section:
 
 
 def build_sections(inputs: Inputs) -> list[Section]:
-    return [section_answer(inputs), section_claims(inputs), section_runs(inputs), section_accuracy(inputs),
+    return [section_answer(inputs), section_claims(inputs), section_compare(inputs), section_runs(inputs),
+            section_accuracy(inputs),
             section_epochs(inputs), section_profiles(inputs), section_methods(inputs), section_onnx(inputs),
             section_cross_hardware(inputs)]
