@@ -100,7 +100,7 @@ td.v-confirmed{background:#e3f4e3}td.v-contradicted{background:#fbe1e1}td.v-notm
 sup{color:#06c;font-size:.75em}
 .banner{background:#fff3cd;border:1px solid #e0c060;padding:.5em;margin:.6em 0}
 #answer table{font-size:.92em;display:table;width:100%;table-layout:fixed}#answer td{padding:6px 8px}
-#answer th:nth-child(1){width:13%}#answer th:nth-child(2){width:35%}#answer th:nth-child(3){width:26%}
+#answer th:nth-child(1){width:13%}#answer th:nth-child(2){width:30%}#answer th:nth-child(3){width:25%}
 #answer td:nth-child(2){font-size:1.05em}#answer td.k-notmeasured{color:#8a4b00;font-style:normal}
 .notes{font-size:.78em;color:#444;margin:.2em 0 1em}.notes p{margin:.15em 0}
 .legend{font-size:.85em;color:#444}
