@@ -4,6 +4,7 @@ title, labelled axes and one colour per method, the same colour for a method in 
 from __future__ import annotations
 
 import io
+import textwrap
 
 from ..spec import BASELINE
 
@@ -58,7 +59,7 @@ def throughput_bars(bars: list[dict], title: str) -> bytes:
     axes[0].invert_yaxis()  # shared: the first row on top in both panels
     handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in colours.values()]
     fig.legend(handles, list(colours), loc="upper right", fontsize=8, ncol=len(colours))
-    fig.suptitle(title, fontsize=11, x=0.01, ha="left")
+    fig.suptitle(title, fontsize=11)
     return _png(fig)
 
 
@@ -75,12 +76,12 @@ def curves(panels: list[dict], title: str, xlabel: str, ylabel: str, reference: 
                     marker="o" if len(line["x"]) <= 20 else None, markersize=3, lw=1.3, label=line["label"])
         if reference:
             ax.plot(list(reference), list(reference.values()), "k*", markersize=7, label=reference_label)
-        ax.set_title(panel["title"], fontsize=9)
+        ax.set_title("\n".join(textwrap.wrap(panel["title"], 55)), fontsize=9)  # never wider than the axes
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle(title, fontsize=11, x=0.01, ha="left")
+    fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     return _png(fig)
 
@@ -94,10 +95,10 @@ def codes_per_layer(panels: list[dict], title: str, paper_codes: int) -> bytes:
             ax.plot(xs, ys, marker=".", label=layer)
         ax.axhline(paper_codes, color="grey", lw=0.8, ls=":")
         ax.set_ylim(0, paper_codes + 2)
-        ax.set_title(panel["title"], fontsize=9)
+        ax.set_title("\n".join(textwrap.wrap(panel["title"], 55)), fontsize=9)
         ax.set_xlabel("epoch")
         ax.set_ylabel("distinct codes (measured)")
         ax.legend(fontsize=6, ncol=2, loc="lower right")
-    fig.suptitle(title, fontsize=11, x=0.01, ha="left")
+    fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     return _png(fig)

@@ -618,7 +618,9 @@ def section_profiles(inputs: Inputs) -> Section:
                     "energy J/epoch, RAPL": rapl, "energy J/epoch, estimated": estimated,
                     "source": source_cell(r.fixture),
                 })
-                bars.append({"label": ("FIXTURE " if r.fixture else "") + f"{r.host_id} {p['profile']} "
+                device, precision, _ = device_of(p)
+                other = "" if (device, precision) == ("cpu", "fp32") else f" {device}/{precision}"
+                bars.append({"label": ("FIXTURE " if r.fixture else "") + f"{r.host_id} {p['profile']}{other} "
                              f"{run_time(r.created)[:16]}{'' if r.real_data else ' synthetic'}",
                              "method": name, "train": m["train_images_per_s"], "eval": m["eval_images_per_s"]})
     s.blocks.append(Figure("throughput", figures.throughput_bars(bars, "Training and eval throughput, one bar per "
