@@ -245,17 +245,21 @@ def test_cells_say_measured_derived_or_estimated_and_explain_once(two_hosts):
     hardware = secs["hardware"].tables()["hardware"]
     a = _row(hardware, host="fixture-host-a", profile="single-thread", method="fp32")
     b = _row(hardware, host="fixture-host-b", profile="single-thread", method="tathe4")
-    assert a["energy J/epoch"].kind is Kind.ESTIMATED and "estimated" in a["energy J/epoch"].text
-    assert b["energy J/epoch"].kind is Kind.MEASURED and "RAPL" in b["energy J/epoch"].text
-    assert a["s/epoch"].kind is Kind.DERIVED and "/ train images/s" in hardware.footnotes[a["s/epoch"].note]
+    energy = "energy J/epoch (each cell: RAPL or estimated)"
+    assert a[energy].kind is Kind.ESTIMATED and "estimated" in a[energy].text
+    assert b[energy].kind is Kind.MEASURED and "RAPL" in b[energy].text
+    assert a["s/epoch (derived)"].kind is Kind.DERIVED
+    assert "/ train images/s" in hardware.footnotes[a["s/epoch (derived)"].note]
     assert a["train images/s"].kind is Kind.MEASURED
+    # No row as a whole is called "measured": it holds derived and estimated cells too.
+    assert {c.text for c in hardware.column("source")} == {"FIXTURE (generated, not a measurement)"}
     # The power model is a footnote given once, not a sentence in every row.
     md = rep.render_markdown([secs["hardware"]], True, {"code": {"commit": "x", "dirty": None, "source": "t"},
                                                        "versions": {"suite": "0", "python": "3"}, "written_at": "t"})
     assert md.count("fixture power model") == 1
     # Efficiency with its per-round spread (host a, single thread, fp32: 18.52 of 40 GFLOP/s), derived.
     eff = _row(secs["profiles"].tables()["profiles"], host="fixture-host-a", profile="single-thread",
-               method="fp32")["efficiency (of SGEMM)"]
+               method="fp32")["efficiency of SGEMM (derived)"]
     assert eff.kind is Kind.DERIVED and eff.text == "46.3% (18.5 of 40.0 GFLOP/s), rounds 42-51%"
 
 
@@ -290,8 +294,8 @@ def test_negative_gap_is_worded_as_the_4bit_method_doing_better(tmp_path):
     fixture_compare("fixture-host-a", [-0.5, -0.3, -0.4], tmp_path)
     cell = _row(_sections(_inputs(tmp_path))["answer"].tables()["answer"], host="fixture-host-a")
     assert "gap -0.40 points (tathe4 better)" in cell["accuracy: tathe4 vs fp32"].text
-    assert rep.sections.gap_text(-1.5) == "-1.50 (4-bit 1.50 points better)"
-    assert rep.sections.gap_text(2.0) == "+2.00 (4-bit 2.00 points worse)"
+    assert sections.gap_text(-1.5) == "-1.50 (4-bit 1.50 points better)"
+    assert sections.gap_text(2.0) == "+2.00 (4-bit 2.00 points worse)"
 
 
 def test_a_compare_result_lacking_fields_is_a_note_not_a_crash(tmp_path):

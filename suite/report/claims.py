@@ -12,7 +12,7 @@ import statistics
 from dataclasses import dataclass
 from enum import Enum
 
-from ..spec import BASELINE, CIFAR10_TRAIN_IMAGES, PAPER_EPOCHS, REFERENCE_4BIT
+from ..spec import BASELINE, CIFAR10_TEST_IMAGES, CIFAR10_TRAIN_IMAGES, PAPER_EPOCHS, REFERENCE_4BIT
 from .inputs import Budget, Inputs, ResultFile, RunHistory, VerifyFile, relative
 
 
@@ -319,7 +319,7 @@ def epoch_seconds(method: dict) -> float | None:
     train, ev = method.get("train_images_per_s"), method.get("eval_images_per_s")
     if not train or not ev:
         return None
-    return CIFAR10_TRAIN_IMAGES / train + 10_000 / ev
+    return CIFAR10_TRAIN_IMAGES / train + CIFAR10_TEST_IMAGES / ev
 
 
 def check_hours(results: list[ResultFile]) -> list[ClaimCheck]:

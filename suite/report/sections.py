@@ -14,7 +14,7 @@ from enum import Enum
 from ..spec import BASELINE, CIFAR10_TEST_IMAGES, CIFAR10_TRAIN_IMAGES, COMPARE_COMMAND, CONV_PASSES, REFERENCE_4BIT
 from . import figures
 from .claims import (EARLY_EPOCH_SWING, FULL_BUDGET_NOISE, COMPRESSION_FLOOR, HARDWARE_BAND, PAPER_CODES, PAPER_LOG,
-                     AccuracyEntry, Verdict, accuracy_entries, claim_checks, epoch_seconds, gaps, provenance_label,
+                     Verdict, accuracy_entries, claim_checks, epoch_seconds, gaps, provenance_label,
                      run_group)
 from .inputs import CompareResult, Inputs, ResultFile, RunHistory, describe_code, relative
 
@@ -111,8 +111,10 @@ def text(value: str, note: str | None = None, fixture: bool = False) -> Cell:
     return Cell(value, Kind.TEXT, note=note, fixture=fixture)
 
 
-def source_cell(fixture: bool, what: str = "measured") -> Cell:
-    return Cell(provenance_label(True), fixture=True) if fixture else Cell(what)
+def source_cell(fixture: bool, command: str) -> Cell:
+    """Which command wrote the row's file: never "measured" for a whole row, since a row may hold derived
+    and estimated cells beside measured ones (each cell says its own kind)."""
+    return Cell(provenance_label(True), fixture=True) if fixture else Cell(f"written by {command}")
 
 
 def run_time(created_utc: str | None) -> str:
@@ -394,13 +396,13 @@ def section_runs(inputs: Inputs) -> Section:
                    "data": text(data_label(r)), "budget / tier": text(f"{r.data['tier']['name']} tier"),
                    "device": text("; ".join(devices), note=None if recorded else "old-device"),
                    "code": text(describe_code(r.provenance), note=None if r.provenance else "old-code"),
-                   "file": text(relative(r.path)), "source": source_cell(r.fixture)})
+                   "file": text(relative(r.path)), "source": source_cell(r.fixture, "q4bench bench")})
     for c in inputs.compares:
         table.add({"kind": text("compare result"), "host": text(c.host_id or "not recorded"),
                    "time": text(run_time((c.provenance or {}).get("written_at"))),
                    "data": text(c.data_source or "not recorded"), "budget / tier": text(c.describe_budget()),
                    "device": text(f"{c.device}, {c.precision}"), "code": text(describe_code(c.provenance)),
-                   "file": text(relative(c.path)), "source": source_cell(c.fixture)})
+                   "file": text(relative(c.path)), "source": source_cell(c.fixture, "q4bench compare")})
     for run in inputs.runs:
         h = run.history
         table.add({"kind": text(f"history ({run.method}, seed {h.get('seed')})"), "host": text(h.get("host_id", "-")),
@@ -408,14 +410,14 @@ def section_runs(inputs: Inputs) -> Section:
                    "data": text("CIFAR-10" if run.budget.real_cifar10 else h["data_source"]),
                    "budget / tier": text(run.budget.describe()), "device": text(f"{run.device}, {run.precision}"),
                    "code": text(describe_code(run.provenance), note=None if run.provenance else "old-code"),
-                   "file": text(relative(run.path)), "source": source_cell(run.fixture)})
+                   "file": text(relative(run.path)), "source": source_cell(run.fixture, "q4bench train")})
     for v in inputs.verifies:
         table.add({"kind": text("verify.json"), "host": text("-"), "time": text(run_time(
                    (v.data.get("provenance") or {}).get("written_at"))), "data": text(str(v.data.get("data", "?"))),
                    "budget / tier": text(f"{v.data['test_images']:,} test images"), "device": text("cpu (onnxruntime)"),
                    "code": text(describe_code(v.data.get("provenance")),
                                 note=None if v.data.get("provenance") else "old-code"),
-                   "file": text(relative(v.path)), "source": source_cell(v.fixture)})
+                   "file": text(relative(v.path)), "source": source_cell(v.fixture, "q4bench verify-onnx")})
     if table.rows:
         s.blocks.append(table)
     else:
@@ -588,8 +590,8 @@ def section_profiles(inputs: Inputs) -> Section:
                                   "`make bench`)."))
         return s
     table = Table("profiles", ["host", "run", "profile", "threads", "device", "method", "train images/s",
-                               "eval images/s", "efficiency (of SGEMM)", "peak memory", "energy J/epoch, RAPL",
-                               "energy J/epoch, estimated", "source"], sortable=True)
+                               "eval images/s", "efficiency of SGEMM (derived)", "peak memory", "energy J/epoch (RAPL, measured)",
+                               "energy J/epoch (estimated)", "source"], sortable=True)
     table.footnotes["efficiency"] = ("Derived: the method's counted training FLOP rate over the same profile's SGEMM "
                                      f"rate (FLOP convention: {inputs.results[0].data['flop_convention']}); rounds: "
                                      "each timed window against the SGEMM sample just before it.")
@@ -611,12 +613,12 @@ def section_profiles(inputs: Inputs) -> Section:
                                              if miss else NOT_MEASURED, fixture=r.fixture),
                     "eval images/s": number(m["eval_images_per_s"], ".0f", missing=f"{NOT_MEASURED} ({miss})"
                                             if miss else NOT_MEASURED, fixture=r.fixture),
-                    "efficiency (of SGEMM)": _efficiency_cell(m, p, miss, r.fixture),
+                    "efficiency of SGEMM (derived)": _efficiency_cell(m, p, miss, r.fixture),
                     "peak memory": number(None if m["peak_rss_bytes"] is None else m["peak_rss_bytes"] / 2**20, ".0f",
                                           " MiB" + (f" (cap {p['memory_cap_mib']} MiB, {p['cap_enforcement']})"
                                                     if p["memory_cap_mib"] else ""), fixture=r.fixture),
-                    "energy J/epoch, RAPL": rapl, "energy J/epoch, estimated": estimated,
-                    "source": source_cell(r.fixture),
+                    "energy J/epoch (RAPL, measured)": rapl, "energy J/epoch (estimated)": estimated,
+                    "source": source_cell(r.fixture, "q4bench bench"),
                 })
                 device, precision, _ = device_of(p)
                 other = "" if (device, precision) == ("cpu", "fp32") else f" {device}/{precision}"
@@ -651,7 +653,7 @@ def _conv_kernel_table(inputs: Inputs) -> Table:
             row = {"host": text(r.host_id), "run": text(run_label(r)), "profile": text(p["profile"]),
                    "threads": number(p["threads"], "d", kind=Kind.TEXT), "batch": number(kernels["batch_size"], "d",
                                                                                         kind=Kind.TEXT),
-                   "source": source_cell(r.fixture)}
+                   "source": source_cell(r.fixture, "q4bench bench")}
             for name in CONV_PASSES:
                 rate = kernels[name]["gflops"]
                 row[f"{name.replace('_', '-')} GFLOP/s"] = Cell(f"{rate:.0f} ({rate / sgemm:.2f} of SGEMM)",
@@ -705,7 +707,7 @@ def section_methods(inputs: Inputs) -> Section:
                            "device": device_cell(p), "method": text(name), f"step time / {BASELINE}": ratio_cell,
                            "bit operations / fp32": bitops,
                            "kernels on this hardware": text(cost["kernels"] if cost else "not in this result file"),
-                           "source": source_cell(r.fixture)})
+                           "source": source_cell(r.fixture, "q4bench bench")})
     s.blocks.append(table)
     return s
 
@@ -780,7 +782,8 @@ def section_cross_hardware(inputs: Inputs) -> Section:
                                   "them under reports/submitted/<host-id>/)."))
         return s
     table = Table("hardware", ["host", "CPU", "run", "data", "tier", "profile", "threads", "device", "method",
-                               "train images/s", "efficiency", "s/epoch", "energy J/epoch", "peak memory MiB",
+                               "train images/s", "efficiency (derived)", "s/epoch (derived)", "energy J/epoch (each cell: RAPL or estimated)",
+                               "peak memory MiB",
                                "accuracy", "filed", "source"], sortable=True,
                   caption="Click a column header to sort (numbers sort as numbers).")
     table.footnotes["s-epoch"] = (f"Derived: {CIFAR10_TRAIN_IMAGES:,} / train images/s + {CIFAR10_TEST_IMAGES:,} / eval "
@@ -815,13 +818,13 @@ def section_cross_hardware(inputs: Inputs) -> Section:
                     "profile": text(p["profile"]), "threads": number(p["threads"], "d", kind=Kind.TEXT),
                     "device": device_cell(p), "method": text(name),
                     "train images/s": number(m["train_images_per_s"], ".1f", fixture=r.fixture),
-                    "efficiency": number(None if eff is None else 100 * eff, ".1f", "%", Kind.DERIVED,
+                    "efficiency (derived)": number(None if eff is None else 100 * eff, ".1f", "%", Kind.DERIVED,
                                          note="efficiency" if eff is None or eff <= 1 else "above-sgemm"),
-                    "s/epoch": number(epoch_seconds(m), ".0f", " s", Kind.DERIVED, note="s-epoch"),
-                    "energy J/epoch": energy_cell,
+                    "s/epoch (derived)": number(epoch_seconds(m), ".0f", " s", Kind.DERIVED, note="s-epoch"),
+                    "energy J/epoch (each cell: RAPL or estimated)": energy_cell,
                     "peak memory MiB": number(None if m["peak_rss_bytes"] is None else m["peak_rss_bytes"] / 2**20,
                                               ".0f", fixture=r.fixture),
-                    "accuracy": acc_cell, "filed": text(filed), "source": source_cell(r.fixture),
+                    "accuracy": acc_cell, "filed": text(filed), "source": source_cell(r.fixture, "q4bench bench"),
                 })
     s.blocks.append(table)
     return s
