@@ -352,7 +352,9 @@ def test_full_budget_histories_decide_the_accuracy_claims(tmp_path):
     # A run stopped at epoch 149 never counts for the full-budget claims.
     _write(tmp_path / "runs" / "short" / "history.json", full_budget_history("tathe4", 5, 99.0, 99.0, epochs=149))
     inputs = _inputs(tmp_path, ("submitted",), ("submitted", "runs"))
-    assert len(inputs.full_budget_runs) == 4
+    assert len(inputs.full_budget_runs) == 4 and len(inputs.runs) == 5  # each history once
+    # Histories beside submitted results count without --runs as well.
+    assert len(_inputs(tmp_path, ("submitted",)).full_budget_runs) == 4
     checks = {c.claim: c for c in claims.claim_checks(inputs)}
     best = checks["4-bit best-epoch accuracy on CIFAR-10"]
     assert best.verdict is Verdict.CONFIRMED and "92.20%" in best.measured and "final epoch 89.30%" in best.measured

@@ -350,10 +350,12 @@ def load_inputs(sources: ReportSources) -> Inputs:
     inputs = Inputs(sources=sources)
     seen_histories: set[Path] = set()
     skipped: list[Path] = []  # other JSON beside results (a compare run's predictions, parity.json): not ours
+    beside_results: list[Path] = []
     for path in _files(sources.results, "*.json"):
         named = path in sources.results  # a file named on the command line must be something we read
         if path.name == HISTORY_FILE:
-            continue  # histories are read as runs below (reports/submitted is searched for both)
+            beside_results.append(path)  # e.g. reports/submitted/<host>/paper-<method>-seed<k>/: read as runs below
+            continue
         if path.name == VERIFY_FILE:
             continue  # read with --onnx below; a results folder may hold a parity run's checks
         doc = read_json(path, "result file")
@@ -373,7 +375,7 @@ def load_inputs(sources: ReportSources) -> Inputs:
     if skipped:
         inputs.notes.append(f"{len(skipped)} other JSON file(s) beside the results are neither bench nor compare "
                             f"results and were skipped, e.g. {relative(skipped[0])}")
-    for path in _files(sources.runs, HISTORY_FILE):
+    for path in [*beside_results, *_files(sources.runs, HISTORY_FILE)]:
         if path.resolve() in seen_histories:
             continue  # a compare run: shown with its compare result
         run = read_history(path)
