@@ -230,16 +230,19 @@ def _add_report(sub) -> None:
 
     p = sub.add_parser(
         "report",
-        help="render result files (one host or many), run folders and verify.json files as Markdown + one HTML page",
+        help="render bench and compare results (one host or many), run folders and verify.json files as "
+        "Markdown + one HTML page",
         description="Writes OUT/report.md (figures as OUT/figures/*.png) and OUT/report.html (self-contained: "
-        "figures embedded, nothing loaded from the network). Bench result files give throughput, efficiency, "
-        "memory, energy and accuracy at the tier's budget; run folders (history.json of q4bench train or "
-        "q4bench parity) give accuracy per epoch and distinct codes per layer; verify.json gives the ONNX "
-        "figures. The claim checks compare the paper's figures with these measurements. With no --results, "
+        "figures embedded, nothing loaded from the network). Its first screen answers per host: the accuracy "
+        "verdict of tathe4 against fp32 (from compare results), the step-time cost (from bench results) and "
+        "what was not measured, and why. Bench result files give throughput, efficiency, memory, energy and "
+        "accuracy at the tier's budget; compare results (q4bench compare) the verdict with its confidence "
+        "interval; run folders (history.json) accuracy per epoch, distinct codes per layer and, for 150-epoch "
+        "paper-recipe runs, the paper's accuracy claims; verify.json the ONNX figures. With no --results, "
         f"--runs or --onnx at all, the defaults are read where they exist: results {' '.join(DEFAULT_RESULTS)}; "
         f"runs {' '.join(DEFAULT_RUNS)}; onnx {' '.join(DEFAULT_ONNX)}.",
     )
-    p.add_argument("--results", action="append", metavar="DIR", help="a result file or a folder searched for *.json; repeatable")
+    p.add_argument("--results", action="append", metavar="DIR", help="a bench or compare result file, or a folder searched for *.json; repeatable")
     p.add_argument("--runs", action="append", metavar="DIR", help="a run folder or a folder searched for history.json; repeatable")
     p.add_argument("--onnx", action="append", metavar="DIR", help="a folder searched for verify.json; repeatable")
     p.add_argument("--out", required=True, help="folder for report.md, report.html and figures/")

@@ -20,6 +20,7 @@ from typing import Callable
 
 from .atomic import write_atomic, write_json_atomic
 from .errors import UserError
+from .provenance import stamp
 
 DEFAULT_CONFIG = Path("parity.toml")
 DEFAULT_OUT = Path("reports/parity")
@@ -318,7 +319,7 @@ def run_parity(request: ParityRequest, log: Callable[[str], None] = print) -> Pa
     outcome.seconds = seconds
     outcome.reasons = decide(outcome)
 
-    write_json_atomic(out / "parity.json", outcome_json(outcome))
+    write_json_atomic(out / "parity.json", {**outcome_json(outcome), "provenance": stamp()})
     text = render_markdown(outcome, out)
     write_atomic(Path(request.report), lambda f: f.write(text.encode()))
     log(f"parity: {'PASS' if outcome.passed else 'FAIL'}; gap {outcome.gap:+.2f} points "

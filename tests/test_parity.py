@@ -4,6 +4,7 @@ and its config file is read strictly. The real-data gate is `make parity` (CI, .
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -76,6 +77,7 @@ def test_parity_fails_on_a_gap_over_tolerance(tmp_path, monkeypatch, capsys):
     # The export of a weightless network still verifies: the gap alone failed the gate.
     assert "int4.onnx" in page and "ONNX export/verify" not in err
     assert (out / "parity.json").is_file() and (out / "runs" / "broken4" / "history.json").is_file()
+    assert json.loads((out / "parity.json").read_text())["provenance"]["code"]["commit"]  # names its code
 
 
 def _outcome(tmp_path: Path, gap: float, agreement: float = 100.0) -> ParityOutcome:
