@@ -271,6 +271,53 @@ def _add_parity(sub) -> None:
     p.set_defaults(func=_parity)
 
 
+def _compare(args: argparse.Namespace) -> None:
+    from .compare import CompareRequest, run_compare
+
+    run_compare(
+        CompareRequest(
+            methods=tuple(args.method or ()), reference=args.reference, seeds=args.seeds, epochs=args.epochs,
+            hours=args.hours, recipe=args.recipe, subset=args.subset, synthetic=args.synthetic,
+            data_dir=args.data_dir, device=args.device, precision=args.precision, parallel=args.parallel,
+            threads=args.threads, margin=args.margin, out=args.out,
+        )
+    )
+
+
+def _add_compare(sub) -> None:
+    from .compare import DEFAULT_MARGIN, DEFAULT_OUT, DEFAULT_RECIPE
+
+    p = sub.add_parser(
+        "compare",
+        help="train a reference and candidates for N paired seeds in parallel children; gap, 95% CI, TOST, verdict",
+        description="Seed k of every method starts from the same weights, data order and augmentation, so seeds "
+        "pair. Prints its plan (runs, budget, threads, children, estimated time) before anything starts, trains "
+        "every run in a child process (OUT/runs/<method>-seed<k>/), and writes OUT/compare.json. Resumable: rerun "
+        "the same command after a kill and it continues; a different command on the same OUT is refused (more "
+        "--seeds, another --margin or --parallel are allowed).",
+    )
+    p.add_argument("--method", action="append", metavar="M", help="a candidate method; repeatable (e.g. tathe4)")
+    p.add_argument("--reference", default="fp32", help="the reference method (default fp32)")
+    p.add_argument("--seeds", type=int, default=2, help="paired seeds 0..N-1 per method (default 2)")
+    # Exactly one of these two; checked by compare.validate, which says so in one line.
+    p.add_argument("--epochs", type=int, help="epochs per run")
+    p.add_argument("--hours", type=float,
+                        help="a time box: converted to epochs per run from step times measured in children first")
+    p.add_argument("--recipe", default=DEFAULT_RECIPE, help=f"training recipe (default {DEFAULT_RECIPE})")
+    p.add_argument("--subset", type=int, help="train on the first N training images")
+    p.add_argument("--synthetic", action="store_true", help="generated data instead of CIFAR-10 (tests)")
+    p.add_argument("--data-dir", help="folder holding cifar-10-batches-py (else $Q4BENCH_DATA, else ~/.cache/q4bench)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--precision", default="fp32", help="fp32 or bf16 (autocast; default fp32)")
+    p.add_argument("--parallel", type=int,
+                   help="children at once (default: cores // threads on cpu, 2 sharing the GPU on cuda)")
+    p.add_argument("--threads", type=int, help="torch threads per child (default 1 on cpu, cores // parallel on cuda)")
+    p.add_argument("--margin", type=float, default=DEFAULT_MARGIN,
+                   help=f"equivalence margin in accuracy points (default {DEFAULT_MARGIN})")
+    p.add_argument("--out", default=DEFAULT_OUT, help=f"folder for the runs and compare.json (default {DEFAULT_OUT})")
+    p.set_defaults(func=_compare)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="q4bench", description="Does 4-bit training match full precision on this machine, and at what cost?"
@@ -284,6 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_submit(sub)
     _add_report(sub)
     _add_parity(sub)
+    _add_compare(sub)
     return parser
 
 
