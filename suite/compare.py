@@ -58,6 +58,7 @@ class CompareRequest:
     margin: float = DEFAULT_MARGIN
     out: str = DEFAULT_OUT
     dataset: str = "cifar10"
+    batch_size: int | None = None  # None: the recipe's
 
 
 @dataclass(frozen=True)
@@ -118,7 +119,7 @@ def validate(req: CompareRequest) -> CompareRequest:
         raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {req.precision!r}")
     if not (req.margin > 0 and math.isfinite(req.margin)):
         raise UserError(f"--margin must be a positive number of accuracy points, got {req.margin}")
-    for option, value in (("--parallel", req.parallel), ("--threads", req.threads)):
+    for option, value in (("--parallel", req.parallel), ("--threads", req.threads), ("--batch-size", req.batch_size)):
         if value is not None and value < 1:
             raise UserError(f"{option} must be at least 1, got {value}")
     if req.device == "cuda":
@@ -167,6 +168,7 @@ def identity(req: CompareRequest) -> dict:
         "hours": req.hours,
         "recipe": req.recipe,
         "subset": req.subset,
+        "batch_size": req.batch_size,
         "dataset": req.dataset,
         "data": "synthetic" if req.synthetic else req.data_dir,
         "device": req.device,
@@ -273,6 +275,8 @@ def train_command(req: CompareRequest, run: Run, epochs: int, out: Path) -> list
            "--dataset", req.dataset, *_data_args(req), *_device_args(req), "--out", str(out), "--resume"]
     if req.subset is not None:
         cmd += ["--subset", str(req.subset)]
+    if req.batch_size is not None:
+        cmd += ["--batch-size", str(req.batch_size)]
     return cmd
 
 
@@ -312,12 +316,15 @@ def epochs_done(run_dir: Path) -> int:
 # The plan: step times measured in children, the budget, the estimated time
 
 
-def measure_step_times(req: CompareRequest, out: Path, batch: int, log: Callable[[str], None]) -> dict[str, float]:
-    """Seconds per training image of each method, timed in children run P at a time like the runs."""
+def measure_step_times(req: CompareRequest, out: Path, batch: int,
+                       log: Callable[[str], None]) -> tuple[dict[str, float], float]:
+    """Seconds per training image of each method, timed in children run P at a time like the runs, and the
+    longest child's start-up (its wall time beyond the timed steps: imports, data, model), paid once per run."""
     methods = [req.reference, *req.methods]
     tmp = out / "timing"
     tmp.mkdir(parents=True, exist_ok=True)
     result: dict[str, float] = {}
+    startup = 0.0
     for start in range(0, len(methods), req.parallel):
         wave = methods[start : start + req.parallel]
         procs = {}
@@ -326,14 +333,16 @@ def measure_step_times(req: CompareRequest, out: Path, batch: int, log: Callable
                    req.precision, str(req.data_dir) if req.data_dir else "-", str(req.threads), str(batch)]
             if req.synthetic:
                 cmd.append("--synthetic")
-            procs[m] = _spawn(cmd, req.threads, tmp / f"{m}.log")
-        for m, proc in procs.items():
+            procs[m] = (_spawn(cmd, req.threads, tmp / f"{m}.log"), time.monotonic())
+        for m, (proc, began) in procs.items():
             if proc.wait() != 0:
                 raise UserError(f"timing {m} failed (exit {proc.returncode}): {_last_line(tmp / f'{m}.log')}")
-            result[m] = json.loads((tmp / f"{m}.json").read_text())["seconds_per_image"]
+            timed = json.loads((tmp / f"{m}.json").read_text())
+            result[m] = timed["seconds_per_image"]
+            startup = max(startup, time.monotonic() - began - timed["steps"] * timed["seconds_per_step"])
     log(f"compare: timed {', '.join(f'{m} {1 / s:.0f} img/s' for m, s in result.items())} per child "
         f"({req.threads} thread(s), {min(req.parallel, len(methods))} side by side)")
-    return result
+    return result, startup
 
 
 def makespan(durations: list[float], slots: int) -> float:
@@ -358,11 +367,13 @@ def make_plan(req: CompareRequest, out: Path, sizes: tuple[int, int, int], log: 
         if not missing:
             return plan
     train_images, test_images, batch = sizes
-    spi = measure_step_times(req, out, min(batch, train_images), log)
+    spi, startup = measure_step_times(req, out, min(batch, train_images), log)
     if req.hours is not None:
         per_epoch = [epoch_seconds(spi[r.method], train_images, test_images) for r in all_runs(req)]
+        # Start-ups are not part of an epoch; the hours left after them buy the epochs.
+        hours_left = req.hours * 3600 - makespan([startup] * len(per_epoch), req.parallel)
         one_epoch = makespan(per_epoch, req.parallel)
-        epochs = int(req.hours * 3600 // one_epoch)
+        epochs = int(max(0.0, hours_left) // one_epoch)
         if epochs < 1:
             raise UserError(
                 f"--hours {req.hours:g} is too short: one epoch of all {len(per_epoch)} runs takes about "
@@ -370,8 +381,8 @@ def make_plan(req: CompareRequest, out: Path, sizes: tuple[int, int, int], log: 
             )
     else:
         epochs = req.epochs
-    plan = {"epochs": epochs, "seconds_per_image": spi, "parallel": req.parallel, "threads": req.threads,
-            "hours": req.hours}
+    plan = {"epochs": epochs, "seconds_per_image": spi, "startup_seconds": startup, "parallel": req.parallel,
+            "threads": req.threads, "hours": req.hours}
     write_json_atomic(path, plan)
     return plan
 
@@ -386,8 +397,8 @@ def plan_lines(req: CompareRequest, plan: dict, sizes: tuple[int, int], batch: i
     runs = all_runs(req)
     done = {r: epochs_done(runs_dir / r.name) for r in runs}
     finished = [r for r in runs if run_finished(runs_dir / r.name, epochs)]
-    remaining = [epoch_seconds(spi[r.method], train_images, test_images) * (epochs - min(done[r], epochs))
-                 for r in runs if r not in finished]
+    remaining = [plan["startup_seconds"] + epoch_seconds(spi[r.method], train_images, test_images)
+                 * (epochs - min(done[r], epochs)) for r in runs if r not in finished]
     steps = math.ceil(train_images / batch)
     if req.hours is not None:
         budget = (f"--hours {req.hours:g} -> {epochs} epoch(s) per run: one epoch of all runs takes "
@@ -405,7 +416,8 @@ def plan_lines(req: CompareRequest, plan: dict, sizes: tuple[int, int], batch: i
         f"  device: {req.device}, {req.precision}; {req.threads} thread(s) per child, {req.parallel} children in parallel",
         f"  step time per child: " + ", ".join(f"{m} {1 / s:.0f} img/s" for m, s in spi.items()),
         f"  estimated time: {_fmt_seconds(makespan(remaining, req.parallel))} for what is left "
-        f"(scoring counted as a third of a training step per image)",
+        f"(a child's start-up {plan['startup_seconds']:.0f} s per run; scoring counted as a third of a training "
+        f"step per image)",
         f"  folder: {runs_dir.parent} (rerun the same command to resume)",
     ]
 
@@ -472,7 +484,7 @@ def _sizes(req: CompareRequest) -> tuple[int, int, int]:
     from .train import get_recipe
 
     train, test, _ = datamod.load_data(req.dataset, req.data_dir, req.synthetic, req.subset, 0)
-    return len(train), len(test), get_recipe(req.recipe).batch_size
+    return len(train), len(test), req.batch_size or get_recipe(req.recipe).batch_size
 
 
 def _labels_loader(req: CompareRequest):
@@ -501,7 +513,8 @@ def _device_name(device: str) -> str:
     return host_fingerprint()["cpu_model"]
 
 
-def build_result(req: CompareRequest, plan: dict, out: Path, sizes: tuple[int, int, int]) -> dict:
+def build_result(req: CompareRequest, epochs: int, out: Path) -> dict:
+    """The compare.json document from the finished runs in OUT/runs (every statistic from suite.stats)."""
     import numpy as np
 
     from . import stats
@@ -551,7 +564,7 @@ def build_result(req: CompareRequest, plan: dict, out: Path, sizes: tuple[int, i
         "device": req.device,
         "device_name": _device_name(req.device),
         "precision": req.precision,
-        "budget": {"recipe": req.recipe, "epochs": plan["epochs"], "train_images": train_images,
+        "budget": {"recipe": req.recipe, "epochs": epochs, "train_images": train_images,
                    "test_images": test_images, "batch_size": batch, "hours": req.hours},
         "data_source": first["data_source"],
         "reference": req.reference,
@@ -595,7 +608,7 @@ def run_compare(req: CompareRequest, log: Callable[[str], None] = print) -> dict
         for line in plan_lines(req, plan, (train_images, test_images), batch, out / "runs"):
             log(line)
         execute(req, all_runs(req), plan["epochs"], out / "runs", log)
-        doc = build_result(req, plan, out, (train_images, test_images, batch))
+        doc = build_result(req, plan["epochs"], out)
         validate_result(doc)
         write_json_atomic(out / "compare.json", doc)
     for comparison in doc["comparisons"]:

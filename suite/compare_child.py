@@ -47,7 +47,8 @@ def time_steps(method: str, recipe: str, device: str, precision: str, data_dir: 
     if len(stamps) < WARMUP + TIMED:
         raise RuntimeError(f"only {len(stamps)} steps ran; cannot time {method}")
     step = (stamps[-1] - stamps[WARMUP - 1]) / TIMED
-    return {"method": method, "seconds_per_step": step, "batch_size": batch, "seconds_per_image": step / batch}
+    return {"method": method, "seconds_per_step": step, "batch_size": batch, "seconds_per_image": step / batch,
+            "steps": WARMUP + TIMED}
 
 
 def main(argv: list[str]) -> int:

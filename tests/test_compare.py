@@ -165,8 +165,10 @@ def test_a_busy_folder_is_refused(tmp_path, capsys):
 
 def test_hours_become_epochs_from_the_measured_step_time(tmp_path, monkeypatch):
     # 0.01 s per image for both methods; 1000 train + 300 test images: 0.01 * (1000 + 300/3) = 11 s per
-    # run-epoch; 4 runs on 2 children: 22 s per epoch of all runs. 0.05 h = 180 s -> 8 epochs (176 s).
-    monkeypatch.setattr(comparemod, "measure_step_times", lambda req, out, batch, log: {"fp32": 0.01, "tathe4": 0.01})
+    # run-epoch; 4 runs on 2 children: 22 s per epoch of all runs. 0.05 h = 180 s, less 2 start-ups of 2 s
+    # (4 runs, 2 at a time) = 176 s -> 8 epochs (176 s); the estimate adds the start-ups back: 180 s = 3.0 min.
+    monkeypatch.setattr(comparemod, "measure_step_times",
+                        lambda req, out, batch, log: ({"fp32": 0.01, "tathe4": 0.01}, 2.0))
     req = _request(tmp_path, epochs=None, hours=0.05)
     out = tmp_path / "cmp"
     out.mkdir()
@@ -174,12 +176,12 @@ def test_hours_become_epochs_from_the_measured_step_time(tmp_path, monkeypatch):
     assert plan["epochs"] == 8
     lines = "\n".join(comparemod.plan_lines(req, plan, (1000, 300), 128, out / "runs"))
     assert "--hours 0.05 -> 8 epoch(s) per run: one epoch of all runs takes 22 s" in lines
-    assert "estimated time: 2.9 min" in lines  # 176 s
+    assert "estimated time: 3.0 min" in lines
     # The plan is kept: a rerun does not re-time (the lambda would give the same, a new timing need not).
     monkeypatch.setattr(comparemod, "measure_step_times", lambda *a: pytest.fail("re-timed"))
     assert comparemod.make_plan(req, out, (1000, 300, 128), log=lambda line: None)["epochs"] == 8
     (out / "plan.json").unlink()
-    monkeypatch.setattr(comparemod, "measure_step_times", lambda req, out, batch, log: {"fp32": 1.0, "tathe4": 1.0})
+    monkeypatch.setattr(comparemod, "measure_step_times", lambda req, out, batch, log: ({"fp32": 1.0, "tathe4": 1.0}, 2.0))
     with pytest.raises(UserError, match=r"--hours 0.05 is too short: one epoch of all 4 runs takes about 0.61 h"):
         comparemod.make_plan(req, out, (1000, 300, 128), log=lambda line: None)
 
