@@ -232,17 +232,21 @@ def all_runs(req: CompareRequest) -> list[Run]:
 # Children
 
 
-def _die_with_parent() -> None:
-    """preexec_fn: the child gets SIGKILL when the compare dies (even by SIGKILL), so a killed compare
-    leaves no orphan writing into DIR while its rerun resumes the same runs (Linux; elsewhere a no-op)."""
-    parent = os.getppid()
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        return
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(1)
+def _die_with(parent: int) -> Callable[[], None]:
+    """A preexec_fn: the child gets SIGKILL when the compare (pid ``parent``) dies, even by SIGKILL, so a
+    killed compare leaves no orphan writing into DIR while its rerun resumes the same runs (Linux;
+    elsewhere a no-op)."""
+
+    def arm() -> None:
+        try:
+            libc = ctypes.CDLL("libc.so.6", use_errno=True)
+            libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except OSError:
+            return
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return arm
 
 
 def child_env(threads: int) -> dict:
@@ -284,7 +288,7 @@ def _spawn(cmd: list[str], threads: int, log_path: Path) -> subprocess.Popen:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         return subprocess.Popen(cmd, env=child_env(threads), stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+                                stdin=subprocess.DEVNULL, preexec_fn=_die_with(os.getpid()))
 
 
 def _last_line(path: Path) -> str:
