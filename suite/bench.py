@@ -187,6 +187,21 @@ def plan_cap(profile: Profile, cgroup_root: Path | None, cgroup_note: str | None
     return CapPlan("rlimit", None, cgroup_note)
 
 
+def host_cpu_flags() -> set[str]:
+    from .device import cpu_flags
+
+    return cpu_flags()
+
+
+def require_cuda(profile: Profile) -> None:
+    """A cuda profile on a machine without a GPU is refused before anything runs, in one line."""
+    import torch
+
+    if not torch.cuda.is_available():
+        raise UserError(f"{profile.path}: device 'cuda' but no CUDA GPU is visible to this torch "
+                        f"({torch.__version__}); drop the profile or run on a GPU host")
+
+
 def pick_accuracy_profile(profiles: list[Profile], host_cpus: int) -> Profile:
     """Accuracy does not depend on the profile, so it is measured once: on the profile with the most threads
     that still fit the host (the fastest), the first such one on ties."""
@@ -290,6 +305,17 @@ def _unavailable_energy(why: str) -> dict:
     return {"joules_per_epoch": None, "method": "unavailable", "model": why}
 
 
+def arms_for(profile: Profile, methods: list[str], cpu_flags: set[str]) -> list[dict]:
+    """The timed arms of a profile: every method in fp32 (the first, fp32 itself, is the ratios' baseline),
+    then every method again in each further precision the profile measures ("tathe4@bf16")."""
+    arms = []
+    for precision in profile.precisions(cpu_flags):
+        for method in methods:
+            name = method if precision == "fp32" else f"{method}@{precision}"
+            arms.append({"name": name, "method": method, "precision": precision})
+    return arms
+
+
 def measure_profile(
     profile: Profile,
     tier: Tier,
@@ -306,14 +332,18 @@ def measure_profile(
     batch_size = tier.batch_size or profile.batch_size
     base_task = {
         "dataset": "cifar10", "data_dir": data.data_dir, "batch_size": batch_size, "seed": config.seed,
-        "epoch_images": CIFAR10_EPOCH_IMAGES,
+        "epoch_images": CIFAR10_EPOCH_IMAGES, "device": profile.device,
     }
     started, load_start = time.perf_counter(), _load_average()
-    windows = tier.windows_for(len(methods))
-    log(f"[{profile.name}] throughput: SGEMM {tier.sgemm_n}^3 x{tier.sgemm_repeats} + 1 per round, {tier.warmup_steps} "
-        f"warm-up + {windows} x {tier.steps_per_window} timed steps of batch {batch_size} per method, interleaved")
+    arms = arms_for(profile, methods, host_cpu_flags())
+    windows = tier.windows_for(len(arms))
+    # a GPU's ceiling needs a multiply big enough to fill it
+    sgemm_n = tier.sgemm_n if profile.device == "cpu" else max(tier.sgemm_n, 8192)
+    log(f"[{profile.name}] throughput on {profile.device}: SGEMM {sgemm_n}^3 x{tier.sgemm_repeats} + 1 per round, "
+        f"{tier.warmup_steps} warm-up + {windows} x {tier.steps_per_window} timed steps of batch {batch_size} per arm "
+        f"({', '.join(a['name'] for a in arms)}), interleaved")
     throughput = run_child(
-        dict(base_task, job="throughput", methods=methods, sgemm_n=tier.sgemm_n, sgemm_repeats=tier.sgemm_repeats,
+        dict(base_task, job="throughput", methods=methods, arms=arms, sgemm_n=sgemm_n, sgemm_repeats=tier.sgemm_repeats,
              warmup_steps=tier.warmup_steps, windows=windows, steps_per_window=tier.steps_per_window,
              eval_images=tier.eval_images, kernel_repeats=tier.kernel_repeats, cpu_model=host["cpu_model"],
              watts_per_busy_thread=profile.watts_per_busy_thread, powercap_root=config.powercap_root),
@@ -328,7 +358,8 @@ def measure_profile(
     entries = {}
     statuses = [throughput.status]
     details = [f"throughput run: {throughput.detail}"] if throughput.detail else []
-    for name in methods:
+    for arm in arms:
+        name, method = arm["name"], arm["method"]
         accuracy_task = None
         if measure_accuracy and tier.accuracy is not None:
             budget = tier.accuracy
@@ -341,8 +372,10 @@ def measure_profile(
         else:
             log(f"[{profile.name}] {name}: peak memory over {tier.footprint_steps} training step(s) and an eval pass")
         footprint = run_child(
-            dict(base_task, job="footprint", method=name, footprint_steps=tier.footprint_steps, accuracy=accuracy_task),
-            profile, cap, workdir, f"{profile.name}-{name}", None if accuracy_task else tier.child_timeout_s,
+            dict(base_task, job="footprint", method=method, precision=arm["precision"],
+                 footprint_steps=tier.footprint_steps, accuracy=accuracy_task),
+            profile, cap, workdir, f"{profile.name}-{name.replace('@', '-')}",
+            None if accuracy_task else tier.child_timeout_s,
         )
         log(f"[{profile.name}] {name}: {footprint.status} in {footprint.seconds:.0f} s"
             + (f" ({footprint.detail})" if footprint.detail else ""))
@@ -361,6 +394,9 @@ def measure_profile(
             note = accuracy_reason
         method_status = throughput.status if throughput.status != "ok" else footprint.status
         entries[name] = {
+            "method": method,
+            "precision": arm["precision"],
+            "precision_support": m.get("precision_support") if m else None,
             "status": method_status,
             "status_detail": "; ".join(filter(None, [throughput.detail, footprint.detail])) or None,
             "train_images_per_s": m["train_images_per_s"] if m else None,
@@ -371,6 +407,7 @@ def measure_profile(
             "efficiency": m["efficiency"] if m else None,
             "efficiency_range": m.get("efficiency_range") if m else None,
             "peak_rss_bytes": footprint.result.get("peak_rss_bytes"),
+            "peak_device_memory_bytes": footprint.result.get("peak_device_memory_bytes"),
             "energy": m["energy"] if m else _unavailable_energy(f"the throughput run ended with status {throughput.status}"),
             "accuracy": accuracy,
             "accuracy_note": note,
@@ -379,6 +416,9 @@ def measure_profile(
     return {
         "profile": profile.name,
         "description": profile.description,
+        "device": profile.device,
+        "device_name": t.get("device_name"),
+        "precisions": sorted({a["precision"] for a in arms}, key=["fp32", "bf16"].index),
         "threads": profile.threads,
         "threads_spec": profile.threads_spec,
         "torch_threads": t.get("torch_threads"),
@@ -448,8 +488,9 @@ def describe_plan(tier: Tier, profiles: list[Profile], methods: list[str], data:
         over = ", OVERSUBSCRIBED" if p.oversubscribed() else ""
         memory = ("the accuracy runs" if accuracy_profile is not None and p.name == accuracy_profile.name
                   else f"{len(methods)} x {tier.footprint_steps} memory steps")
-        lines.append(f"  profile {p.name}: {p.threads} thread(s){over}, {cap}, batch {batch}: {steps} throughput steps"
-                     f" + {memory}")
+        precisions = p.precisions(host_cpu_flags())
+        lines.append(f"  profile {p.name}: {p.device}, {' + '.join(precisions)}, {p.threads} thread(s){over}, {cap}, "
+                     f"batch {batch}: {steps * len(precisions)} throughput steps + {memory}")
     if accuracy_profile is not None:
         lines.append(f"  accuracy: per method, {tier.accuracy.describe()}, under profile {accuracy_profile.name}")
     else:
@@ -470,6 +511,9 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] = _print) -> Path:
     if len({p.name for p in profiles}) != len(profiles):
         raise UserError(f"a profile is named twice in {', '.join(names)}")
     methods = resolve_methods(config.methods)
+    for profile in profiles:
+        if profile.device == "cuda":
+            require_cuda(profile)
     host = host_fingerprint()
     cgroup_root, cgroup_note = None, None
     if any(p.memory_cap_mib for p in profiles):
@@ -581,7 +625,8 @@ def summary_lines(result: dict) -> list[str]:
             ratio = entry["step_time_ratio"].get(name)
             spread = entry.get("step_time_ratio_range", {}).get(name)
             acc = m["accuracy"]["top1_percent"] if m["accuracy"] else None
-            bitops = costs[name]["bitops_ratio"]["value"] if name in costs else None
+            method = m.get("method", name)
+            bitops = costs[method]["bitops_ratio"]["value"] if method in costs else None
             lines.append(
                 f"  {name}: train {m['train_images_per_s']:.1f} img/s, step ratio {ratio:.3f}"
                 + (f" [{spread[0]:.3f}-{spread[1]:.3f}]" if spread and name != result["baseline_method"] else "") + ", "
@@ -590,6 +635,7 @@ def summary_lines(result: dict) -> list[str]:
                 + ", eval "
                 f"{m['eval_images_per_s']:.0f} img/s, peak RSS {(m['peak_rss_bytes'] or 0) / 2**20:.0f} MiB, energy "
                 f"{m['energy']['method']}" + (f", top-1 {acc:.2f}%" if acc is not None else "")
+                + (f", bf16 {m['precision_support']}" if m.get("precision") == "bf16" else "")
                 + (f", bit ops {bitops:.4f} of FP32 (estimated; simulated here on float kernels)" if bitops else "")
             )
     return lines

@@ -43,13 +43,24 @@ def _enter_cap(task: dict) -> str | None:
     return None
 
 
+def _placement(task: dict, precision: str = "fp32"):
+    from .device import Placement
+
+    return Placement(task.get("device", "cpu"), precision)
+
+
 def _load(task: dict):
     from . import data as datamod
 
-    return datamod.load_dataset(task["dataset"], task["data_dir"], download=False)
+    train, test = datamod.load_dataset(task["dataset"], task["data_dir"], download=False)
+    device = task.get("device", "cpu")
+    if device != "cpu":  # as in training: the uint8 splits live on the device, batches are gathered there
+        train = datamod.Split(train.images.to(device), train.labels.to(device))
+        test = datamod.Split(test.images.to(device), test.labels.to(device))
+    return train, test
 
 
-def _stepper(method_name: str, num_classes: int, batch_size: int, seed: int, steps_per_epoch: int):
+def _stepper(method_name: str, num_classes: int, batch_size: int, seed: int, steps_per_epoch: int, placement=None):
     import torch
 
     from .methods import get_method
@@ -59,9 +70,12 @@ def _stepper(method_name: str, num_classes: int, batch_size: int, seed: int, ste
     method = get_method(method_name)
     torch.manual_seed(seed)  # every method starts from the same initial weights
     model, quantizers = build_model(method, num_classes)
+    if placement is not None:
+        model.to(placement.torch_device)
     model.train()
     optimizer = make_optimizer(model, recipe)
-    return model, Stepper(model, method, optimizer, quantizers, total_steps=recipe.epochs * steps_per_epoch)
+    return model, Stepper(model, method, optimizer, quantizers, total_steps=recipe.epochs * steps_per_epoch,
+                          placement=placement)
 
 
 def _cycle_batches(split, batch_size: int, seed: int):
@@ -74,57 +88,83 @@ def _cycle_batches(split, batch_size: int, seed: int):
         yield from datamod.batches(split, batch_size, generator, train=True)
 
 
+def _arms(task: dict) -> list[dict]:
+    """The timed arms: {"name", "method", "precision"}; old tasks name methods only (all fp32)."""
+    return task.get("arms") or [{"name": m, "method": m, "precision": "fp32"} for m in task["methods"]]
+
+
+def _energy_reader(task: dict):
+    from . import measure
+
+    if task.get("device", "cpu") == "cuda":
+        return measure.NvmlReader()
+    return measure.RaplReader(Path(task["powercap_root"]))
+
+
 def run_throughput(task: dict) -> dict:
     from . import data as datamod
     from . import measure
     from .profiles import apply_threads
 
     threads = apply_threads(task["threads"])
-    probe = measure.SgemmProbe(task["sgemm_n"])
-    for _ in range(task["sgemm_repeats"]):
-        probe.sample()
-    train_split, test_split = _load(task)
-    num_classes = datamod.dataset_spec(task["dataset"]).num_classes
-    batch_size, seed = task["batch_size"], task["seed"]
-    steps_per_epoch = datamod.num_train_batches(task["epoch_images"], batch_size)
-    models, steppers = {}, {}
-    for name in task["methods"]:
-        models[name], steppers[name] = _stepper(name, num_classes, batch_size, seed, steps_per_epoch)
-    rapl = measure.RaplReader(Path(task["powercap_root"]))
-    meters = {name: measure.EnergyMeter(rapl) for name in task["methods"]}
-    batch_source = _cycle_batches(train_split, batch_size, seed)
-    plan = measure.WindowPlan(task["warmup_steps"], task["windows"], task["steps_per_window"])
-    seconds = measure.interleaved_training_windows(steppers, lambda: next(batch_source), plan, meters, probe.sample)
-    sgemm = probe.result()
-    ratios = measure.ratio_estimates(seconds, task["methods"][0])
-    eval_batches = list(datamod.batches(test_split.head(task["eval_images"] + 100), 100))
-    power = measure.power_model(task["cpu_model"], task.get("watts_per_busy_thread"))
-    flops = measure.train_flops_per_image(next(iter(models.values())))
-    methods = {}
-    for name in task["methods"]:
-        images_per_window = batch_size * task["steps_per_window"]
-        rates = [images_per_window / s for s in seconds[name]]
-        median_rate = images_per_window / statistics.median(seconds[name])
-        achieved = flops * median_rate / 1e9
-        # Each round's window against the SGEMM sample taken just before that round: the spread a reader
-        # should grant the efficiency (the probe alone moved 83-150 GFLOP/s within one run here).
-        round_samples = probe.samples[task["sgemm_repeats"]:]
-        per_round = [flops * rate / 1e9 / sample for rate, sample in zip(rates, round_samples)]
-        methods[name] = {
-            "train_images_per_s": median_rate,
-            "train_window_images_per_s": rates,
-            "step_seconds_median": 1.0 / median_rate * batch_size,
-            "eval_images_per_s": measure.eval_throughput(models[name], eval_batches) if len(eval_batches) > 1 else None,
-            "achieved_gflops": achieved,
-            "efficiency": achieved / sgemm["gflops"],
-            "efficiency_range": [min(per_round), max(per_round)] if per_round else None,
-            "energy": measure.energy_result(meters[name], power, task["epoch_images"]),
-        }
-    # Last, so the kernels' warm caches help no training window.
-    kernels = measure.conv_kernel_rates(next(iter(models.values())), batch_size, task["kernel_repeats"])
+    device = task.get("device", "cpu")
+    arms = _arms(task)
+    with _placement(task).numerics():  # CUDA: TF32 off for the fp32 arms and the SGEMM ceiling
+        probe = measure.SgemmProbe(task["sgemm_n"], device)
+        for _ in range(task["sgemm_repeats"]):
+            probe.sample()
+        train_split, test_split = _load(task)
+        num_classes = datamod.dataset_spec(task["dataset"]).num_classes
+        batch_size, seed = task["batch_size"], task["seed"]
+        steps_per_epoch = datamod.num_train_batches(task["epoch_images"], batch_size)
+        models, steppers, placements = {}, {}, {}
+        for arm in arms:
+            placements[arm["name"]] = _placement(task, arm["precision"])
+            models[arm["name"]], steppers[arm["name"]] = _stepper(
+                arm["method"], num_classes, batch_size, seed, steps_per_epoch, placements[arm["name"]])
+        reader = _energy_reader(task)
+        meters = {arm["name"]: measure.EnergyMeter(reader) for arm in arms}
+        batch_source = _cycle_batches(train_split, batch_size, seed)
+        plan = measure.WindowPlan(task["warmup_steps"], task["windows"], task["steps_per_window"])
+        seconds = measure.interleaved_training_windows(steppers, lambda: next(batch_source), plan, meters,
+                                                       probe.sample)
+        sgemm = probe.result()
+        ratios = measure.ratio_estimates(seconds, arms[0]["name"])
+        eval_batches = list(datamod.batches(test_split.head(task["eval_images"] + 100), 100))
+        # GPU energy is measured (NVML) or unavailable; the CPU-time power model says nothing about a GPU.
+        power = None if device == "cuda" else measure.power_model(task["cpu_model"], task.get("watts_per_busy_thread"))
+        flops = measure.train_flops_per_image(next(iter(models.values())))
+        methods = {}
+        for arm in arms:
+            name = arm["name"]
+            images_per_window = batch_size * task["steps_per_window"]
+            rates = [images_per_window / s for s in seconds[name]]
+            median_rate = images_per_window / statistics.median(seconds[name])
+            achieved = flops * median_rate / 1e9
+            # Each round's window against the SGEMM sample taken just before that round: the spread a reader
+            # should grant the efficiency (the probe alone moved 83-150 GFLOP/s within one run here).
+            round_samples = probe.samples[task["sgemm_repeats"]:]
+            per_round = [flops * rate / 1e9 / sample for rate, sample in zip(rates, round_samples)]
+            methods[name] = {
+                "method": arm["method"],
+                "precision": arm["precision"],
+                "precision_support": placements[name].precision_support(),
+                "train_images_per_s": median_rate,
+                "train_window_images_per_s": rates,
+                "step_seconds_median": 1.0 / median_rate * batch_size,
+                "eval_images_per_s": (measure.eval_throughput(models[name], eval_batches, placements[name])
+                                      if len(eval_batches) > 1 else None),
+                "achieved_gflops": achieved,
+                "efficiency": achieved / sgemm["gflops"],
+                "efficiency_range": [min(per_round), max(per_round)] if per_round else None,
+                "energy": measure.energy_result(meters[name], power, task["epoch_images"]),
+            }
+        # Last, so the kernels' warm caches help no training window.
+        kernels = measure.conv_kernel_rates(next(iter(models.values())), batch_size, task["kernel_repeats"], device)
     return {
         "status": "ok",
         "torch_threads": threads,
+        "device_name": _placement(task).device_name(),
         "sgemm": sgemm,
         "conv_kernels": kernels,
         "train_flops_per_image": flops,
@@ -144,6 +184,7 @@ def run_footprint(task: dict) -> dict:
     from .train import TrainConfig, evaluate, train
 
     threads = apply_threads(task["threads"])
+    device, precision = task.get("device", "cpu"), task.get("precision", "fp32")
     budget = task.get("accuracy")
     accuracy = None
     if budget:
@@ -152,7 +193,8 @@ def run_footprint(task: dict) -> dict:
         history = train(
             TrainConfig(method=task["method"], recipe=budget["recipe"], epochs=budget["epochs"], threads=threads,
                         seed=task["seed"], dataset=task["dataset"], data_dir=task["data_dir"],
-                        subset=budget["train_images"], batch_size=task["batch_size"], out=run_dir, resume=resume),
+                        subset=budget["train_images"], batch_size=task["batch_size"], out=run_dir, resume=resume,
+                        device=device, precision=precision),
             log=lambda line: print(line, flush=True),
         )
         accuracy = {
@@ -165,14 +207,21 @@ def run_footprint(task: dict) -> dict:
             "seconds": sum(e["seconds"] for e in history["epochs"]),
         }
     else:
-        train_split, test_split = _load(task)
-        num_classes = datamod.dataset_spec(task["dataset"]).num_classes
-        model, stepper = _stepper(task["method"], num_classes, task["batch_size"], task["seed"], 1)
-        source = _cycle_batches(train_split, task["batch_size"], task["seed"])
-        for _ in range(task["footprint_steps"]):
-            stepper(*next(source))
-        evaluate(model, test_split.head(200), 100)
-    return {"status": "ok", "torch_threads": threads, "peak_rss_bytes": measure.peak_rss_bytes(), "accuracy": accuracy}
+        placement = _placement(task, precision)
+        with placement.numerics():
+            train_split, test_split = _load(task)
+            num_classes = datamod.dataset_spec(task["dataset"]).num_classes
+            model, stepper = _stepper(task["method"], num_classes, task["batch_size"], task["seed"], 1, placement)
+            source = _cycle_batches(train_split, task["batch_size"], task["seed"])
+            for _ in range(task["footprint_steps"]):
+                float(stepper(*next(source))[0])
+            evaluate(model, test_split.head(200), 100, placement)
+    result = {"status": "ok", "torch_threads": threads, "peak_rss_bytes": measure.peak_rss_bytes(), "accuracy": accuracy}
+    if device == "cuda":
+        import torch
+
+        result["peak_device_memory_bytes"] = int(torch.cuda.max_memory_allocated())
+    return result
 
 
 JOBS = {"throughput": run_throughput, "footprint": run_footprint}

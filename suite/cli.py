@@ -28,13 +28,15 @@ def _train(args: argparse.Namespace) -> None:
             batch_size=args.batch_size,
             out=args.out,
             resume=args.resume,
+            device=args.device,
+            precision=args.precision,
         )
     )
 
 
 def _add_train(sub) -> None:
     from .methods import METHODS
-    from .train import RECIPES
+    from .train import RECIPES, TrainConfig
 
     recipes = "\n".join(f"  {r.name}: {r.summary}" for r in RECIPES.values())
     methods = "\n".join(f"  {m.name}: {m.summary}" for m in METHODS.values())
@@ -43,8 +45,9 @@ def _add_train(sub) -> None:
         help="train one method, writing OUT/history.json and OUT/checkpoint.pt after every epoch",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=f"Train the paper's VGG4bit with one method.\n\nrecipes:\n{recipes}\n\nmethods:\n{methods}\n\n"
-        "--epochs N shortens a recipe without changing its schedule: with the paper recipe the LR follows\n"
-        "the same T_max=100 cosine, so a 10-epoch run never reaches the low-LR phase.",
+        "--epochs N shortens the paper recipe without changing its schedule: the LR follows the same T_max=100\n"
+        "cosine, so a 10-epoch run never reaches the low-LR phase. The short recipe instead lays its schedule\n"
+        "over whatever --epochs gives, ending at LR 0 (default 5 epochs).",
     )
     p.add_argument("--method", default="tathe4", help="a registered method (default tathe4)")
     p.add_argument("--recipe", default="paper", help="training recipe (default paper)")
@@ -57,6 +60,10 @@ def _add_train(sub) -> None:
     p.add_argument("--subset", type=int, help="train on the first N training images (the test set stays whole)")
     p.add_argument("--batch-size", type=int, help="override the recipe's batch size (128)")
     p.add_argument("--resume", action="store_true", help="continue the run in OUT from its last checkpoint")
+    p.add_argument("--device", default=TrainConfig.device, help="cpu or cuda (default cpu)")
+    p.add_argument("--precision", default=TrainConfig.precision,
+                   help="fp32 or bf16: autocast around forward and loss, master weights and optimizer in fp32 "
+                        "(default fp32; on CUDA fp32 runs with TF32 off)")
     p.add_argument("--out", required=True, help="run folder")
     p.set_defaults(func=_train)
 

@@ -265,17 +265,31 @@ def download_archive(spec: DatasetSpec, root: Path, url: str, md5: str, timeout_
 
 def augment(images: torch.Tensor, generator: torch.Generator, padding: int = 4) -> torch.Tensor:
     """RandomCrop(32, padding=4) then RandomHorizontalFlip on a uint8 batch (B, C, H, W), in one gather."""
-    n, c, h, w = images.shape
-    padded = torch.nn.functional.pad(images, (padding, padding, padding, padding))
+    return crop_and_flip(images, *_draw_augmentation(images.shape[0], generator, padding), padding=padding)
+
+
+def _draw_augmentation(n: int, generator: torch.Generator, padding: int = 4):
+    """(dy, dx, flip) for n images, drawn on the CPU generator in a fixed order, so a run draws the same
+    numbers whatever device holds the images."""
     dy = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
     dx = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
     flip = torch.rand(n, generator=generator) < 0.5
-    rows = dy[:, None] + torch.arange(h)
-    cols = dx[:, None] + torch.arange(w)
+    return dy, dx, flip
+
+
+def crop_and_flip(
+    images: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, flip: torch.Tensor, padding: int = 4
+) -> torch.Tensor:
+    """The crop/flip gather with given offsets; everything on the images' device."""
+    n, c, h, w = images.shape
+    device = images.device
+    padded = torch.nn.functional.pad(images, (padding, padding, padding, padding))
+    rows = dy[:, None] + torch.arange(h, device=device)
+    cols = dx[:, None] + torch.arange(w, device=device)
     cols = torch.where(flip[:, None], cols.flip(1), cols)  # a flipped crop reads its columns backwards
     return padded[
-        torch.arange(n)[:, None, None, None],
-        torch.arange(c)[None, :, None, None],
+        torch.arange(n, device=device)[:, None, None, None],
+        torch.arange(c, device=device)[None, :, None, None],
         rows[:, None, :, None],
         cols[:, None, None, :],
     ]
@@ -285,9 +299,16 @@ _SCALE = torch.tensor([1.0 / (255.0 * s) for s in STD]).view(1, 3, 1, 1)
 _SHIFT = torch.tensor([m / s for m, s in zip(MEAN, STD)]).view(1, 3, 1, 1)
 
 
+_CONSTANTS_ON: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
 def normalize(images: torch.Tensor) -> torch.Tensor:
-    """uint8 -> float32, (x/255 - mean)/std."""
-    return images.to(torch.float32).mul_(_SCALE).sub_(_SHIFT)
+    """uint8 -> float32, (x/255 - mean)/std, on the images' device."""
+    device = images.device
+    if device not in _CONSTANTS_ON:  # copied once per device: a copy per batch would stall a GPU on the host
+        _CONSTANTS_ON[device] = (_SCALE.to(device), _SHIFT.to(device))
+    scale, shift = _CONSTANTS_ON[device]
+    return images.to(torch.float32).mul_(scale).sub_(shift)
 
 
 def batches(
@@ -296,17 +317,24 @@ def batches(
     generator: torch.Generator | None = None,
     train: bool = False,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Shuffled, augmented batches when train (generator required); in order otherwise."""
+    """Shuffled, augmented batches when train (generator required); in order otherwise. The split may sit
+    on any device: the random numbers are drawn on the CPU generator for the whole epoch first (the same
+    sequence as drawing them batch by batch) and moved once, so a GPU epoch never waits on the host."""
     n = len(split)
-    order = torch.randperm(n, generator=generator) if train else torch.arange(n)
-    for start in range(0, n, batch_size):
+    device = split.images.device
+    if not train:
+        for start in range(0, n, batch_size):
+            yield normalize(split.images[start : start + batch_size]), split.labels[start : start + batch_size]
+        return
+    order = torch.randperm(n, generator=generator)
+    starts = [s for s in range(0, n, batch_size) if min(batch_size, n - s) >= 2]  # BatchNorm needs 2 images
+    draws = [_draw_augmentation(min(batch_size, n - s), generator) for s in starts]
+    if device.type != "cpu":
+        order = order.to(device, non_blocking=True)
+        draws = [tuple(t.to(device, non_blocking=True) for t in d) for d in draws]
+    for start, (dy, dx, flip) in zip(starts, draws):
         index = order[start : start + batch_size]
-        if train and index.numel() < 2:
-            break  # BatchNorm cannot train on a single image; the paper's sizes never hit this
-        images = split.images[index]
-        if train:
-            images = augment(images, generator)
-        yield normalize(images), split.labels[index]
+        yield normalize(crop_and_flip(split.images[index], dy, dx, flip)), split.labels[index]
 
 
 def num_train_batches(n: int, batch_size: int) -> int:

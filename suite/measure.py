@@ -184,6 +184,8 @@ class RaplDomain:
 class RaplReader:
     """Package-level RAPL counters under the powercap tree (intel-rapl:N; AMD uses the same names)."""
 
+    method = "measured_rapl"
+
     def __init__(self, root: Path = POWERCAP_ROOT):
         self.domains: list[RaplDomain] = []
         self.reason: str | None = None
@@ -226,6 +228,39 @@ class RaplReader:
         return total_uj / 1e6
 
 
+class NvmlReader:
+    """The GPU's own energy counter (NVML nvmlDeviceGetTotalEnergyConsumption, millijoules since the driver
+    loaded; Volta and newer), read through nvidia-ml-py when it is installed. Same interface as RaplReader."""
+
+    method = "measured_nvml"
+
+    def __init__(self, index: int = 0):
+        self.domains: list[RaplDomain] = []
+        self.reason: str | None = None
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            self._handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            self._read = lambda: int(pynvml.nvmlDeviceGetTotalEnergyConsumption(self._handle))
+            self._read()
+            name = pynvml.nvmlDeviceGetName(self._handle)
+            name = name.decode() if isinstance(name, bytes) else name
+            self.domains = [RaplDomain(f"GPU {index} ({name})", Path("nvml"), 2**63)]
+        except Exception as exc:  # no package, no driver, or a GPU without the counter: say which
+            self.reason = f"NVML energy counter unreadable ({type(exc).__name__}: {str(exc)[:120]})"
+
+    @property
+    def available(self) -> bool:
+        return bool(self.domains)
+
+    def read(self) -> list[int]:
+        return [self._read() * 1000]  # microjoules, as RAPL
+
+    def joules_between(self, before: list[int], after: list[int]) -> float:
+        return (after[0] - before[0]) / 1e6
+
+
 @dataclass
 class EnergyMeter:
     """Accumulates energy and CPU time over timed windows of one method."""
@@ -256,11 +291,15 @@ def energy_result(meter: EnergyMeter, model: PowerModel | None, epoch_images: in
     if meter.rapl.available:
         per_image = meter.joules / meter.images
         domains = ", ".join(d.name for d in meter.rapl.domains)
+        if getattr(meter.rapl, "method", "measured_rapl") == "measured_nvml":
+            what = f"NVML board energy of {domains} over the timed windows (the GPU only, not the host CPU)"
+        else:
+            what = (f"RAPL package energy ({domains}) over the timed windows, whole socket (other processes "
+                    f"included), wrap-around corrected")
         return {
             "joules_per_epoch": per_image * epoch_images,
-            "method": "measured_rapl",
-            "model": f"RAPL package energy ({domains}) over the timed windows, whole socket (other processes included), "
-            f"wrap-around corrected; scaled from {meter.images} images to {epoch_images}",
+            "method": getattr(meter.rapl, "method", "measured_rapl"),
+            "model": f"{what}; scaled from {meter.images} images to {epoch_images}",
             **base,
         }
     if model is None:
@@ -279,26 +318,29 @@ def energy_result(meter: EnergyMeter, model: PowerModel | None, epoch_images: in
 
 
 class SgemmProbe:
-    """float32 n x n matrix multiply at torch's current thread count: the ceiling the training figures are
-    read against. Samples are taken up front and again between training rounds, so on a busy machine the
-    ceiling sees the same load as the windows it is compared with."""
+    """float32 n x n matrix multiply at torch's current thread count (or on the GPU, TF32 off by the caller's
+    Placement.numerics()): the ceiling the training figures are read against. Samples are taken up front and
+    again between training rounds, so on a busy machine the ceiling sees the same load as the windows it is
+    compared with."""
 
-    def __init__(self, n: int):
+    def __init__(self, n: int, device: str = "cpu"):
         import torch
 
         generator = torch.Generator().manual_seed(0)
-        self.n = n
-        self.a = torch.randn(n, n, generator=generator)
-        self.b = torch.randn(n, n, generator=generator)
-        self.out = torch.empty(n, n)
+        self.n, self.device = n, device
+        self.a = torch.randn(n, n, generator=generator).to(device)
+        self.b = torch.randn(n, n, generator=generator).to(device)
+        self.out = torch.empty(n, n, device=device)
         torch.mm(self.a, self.b, out=self.out)  # warm-up: first-call allocation and kernel selection
         self.samples: list[float] = []
 
     def sample(self) -> float:
         import torch
 
+        synchronize(self.device)
         start = time.perf_counter()
         torch.mm(self.a, self.b, out=self.out)
+        synchronize(self.device)
         rate = 2.0 * self.n**3 / (time.perf_counter() - start) / 1e9
         self.samples.append(rate)
         return rate
@@ -306,6 +348,14 @@ class SgemmProbe:
     def result(self) -> dict:
         return {"gflops": statistics.median(self.samples), "n": self.n, "repeats": len(self.samples),
                 "samples_gflops": self.samples}
+
+
+def synchronize(device) -> None:
+    """Wait for the device's queued work (a GPU runs ahead of the host; a timer must not)."""
+    import torch
+
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
 
 
 def sgemm_gflops(n: int, repeats: int) -> dict:
@@ -334,7 +384,7 @@ def train_flops_per_image(model) -> int:
 CONV_PASSES = ("forward", "backward_data", "backward_weights")
 
 
-def conv_kernel_rates(model, batch_size: int, repeats: int) -> dict:
+def conv_kernel_rates(model, batch_size: int, repeats: int, device: str = "cpu") -> dict:
     """The network's own convolutions timed pass by pass, alone, at torch's current threads and in the
     model's memory format: GFLOP/s of the forward pass, of the input gradient (backward_data; not for
     the first layer, as in training) and of the weight and bias gradient (backward_weights).
@@ -356,15 +406,16 @@ def conv_kernel_rates(model, batch_size: int, repeats: int) -> dict:
     flops = dict.fromkeys(CONV_PASSES, 0)
     for index, (conv, size) in enumerate(convs):
         shape = (batch_size, conv.in_channels, size, size)
-        x = torch.randn(shape, generator=generator).contiguous(memory_format=memory_format)
+        x = torch.randn(shape, generator=generator).to(device).contiguous(memory_format=memory_format)
         weight = conv.weight.detach().contiguous(memory_format=memory_format)
+        bias = conv.bias
         bias_sizes = [conv.out_channels] if conv.bias is not None else None
         args = (bias_sizes, list(conv.stride), list(conv.padding), list(conv.dilation), False, [0, 0], conv.groups)
         out = torch.nn.functional.conv2d(x, weight, None, conv.stride, conv.padding)
-        grad = torch.randn(out.shape, generator=generator).contiguous(memory_format=memory_format)
+        grad = torch.randn(out.shape, generator=generator).to(device).contiguous(memory_format=memory_format)
         layer_flops = 2 * batch_size * conv_macs_per_image(conv, size)
         calls = {
-            "forward": lambda: torch.nn.functional.conv2d(x, weight, conv.bias, conv.stride, conv.padding),
+            "forward": lambda: torch.nn.functional.conv2d(x, weight, bias, conv.stride, conv.padding),
             "backward_data": lambda: torch.ops.aten.convolution_backward(grad, x, weight, *args, [True, False, False]),
             "backward_weights": lambda: torch.ops.aten.convolution_backward(
                 grad, x, weight, *args, [False, True, conv.bias is not None]),
@@ -376,8 +427,10 @@ def conv_kernel_rates(model, batch_size: int, repeats: int) -> dict:
                 call()
                 times = []
                 for _ in range(repeats):
+                    synchronize(device)
                     start = time.perf_counter()
                     call()
+                    synchronize(device)
                     times.append(time.perf_counter() - start)
             seconds[name] += statistics.median(times)
             flops[name] += layer_flops
@@ -435,24 +488,31 @@ def interleaved_training_windows(
             meters[name].start()
             start = time.perf_counter()
             for batch in batches:
-                steppers[name](*batch)  # Stepper calls loss.item(): the step has finished when it returns
+                float(steppers[name](*batch)[0])  # float() waits for the step (a GPU would run ahead)
                 images += batch[1].shape[0]
             seconds[name].append(time.perf_counter() - start)
             meters[name].stop(images)
     return seconds
 
 
-def eval_throughput(model, batches: list[tuple]) -> float:
-    """Images per second of the model in eval mode over `batches` (the first one is a warm-up)."""
+def eval_throughput(model, batches: list[tuple], placement=None) -> float:
+    """Images per second of the model in eval mode over `batches` (the first one is a warm-up), under the
+    placement's autocast; the clock stops when the device has finished."""
+    import contextlib
+
     import torch
 
+    autocast = placement.autocast() if placement is not None else contextlib.nullcontext()
+    device = placement.device if placement is not None else "cpu"
     model.eval()
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast:
         model(batches[0][0])
+        synchronize(device)
         images, start = 0, time.perf_counter()
         for x, _ in batches[1:]:
             model(x).argmax(1)
             images += x.shape[0]
+        synchronize(device)
         return images / (time.perf_counter() - start)
 
 

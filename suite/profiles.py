@@ -7,6 +7,11 @@ A profile file holds:
     memory_cap_mib = 12288       optional; the child's memory limit
     batch_size = 128             optional; the training batch (default 128, the paper's)
     watts_per_busy_thread = 6.0  optional; the power model for energy estimates when RAPL is unreadable
+    device = "cpu"               optional; "cpu" (default) or "cuda" (the first GPU)
+    precision = "auto"           optional; what is measured beside the fp32 baseline arms: "fp32" (nothing
+                                 more), "bf16" (every method also under bf16 autocast), or "auto" (default:
+                                 bf16 too where this CPU has bf16 instructions or the device is a GPU, since
+                                 that is what a user there would otherwise train in)
 """
 
 from __future__ import annotations
@@ -31,7 +36,9 @@ MIN_MEMORY_CAP_MIB = -(-DATA_BYTES // 2**20)  # 176
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
                     "NUMEXPR_NUM_THREADS")
 
-_KEYS = {"description", "threads", "memory_cap_mib", "batch_size", "watts_per_busy_thread"}
+_KEYS = {"description", "threads", "memory_cap_mib", "batch_size", "watts_per_busy_thread", "device", "precision"}
+DEVICE_CHOICES = ("cpu", "cuda")
+PRECISION_CHOICES = ("auto", "fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -44,6 +51,17 @@ class Profile:
     watts_per_busy_thread: float | None
     path: Path
     threads_spec: str  # as written: "2" or "all"
+    device: str = "cpu"
+    precision: str = "auto"
+
+    def precisions(self, cpu_flags: set[str]) -> list[str]:
+        """The precisions measured under this profile: fp32 always first (the baseline), then bf16 when asked,
+        or, for "auto", when the CPU has bf16 instructions (avx512_bf16, amx_bf16) or the device is a GPU."""
+        if self.precision == "bf16":
+            return ["fp32", "bf16"]
+        if self.precision == "auto" and (self.device == "cuda" or cpu_flags & {"avx512_bf16", "amx_bf16"}):
+            return ["fp32", "bf16"]
+        return ["fp32"]
 
     def oversubscribed(self, host_cpus: int | None = None) -> bool:
         return self.threads > (host_cpus or usable_cpus())
@@ -103,7 +121,17 @@ def parse_profile(path: Path, text: str, host_cpus: int | None = None) -> Profil
         if isinstance(watts, bool) or not isinstance(watts, (int, float)) or not watts > 0:
             raise UserError(f"{path}: key 'watts_per_busy_thread' must be a positive number, found {watts!r}")
         watts = float(watts)
-    return Profile(path.stem, description.strip(), threads, cap, batch_size, watts, path, threads_spec)
+    device = _choice(path, data, "device", DEVICE_CHOICES, "cpu")
+    precision = _choice(path, data, "precision", PRECISION_CHOICES, "auto")
+    return Profile(path.stem, description.strip(), threads, cap, batch_size, watts, path, threads_spec, device,
+                   precision)
+
+
+def _choice(path: Path, data: dict, key: str, choices: tuple[str, ...], default: str) -> str:
+    value = data.get(key, default)
+    if value not in choices:
+        raise UserError(f"{path}: key {key!r} must be one of {', '.join(map(repr, choices))}, found {value!r}")
+    return value
 
 
 def load_profile(path: str | os.PathLike, host_cpus: int | None = None) -> Profile:

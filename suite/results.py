@@ -39,8 +39,10 @@ def validation_errors(result: object) -> list[str]:
         return reasons
     methods = set(result["methods"])
     for i, entry in enumerate(result["profiles"]):
-        if set(entry["methods"]) != methods:
-            reasons.append(f"profiles/{i}/methods: holds {sorted(entry['methods'])}, the run lists {sorted(methods)}")
+        # arms: every method in fp32 under its own name, and per further precision as "<method>@<precision>"
+        arms = {m if p == "fp32" else f"{m}@{p}" for p in entry.get("precisions", ["fp32"]) for m in methods}
+        if set(entry["methods"]) != arms:
+            reasons.append(f"profiles/{i}/methods: holds {sorted(entry['methods'])}, the run lists {sorted(arms)}")
         unknown = set(entry["step_time_ratio"]) - set(entry["methods"])
         if unknown:
             reasons.append(f"profiles/{i}/step_time_ratio: methods {sorted(unknown)} are not in the profile")

@@ -199,7 +199,17 @@ def test_smoke_bench_end_to_end(tmp_path):
     assert entry["status"] == "ok", entry["status_detail"]
     assert entry["torch_threads"] == 1 and entry["cap_enforcement"] == "none" and not entry["oversubscribed"]
     assert entry["sgemm_gflops"] > 0 and entry["step_time_ratio"]["fp32"] == 1.0
-    assert set(entry["methods"]) == {"fp32", "tathe4"}
+    # fp32 arms always; bf16 arms beside them where this CPU has bf16 instructions (profile precision "auto")
+    from suite.device import cpu_flags
+
+    has_bf16 = bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
+    assert set(entry["methods"]) == ({"fp32", "tathe4", "fp32@bf16", "tathe4@bf16"} if has_bf16 else {"fp32", "tathe4"})
+    assert entry["precisions"] == (["fp32", "bf16"] if has_bf16 else ["fp32"]) and entry["device"] == "cpu"
+    for name, m in entry["methods"].items():
+        assert m["method"] == name.split("@")[0] and m["precision"] == ("bf16" if "@" in name else "fp32")
+        if m["precision"] == "bf16":
+            assert m["precision_support"].startswith("native")
+        assert name in entry["step_time_ratio"]
     for m in entry["methods"].values():
         assert m["train_images_per_s"] > 0 and m["eval_images_per_s"] > 0 and m["peak_rss_bytes"] > 100 * 2**20
         assert m["efficiency"] == pytest.approx(m["achieved_gflops"] / entry["sgemm_gflops"])
@@ -263,3 +273,26 @@ def test_accuracy_profile_is_the_widest_that_fits():
 def test_profile_command_prints_the_fingerprint(capsys):
     assert main(["profile"]) == 0
     assert json.loads(capsys.readouterr().out)["host_id"]
+
+
+def test_arms_per_precision_and_the_cuda_refusal(tmp_path):
+    cpu = profile("one", 1)
+    assert [a["name"] for a in bench.arms_for(cpu, ["fp32", "tathe4"], set())] == ["fp32", "tathe4"]
+    assert [a["name"] for a in bench.arms_for(cpu, ["fp32", "tathe4"], {"avx512_bf16"})] == [
+        "fp32", "tathe4", "fp32@bf16", "tathe4@bf16"]
+    profiles = tmp_path / "profiles"
+    write_profile(profiles, "pinned", 'description = "fp32 only"\nthreads = 1\nprecision = "fp32"\n')
+    write_profile(profiles, "gpu", 'description = "a GPU"\nthreads = 1\ndevice = "cuda"\n')
+    from suite.profiles import resolve_profile
+
+    pinned = resolve_profile("pinned", profiles)
+    assert pinned.precisions({"amx_bf16"}) == ["fp32"]
+    gpu = resolve_profile("gpu", profiles)
+    assert gpu.device == "cuda" and gpu.precisions(set()) == ["fp32", "bf16"]
+    import torch
+
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="device 'cuda' but no CUDA GPU"):
+            bench.run_bench(bench.BenchConfig(profiles=["gpu"], tier="smoke", out=str(tmp_path / "r"),
+                                              profiles_dir=str(profiles)), log=lambda line: None)
+        assert not (tmp_path / "r").exists()

@@ -329,7 +329,7 @@ def test_every_method_trains_a_synthetic_model_with_falling_loss(name, one_threa
     losses = []
     for s in range(steps):
         batch = slice((s % 4) * 32, (s % 4 + 1) * 32)
-        losses.append(stepper(images[batch], labels[batch])[0])
+        losses.append(float(stepper(images[batch], labels[batch])[0]))
     assert all(math.isfinite(v) for v in losses)
     first, last = np.mean(losses[:8]), np.mean(losses[-8:])
     assert last < 0.6 * first, (first, last)
@@ -346,7 +346,7 @@ def test_methods_run_on_the_real_network(name, one_thread):
     stepper = Stepper(model, method, optimizer, quantizers, total_steps=10)
     images, labels = torch.randn(4, 3, 32, 32), torch.arange(4)
     loss, _ = stepper(images, labels)
-    assert math.isfinite(loss)
+    assert math.isfinite(float(loss))
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
     model.eval()
     with torch.inference_mode():

@@ -70,6 +70,9 @@ def test_good_profile_fields():
         ('threads = 2\n', "description"),
         ('description = "x"\n', "threads"),
         ('description = 5\nthreads = 2\n', "description"),
+        ('description = "x"\nthreads = 2\ndevice = "tpu"\n', "device"),
+        ('description = "x"\nthreads = 2\nprecision = "fp16"\n', "precision"),
+        ('description = "x"\nthreads = 2\nprecision = 16\n', "precision"),
     ],
 )
 def test_bad_profiles_name_file_and_key(tmp_path, text, key):

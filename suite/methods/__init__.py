@@ -62,13 +62,14 @@ register(
         projection="hardclip",
     )
 )
-# The parity gate's degraded control (issue 12): tathe4 at 2 bits, so its weights are ternary codes -1..1
-# (levels 2^(2-1) - 1 = 1, scale max|W|). The gate must fail it; if it passes, the gate has no teeth.
+# A deliberately degraded control for the parity gate: the reference method at 2 bits (codes -1..1, three
+# levels). The gate must fail it; a gate that passes it has no teeth.
 register(
     dataclasses.replace(
         TATHE4,
         name="tathe4-2bit",
-        summary="degraded control: tathe4 at 2 bits (3 symmetric levels, codes -1..1, scale max|W|)",
+        summary="degraded control: tathe4 with 2-bit weights (3 levels, codes -1..1, scale max|W|/1); the parity "
+        "gate must fail it",
         bits=2,
     )
 )
