@@ -31,8 +31,6 @@ SCHEMA = "q4bench-compare/1"
 DEFAULT_MARGIN = 0.5
 DEFAULT_OUT = "reports/compare"
 DEFAULT_RECIPE = "short"
-DEVICES = ("cpu", "cuda")
-PRECISIONS = ("fp32", "bf16")
 DEFAULT_GPU_CHILDREN = 2
 # Scoring an image is a forward pass only, about a third of a training step's forward + backward.
 EVAL_COST_PER_IMAGE = 1 / 3
@@ -113,20 +111,14 @@ def validate(req: CompareRequest) -> CompareRequest:
         raise UserError(f"--subset must be at least 2, got {req.subset}")
     if req.synthetic and req.data_dir:
         raise UserError("--data-dir and --synthetic exclude each other")
-    if req.device not in DEVICES:
-        raise UserError(f"--device must be one of {', '.join(DEVICES)}, got {req.device!r}")
-    if req.precision not in PRECISIONS:
-        raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {req.precision!r}")
     if not (req.margin > 0 and math.isfinite(req.margin)):
         raise UserError(f"--margin must be a positive number of accuracy points, got {req.margin}")
     for option, value in (("--parallel", req.parallel), ("--threads", req.threads), ("--batch-size", req.batch_size)):
         if value is not None and value < 1:
             raise UserError(f"{option} must be at least 1, got {value}")
-    if req.device == "cuda":
-        import torch
+    from .device import Placement
 
-        if not torch.cuda.is_available():
-            raise UserError("--device cuda: torch sees no CUDA device here (this torch build or this machine)")
+    Placement(req.device, req.precision)  # one-line errors for a bad device, precision, or no visible GPU
     cores = _cores()
     if req.device == "cuda":
         parallel = req.parallel or DEFAULT_GPU_CHILDREN
@@ -264,13 +256,7 @@ def _data_args(req: CompareRequest) -> list[str]:
 
 
 def _device_args(req: CompareRequest) -> list[str]:
-    # Named only when not the default, so the children's command line stays that of a plain CPU run.
-    args = []
-    if req.device != "cpu":
-        args += ["--device", req.device]
-    if req.precision != "fp32":
-        args += ["--precision", req.precision]
-    return args
+    return ["--device", req.device, "--precision", req.precision]
 
 
 def train_command(req: CompareRequest, run: Run, epochs: int, out: Path) -> list[str]:
@@ -507,14 +493,13 @@ def _labels_loader(req: CompareRequest):
     return labels
 
 
-def _device_name(device: str) -> str:
-    if device == "cuda":
-        import torch
+def _device_name(req: CompareRequest, history: dict) -> str:
+    # What the children ran on, as they recorded it; the parent never touches the GPU itself.
+    if history.get("device_name"):
+        return history["device_name"]
+    from .device import Placement
 
-        return torch.cuda.get_device_name(0)
-    from .measure import host_fingerprint
-
-    return host_fingerprint()["cpu_model"]
+    return Placement(req.device, req.precision).device_name()
 
 
 def build_result(req: CompareRequest, epochs: int, out: Path) -> dict:
@@ -566,7 +551,7 @@ def build_result(req: CompareRequest, epochs: int, out: Path) -> dict:
         "provenance": stamp(command="q4bench compare"),
         "host": host_fingerprint(),
         "device": req.device,
-        "device_name": _device_name(req.device),
+        "device_name": _device_name(req, first),
         "precision": req.precision,
         "budget": {"recipe": req.recipe, "epochs": epochs, "train_images": train_images,
                    "test_images": test_images, "batch_size": batch, "hours": req.hours},

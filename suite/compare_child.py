@@ -25,9 +25,6 @@ def time_steps(method: str, recipe: str, device: str, precision: str, data_dir: 
     or the whole subset when that is smaller)."""
     from .train import TrainConfig, train
 
-    extra = {}
-    if device != "cpu" or precision != "fp32":
-        extra = {"device": device, "precision": precision}
     stamps: list[float] = []
 
     def on_batch(epoch: int, index: int) -> None:
@@ -39,7 +36,7 @@ def time_steps(method: str, recipe: str, device: str, precision: str, data_dir: 
         # Just enough images for the timed steps, each a full batch.
         config = TrainConfig(method=method, recipe=recipe, epochs=1, threads=threads, seed=0, data_dir=data_dir,
                              synthetic=synthetic, subset=batch * (WARMUP + TIMED), batch_size=batch, out=tmp,
-                             **extra)
+                             device=device, precision=precision)
         try:
             train(config, on_batch=on_batch, log=lambda line: None)
         except _Enough:
