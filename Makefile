@@ -34,7 +34,8 @@ microbench: setup
 report: setup
 	$(PY) -m suite report --out reports/report $(REPORT_ARGS)
 
-# The CI gate: fp32 vs tathe4 at parity.toml's budget on real CIFAR-10, ONNX verified; writes
+# The CI gate: fp32, tathe4 and the degraded control for parity.toml's paired seeds on real CIFAR-10, ONNX verified
+# (CI passes --no-control: the control's recorded accuracies are judged instead of retrained); writes
 # reports/parity.md and fails with the reason on a gap over tolerance. PARITY_ARGS passes more.
 parity: setup
 	$(PY) -m suite parity $(PARITY_ARGS)

@@ -236,16 +236,19 @@ def _add_report(sub) -> None:
 
     p = sub.add_parser(
         "report",
-        help="render result files (one host or many), run folders and verify.json files as Markdown + one HTML page",
+        help="render bench and compare results (one host or many), run folders and verify.json files as "
+        "Markdown + one HTML page",
         description="Writes OUT/report.md (figures as OUT/figures/*.png) and OUT/report.html (self-contained: "
-        "figures embedded, nothing loaded from the network). Bench result files give throughput, efficiency, "
-        "memory, energy and accuracy at the tier's budget; run folders (history.json of q4bench train or "
-        "q4bench parity) give accuracy per epoch and distinct codes per layer; verify.json gives the ONNX "
-        "figures. The claim checks compare the paper's figures with these measurements. With no --results, "
+        "figures embedded, nothing loaded from the network). Its first screen answers per host: the accuracy "
+        "verdict of tathe4 against fp32 (from compare results), the step-time cost (from bench results) and "
+        "what was not measured, and why. Bench result files give throughput, efficiency, memory, energy and "
+        "accuracy at the tier's budget; compare results (q4bench compare) the verdict with its confidence "
+        "interval; run folders (history.json) accuracy per epoch, distinct codes per layer and, for 150-epoch "
+        "paper-recipe runs, the paper's accuracy claims; verify.json the ONNX figures. With no --results, "
         f"--runs or --onnx at all, the defaults are read where they exist: results {' '.join(DEFAULT_RESULTS)}; "
         f"runs {' '.join(DEFAULT_RUNS)}; onnx {' '.join(DEFAULT_ONNX)}.",
     )
-    p.add_argument("--results", action="append", metavar="DIR", help="a result file or a folder searched for *.json; repeatable")
+    p.add_argument("--results", action="append", metavar="DIR", help="a bench or compare result file, or a folder searched for *.json; repeatable")
     p.add_argument("--runs", action="append", metavar="DIR", help="a run folder or a folder searched for history.json; repeatable")
     p.add_argument("--onnx", action="append", metavar="DIR", help="a folder searched for verify.json; repeatable")
     p.add_argument("--out", required=True, help="folder for report.md, report.html and figures/")
@@ -257,7 +260,7 @@ def _parity(args: argparse.Namespace) -> None:
 
     outcome = run_parity(
         ParityRequest(config=args.config, data_dir=args.data_dir, synthetic=args.synthetic, out=args.out,
-                      report=args.report, seed=args.seed)
+                      report=args.report, candidate=args.candidate, control=not args.no_control)
     )
     if not outcome.passed:
         for reason in outcome.reasons:
@@ -270,18 +273,69 @@ def _add_parity(sub) -> None:
 
     p = sub.add_parser(
         "parity",
-        help="CI gate: train fp32 and tathe4 with the same recipe and seed, verify the ONNX export, exit 1 on a gap",
-        description="Trains the reference and the 4-bit candidate named in the config with its budget, exports and "
-        "verifies the candidate's ONNX files, writes OUT/parity.json and the Markdown page, and exits 1 with the "
-        "reason when the final-epoch gap exceeds the config's tolerance or a gated ONNX file disagrees with PyTorch.",
+        help="CI gate: fp32 vs tathe4 (and a degraded control) over paired seeds side by side, ONNX verified; exit 1 on a gap",
+        description="Trains the reference, the 4-bit candidate and the degraded control named in the config for its "
+        "paired seeds side by side (q4bench compare's child processes), exports and verifies the candidate's ONNX "
+        "files, writes OUT/parity.json, OUT/compare.json and the Markdown page, and exits 1 with the reason when the "
+        "candidate's mean final-epoch gap exceeds the tolerance (computed from the seed pairs recorded in the "
+        "config), when the control does not, or when a gated ONNX file disagrees with PyTorch.",
     )
     p.add_argument("--config", default=str(DEFAULT_CONFIG), help=f"tolerance and budget (default {DEFAULT_CONFIG})")
     p.add_argument("--data-dir", help="folder holding cifar-10-batches-py (else $Q4BENCH_DATA, else ~/.cache/q4bench)")
     p.add_argument("--synthetic", action="store_true", help="generated data instead of CIFAR-10 (tests)")
-    p.add_argument("--seed", type=int, help="override the config's seed (how the tolerance's spread was measured)")
+    p.add_argument("--candidate", help="judge this method instead of the config's candidate (e.g. the control, to see it fail)")
+    p.add_argument("--no-control", action="store_true", help="skip the config's degraded control (saves its runs)")
     p.add_argument("--out", default=str(DEFAULT_OUT), help=f"run folders, ONNX files, parity.json (default {DEFAULT_OUT})")
     p.add_argument("--report", default=str(DEFAULT_REPORT), help=f"the Markdown page (default {DEFAULT_REPORT})")
     p.set_defaults(func=_parity)
+
+
+def _compare(args: argparse.Namespace) -> None:
+    from .compare import CompareRequest, run_compare
+
+    run_compare(
+        CompareRequest(
+            methods=tuple(args.method or ()), reference=args.reference, seeds=args.seeds, epochs=args.epochs,
+            hours=args.hours, recipe=args.recipe, subset=args.subset, synthetic=args.synthetic,
+            data_dir=args.data_dir, device=args.device, precision=args.precision, parallel=args.parallel,
+            threads=args.threads, margin=args.margin, out=args.out, batch_size=args.batch_size,
+        )
+    )
+
+
+def _add_compare(sub) -> None:
+    from .compare import DEFAULT_MARGIN, DEFAULT_OUT, DEFAULT_RECIPE
+
+    p = sub.add_parser(
+        "compare",
+        help="train a reference and candidates for N paired seeds in parallel children; gap, 95% CI, TOST, verdict",
+        description="Seed k of every method starts from the same weights, data order and augmentation, so seeds "
+        "pair. Prints its plan (runs, budget, threads, children, estimated time) before anything starts, trains "
+        "every run in a child process (OUT/runs/<method>-seed<k>/), and writes OUT/compare.json. Resumable: rerun "
+        "the same command after a kill and it continues; a different command on the same OUT is refused (more "
+        "--seeds, another --margin or --parallel are allowed).",
+    )
+    p.add_argument("--method", action="append", metavar="M", help="a candidate method; repeatable (e.g. tathe4)")
+    p.add_argument("--reference", default="fp32", help="the reference method (default fp32)")
+    p.add_argument("--seeds", type=int, default=2, help="paired seeds 0..N-1 per method (default 2)")
+    # Exactly one of these two; checked by compare.validate, which says so in one line.
+    p.add_argument("--epochs", type=int, help="epochs per run")
+    p.add_argument("--hours", type=float,
+                        help="a time box: converted to epochs per run from step times measured in children first")
+    p.add_argument("--recipe", default=DEFAULT_RECIPE, help=f"training recipe (default {DEFAULT_RECIPE})")
+    p.add_argument("--subset", type=int, help="train on the first N training images")
+    p.add_argument("--batch-size", type=int, help="override the recipe's batch size")
+    p.add_argument("--synthetic", action="store_true", help="generated data instead of CIFAR-10 (tests)")
+    p.add_argument("--data-dir", help="folder holding cifar-10-batches-py (else $Q4BENCH_DATA, else ~/.cache/q4bench)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--precision", default="fp32", help="fp32 or bf16 (autocast; default fp32)")
+    p.add_argument("--parallel", type=int,
+                   help="children at once (default: cores // threads on cpu, 2 sharing the GPU on cuda)")
+    p.add_argument("--threads", type=int, help="torch threads per child (default 1 on cpu, cores // parallel on cuda)")
+    p.add_argument("--margin", type=float, default=DEFAULT_MARGIN,
+                   help=f"equivalence margin in accuracy points (default {DEFAULT_MARGIN})")
+    p.add_argument("--out", default=DEFAULT_OUT, help=f"folder for the runs and compare.json (default {DEFAULT_OUT})")
+    p.set_defaults(func=_compare)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -297,6 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_submit(sub)
     _add_report(sub)
     _add_parity(sub)
+    _add_compare(sub)
     return parser
 
 

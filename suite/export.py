@@ -42,6 +42,8 @@ from torch import nn
 from . import data as datamod
 from .atomic import write_atomic
 from .errors import UserError
+from .provenance import stamp
+from .threads import torch_threads
 from .methods import RangeBatchNorm, SymmetricWeightQuantizer, symmetric_codes
 from .model import ARCH_NAME, QuantConv2d, QuantLinear, SimpleResNet4bit, VGG4bit
 from .train import model_from_checkpoint
@@ -572,14 +574,17 @@ def export(
 ) -> ExportResult:
     if calibration_count < 1:
         raise UserError(f"--calibration-images must be at least 1, got {calibration_count}")
-    if threads is not None:
-        if threads < 1:
-            raise UserError(f"--threads must be at least 1, got {threads}")
-        torch.set_num_threads(threads)
+    if threads is not None and threads < 1:
+        raise UserError(f"--threads must be at least 1, got {threads}")
+    with torch_threads(threads):
+        return _export(checkpoint, out_dir, data_dir, calibration_count)
+
+
+def _export(checkpoint: str | Path, out_dir: str | Path, data_dir: str | None, calibration_count: int) -> ExportResult:
     model, method, state = model_from_checkpoint(checkpoint)
     stages = network_stages(model, method.name)
     meta = {"method": method.name, "epoch": int(state.get("epoch", 0)), "checkpoint": str(checkpoint),
-            "arch": model.arch_name}
+            "arch": model.arch_name, "provenance": stamp()}  # in each file's metadata: the code that exported it
     images = calibration_images(state, data_dir, calibration_count)
     calibration = calibrate(model, stages, images)
     out = Path(out_dir)

@@ -93,21 +93,66 @@ def host_fingerprint() -> dict:
     return fingerprint
 
 
-def _machine_secret() -> str:
+def _machine_id() -> str:
     for path in ("/etc/machine-id", "/var/lib/dbus/machine-id"):
         try:
-            return Path(path).read_text().strip()
+            value = Path(path).read_text().strip()
         except OSError:
             continue
+        if value:
+            return value
     return platform.node()
+
+
+def _cpu_identity(path: str = "/proc/cpuinfo") -> str:
+    """The first CPU's vendor, family, model, stepping and its full flag list: fixed for a machine's
+    hardware, different between CPU generations that may share a model-name string."""
+    keep = ("vendor_id", "cpu family", "model", "stepping", "CPU implementer", "CPU part", "CPU variant",
+            "CPU revision", "flags", "Features")
+    found: dict[str, str] = {}
+    try:
+        with open(path) as f:
+            for line in f:
+                if not line.strip():
+                    if found:
+                        break  # the first processor block is enough
+                    continue
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key in keep and key not in found:
+                    value = value.strip()
+                    found[key] = " ".join(sorted(value.split())) if key in ("flags", "Features") else value
+    except OSError:
+        pass
+    return ";".join(f"{k}={found[k]}" for k in keep if k in found)
+
+
+def _machine_secret(fingerprint: dict | None = None) -> str:
+    """What the host id hashes. /etc/machine-id alone is not enough: machines cloned from one image share
+    it (an Intel Xeon and an AMD EPYC of this project both hashed to 0035969e). So the hardware is mixed
+    in: CPU model and identity (vendor, family, model, stepping, every ISA flag), logical CPUs and memory
+    in GiB. Everything here is fixed for one machine (no clock, load, boot id or hostname), so its id
+    stays stable; only the hash leaves the machine, never the machine id itself."""
+    fingerprint = fingerprint or {}
+    memory = fingerprint.get("memory_bytes")
+    parts = [
+        f"machine-id={_machine_id()}",
+        f"cpu={fingerprint.get('cpu_model', '')}",
+        f"arch={fingerprint.get('machine') or platform.machine()}",
+        f"logical={fingerprint.get('logical_cpus', os.cpu_count())}",
+        f"memory_gib={round(memory / 2**30) if memory else ''}",
+        _cpu_identity(),
+    ]
+    return "|".join(parts)
 
 
 def host_id(fingerprint: dict) -> str:
     """A stable folder name for a machine: readable hardware summary plus a short hash of the machine id
-    (so two identical cloud instances stay apart, and the id itself is not published)."""
+    mixed with the hardware (so two machines cloned from one image stay apart, two identical cloud
+    instances stay apart by their machine ids, and the machine id itself is not published)."""
     slug = re.sub(r"[^a-z0-9]+", "-", fingerprint["cpu_model"].lower()).strip("-")[:40].strip("-") or "cpu"
     memory_gib = round(fingerprint["memory_bytes"] / 2**30)
-    digest = hashlib.sha256(_machine_secret().encode()).hexdigest()[:8]
+    digest = hashlib.sha256(_machine_secret(fingerprint).encode()).hexdigest()[:8]
     return f"{slug}-{fingerprint['logical_cpus']}t-{memory_gib}g-{digest}"
 
 

@@ -1,15 +1,19 @@
-"""`q4bench parity`: the CI gate. Trains the reference (fp32) and the 4-bit candidate (tathe4) with the
-same recipe, seed and budget, exports and verifies the candidate's ONNX files, and decides: the
-accuracy gap (reference minus candidate, final epoch) must stay within the tolerance of parity.toml,
-and the exported files must agree with PyTorch. Writes OUT/parity.json and a Markdown page.
+"""`q4bench parity`: the CI gate. Trains the reference (fp32), the 4-bit candidate (tathe4) and, when the
+config names one, a deliberately degraded control for the same paired seeds side by side (q4bench compare's
+machinery: one child process per run), exports and verifies the candidate's ONNX files, and decides:
+the candidate's mean gap over the gate's seeds (reference minus candidate, final epoch) must stay within the
+tolerance, the control's must exceed it (else the gate cannot tell a degraded method), and the exported
+files must agree with PyTorch. Writes OUT/parity.json, OUT/compare.json and a Markdown page.
 
-The tolerance is not a guess: parity.toml records the seed spread it was derived from. At a CI budget
-(a fraction of one epoch's images, one epoch) test accuracy of this network swings by points between
-seeds, so a tolerance below that spread would fail on noise."""
+The tolerance is computed, not typed: parity.toml records per-seed-pair accuracies measured at exactly the
+gate's budget, and the tolerance is the one-sided upper prediction bound for the mean of the gate's k seed
+pairs (suite.stats.prediction_upper_bound), rounded up. A candidate as good as the measured one fails with
+the configured probability; one that is worse by more than the spread fails."""
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import shutil
 import statistics
 import time
@@ -20,10 +24,12 @@ from typing import Callable
 
 from .atomic import write_atomic, write_json_atomic
 from .errors import UserError
+from .provenance import stamp
 
 DEFAULT_CONFIG = Path("parity.toml")
 DEFAULT_OUT = Path("reports/parity")
 DEFAULT_REPORT = Path("reports/parity.md")
+MIN_SPREAD_PAIRS = 2  # the arithmetic's minimum; the repository's config is held to 6 by its test
 
 
 # ---------------------------------------------------------------------------------------------
@@ -36,8 +42,13 @@ class ParityBudget:
     epochs: int
     train_images: int  # the first N training images (q4bench train --subset)
     batch_size: int
-    seed: int
-    threads: int
+    seeds: int  # the gate trains seeds 0..seeds-1 of every method (pairs)
+    threads: int  # per child process
+    parallel: int  # child processes at once
+
+    def same_training(self, other: dict) -> list[str]:
+        """The fields of a recorded budget that differ from this one's training (seeds and threads aside)."""
+        return [k for k in ("recipe", "epochs", "train_images", "batch_size") if other.get(k) != getattr(self, k)]
 
 
 @dataclass(frozen=True)
@@ -48,17 +59,32 @@ class OnnxGate:
     calibration_images: int  # int8 activation ranges (reported, not gated)
     speed_rounds: int
     latency_runs: int
+    profile_runs: int = 1  # the per-layer profile is not gated; one round keeps the gate short
+
+
+@dataclass(frozen=True)
+class ToleranceRule:
+    """tolerance = prediction_upper_bound(measured gaps, k = the gate's seeds, false_fail_rate), rounded up
+    to a multiple of round_up_to."""
+
+    false_fail_rate: float
+    round_up_to: float
+
+    def describe(self, k: int) -> str:
+        return (f"upper {100 * (1 - self.false_fail_rate):g}% prediction bound for the mean gap of {k} new seed "
+                f"pair(s): mean + t(1 - {self.false_fail_rate:g}, n-1) x sd x sqrt(1/n + 1/{k}) over the n measured "
+                f"pairs, rounded up to {self.round_up_to:g} point")
 
 
 @dataclass(frozen=True)
 class SpreadEvidence:
-    """How the tolerance was obtained: the same gate run at several seeds."""
+    """The gate's budget measured at several paired seeds (e.g. with q4bench compare)."""
 
     command: str
+    budget: dict  # recipe, epochs, train_images, batch_size the pairs were measured at
     seeds: tuple[int, ...]
     reference_acc: tuple[float, ...]
     candidate_acc: tuple[float, ...]
-    rule: str
     measured_on: str
 
     @property
@@ -67,14 +93,40 @@ class SpreadEvidence:
 
 
 @dataclass(frozen=True)
+class RecordedControl:
+    """The control measured at the gate's budget ([control] in the config): what the gate judges when it does
+    not retrain the control (--no-control, as CI does to stay within its time), so its output still shows
+    the tolerance failing a degraded method."""
+
+    seeds: tuple[int, ...]
+    reference_acc: tuple[float, ...]
+    control_acc: tuple[float, ...]
+    measured_on: str
+
+    def pairs(self) -> list[dict]:
+        return [{"seed": s, "reference_acc": r, "candidate_acc": c, "gap": r - c}
+                for s, r, c in zip(self.seeds, self.reference_acc, self.control_acc)]
+
+
+@dataclass(frozen=True)
 class ParityConfig:
     path: str
     reference: str
     candidate: str
+    control: str | None  # a degraded method the gate must fail; None: not checked
     budget: ParityBudget
-    max_gap_points: float
+    rule: ToleranceRule
     onnx: OnnxGate
-    spread: SpreadEvidence | None
+    spread: SpreadEvidence
+    recorded_control: RecordedControl | None = None
+
+    @property
+    def max_gap_points(self) -> float:
+        from .stats import prediction_upper_bound
+
+        bound = prediction_upper_bound(self.spread.gaps, self.budget.seeds, self.rule.false_fail_rate)
+        step = self.rule.round_up_to
+        return round(math.ceil(bound / step - 1e-9) * step, 6)
 
 
 def _field(table: dict, key: str, kind, where: str):
@@ -102,6 +154,13 @@ def _table(doc: dict, key: str, path: Path) -> dict:
     return table
 
 
+def _numbers(table: dict, key: str, where: str) -> tuple[float, ...]:
+    values = _field(table, key, list, where)
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        raise UserError(f"{where}: field '{key}' must list numbers, got {values!r}")
+    return tuple(float(v) for v in values)
+
+
 def load_config(path: str | Path = DEFAULT_CONFIG) -> ParityConfig:
     path = Path(path)
     try:
@@ -113,9 +172,9 @@ def load_config(path: str | Path = DEFAULT_CONFIG) -> ParityConfig:
     gate = _table(doc, "gate", path)
     where = f"{path} [gate]"
     reference, candidate = _field(gate, "reference", str, where), _field(gate, "candidate", str, where)
-    max_gap = _field(gate, "max_gap_points", float, where)
-    if max_gap < 0:
-        raise UserError(f"{where}: field 'max_gap_points' must be >= 0, got {max_gap}")
+    control = _field(gate, "control", str, where) if "control" in gate else None
+    if "max_gap_points" in gate:
+        raise UserError(f"{where}: 'max_gap_points' is computed from [spread] by the rule in [tolerance]; remove it")
 
     b, where = _table(doc, "budget", path), f"{path} [budget]"
     budget = ParityBudget(
@@ -123,9 +182,17 @@ def load_config(path: str | Path = DEFAULT_CONFIG) -> ParityConfig:
         epochs=_positive(_field(b, "epochs", int, where), "epochs", where),
         train_images=_positive(_field(b, "train_images", int, where), "train_images", where),
         batch_size=_positive(_field(b, "batch_size", int, where), "batch_size", where),
-        seed=_field(b, "seed", int, where),
+        seeds=_positive(_field(b, "seeds", int, where), "seeds", where),
         threads=_positive(_field(b, "threads", int, where), "threads", where),
+        parallel=_positive(_field(b, "parallel", int, where), "parallel", where),
     )
+
+    t, where = _table(doc, "tolerance", path), f"{path} [tolerance]"
+    rule = ToleranceRule(_field(t, "false_fail_rate", float, where), _field(t, "round_up_to", float, where))
+    if not 0 < rule.false_fail_rate < 0.5:
+        raise UserError(f"{where}: field 'false_fail_rate' must be in (0, 0.5), got {rule.false_fail_rate}")
+    if rule.round_up_to <= 0:
+        raise UserError(f"{where}: field 'round_up_to' must be positive, got {rule.round_up_to}")
 
     o, where = _table(doc, "onnx", path), f"{path} [onnx]"
     files = _field(o, "files", list, where)
@@ -138,25 +205,46 @@ def load_config(path: str | Path = DEFAULT_CONFIG) -> ParityConfig:
         calibration_images=_positive(_field(o, "calibration_images", int, where), "calibration_images", where),
         speed_rounds=_positive(_field(o, "speed_rounds", int, where), "speed_rounds", where),
         latency_runs=_positive(_field(o, "latency_runs", int, where), "latency_runs", where),
+        profile_runs=_positive(_field(o, "profile_runs", int, where), "profile_runs", where) if "profile_runs" in o else 1,
     )
 
-    spread = None
-    if "spread" in doc:
-        s, where = _table(doc, "spread", path), f"{path} [spread]"
-        seeds = tuple(_field(s, "seeds", list, where))
-        ref = tuple(float(x) for x in _field(s, "reference_acc", list, where))
-        cand = tuple(float(x) for x in _field(s, "candidate_acc", list, where))
-        if not (len(seeds) == len(ref) == len(cand)):
-            raise UserError(f"{where}: seeds, reference_acc and candidate_acc must be equally long")
-        spread = SpreadEvidence(
-            command=_field(s, "command", str, where),
-            seeds=seeds,
-            reference_acc=ref,
-            candidate_acc=cand,
-            rule=_field(s, "rule", str, where),
-            measured_on=_field(s, "measured_on", str, where),
+    s, where = _table(doc, "spread", path), f"{path} [spread]"
+    seeds = tuple(_field(s, "seeds", list, where))
+    ref, cand = _numbers(s, "reference_acc", where), _numbers(s, "candidate_acc", where)
+    if not (len(seeds) == len(ref) == len(cand)):
+        raise UserError(f"{where}: seeds, reference_acc and candidate_acc must be equally long")
+    if len(seeds) < MIN_SPREAD_PAIRS:
+        raise UserError(f"{where}: a tolerance needs at least {MIN_SPREAD_PAIRS} measured seed pairs, got {len(seeds)}")
+    spread = SpreadEvidence(
+        command=_field(s, "command", str, where),
+        budget=_field(s, "budget", dict, where),
+        seeds=seeds,
+        reference_acc=ref,
+        candidate_acc=cand,
+        measured_on=_field(s, "measured_on", str, where),
+    )
+    differ = budget.same_training(spread.budget)
+    if differ:
+        raise UserError(
+            f"{where}: the pairs were measured at another budget than [budget] ({', '.join(differ)} differ): "
+            f"remeasure them at the gate's budget"
         )
-    return ParityConfig(str(path), reference, candidate, budget, max_gap, onnx_gate, spread)
+    recorded = None
+    if "control" in doc:
+        c, where = _table(doc, "control", path), f"{path} [control]"
+        recorded = RecordedControl(
+            seeds=tuple(_field(c, "seeds", list, where)),
+            reference_acc=_numbers(c, "reference_acc", where),
+            control_acc=_numbers(c, "control_acc", where),
+            measured_on=_field(c, "measured_on", str, where),
+        )
+        if not recorded.seeds or not (len(recorded.seeds) == len(recorded.reference_acc) == len(recorded.control_acc)):
+            raise UserError(f"{where}: seeds, reference_acc and control_acc must be equally long and not empty")
+        differ = budget.same_training(_field(c, "budget", dict, where))
+        if differ:
+            raise UserError(f"{where}: the control was measured at another budget than [budget] ({', '.join(differ)} "
+                            f"differ): remeasure it at the gate's budget")
+    return ParityConfig(str(path), reference, candidate, control, budget, rule, onnx_gate, spread, recorded)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -175,14 +263,15 @@ class OnnxFigures:
 @dataclass
 class ParityOutcome:
     config: ParityConfig
+    candidate: str  # the config's candidate unless --candidate named another
     data: str
-    reference_acc: float
-    candidate_acc: float
-    reference_best: float
-    candidate_best: float
+    pairs: list[dict]  # per seed: seed, reference_acc, candidate_acc, gap (final epoch)
     train_images: int
     test_images: int
     epochs: int
+    control_pairs: list[dict] = field(default_factory=list)  # the same for the control; empty: not run
+    control_source: str = "trained"  # "trained" by this gate run, or "recorded" in the config ([control])
+    comparison: dict | None = None  # suite.stats over the candidate's pairs (CI, verdict): reported, not gated
     onnx: list[OnnxFigures] = field(default_factory=list)
     onnx_error: str | None = None  # export or verify refused the candidate's checkpoint
     onnx_test_images: int | None = None
@@ -192,8 +281,20 @@ class ParityOutcome:
     reasons: list[str] = field(default_factory=list)
 
     @property
+    def reference_acc(self) -> float:
+        return statistics.fmean(p["reference_acc"] for p in self.pairs)
+
+    @property
+    def candidate_acc(self) -> float:
+        return statistics.fmean(p["candidate_acc"] for p in self.pairs)
+
+    @property
     def gap(self) -> float:
-        return self.reference_acc - self.candidate_acc
+        return statistics.fmean(p["gap"] for p in self.pairs)
+
+    @property
+    def control_gap(self) -> float | None:
+        return statistics.fmean(p["gap"] for p in self.control_pairs) if self.control_pairs else None
 
     @property
     def passed(self) -> bool:
@@ -202,16 +303,22 @@ class ParityOutcome:
 
 def decide(outcome: ParityOutcome) -> list[str]:
     """Every reason the gate fails (empty: it passes). A candidate better than the reference passes."""
-    cfg = outcome.config
+    cfg, tol = outcome.config, outcome.config.max_gap_points
     reasons = []
-    if outcome.gap > cfg.max_gap_points:
+    n = len(outcome.pairs)
+    if outcome.gap > tol:
         reasons.append(
-            f"accuracy gap {outcome.gap:.2f} points ({cfg.reference} {outcome.reference_acc:.2f}% - "
-            f"{cfg.candidate} {outcome.candidate_acc:.2f}%, final epoch) exceeds the tolerance of "
-            f"{cfg.max_gap_points:.2f} points in {cfg.path}"
+            f"mean accuracy gap {outcome.gap:.2f} points over {n} seed pair(s) ({cfg.reference} "
+            f"{outcome.reference_acc:.2f}% - {outcome.candidate} {outcome.candidate_acc:.2f}%, final epoch) exceeds "
+            f"the tolerance of {tol:.2f} points computed from the {len(cfg.spread.seeds)} measured pairs in {cfg.path}"
+        )
+    if outcome.control_gap is not None and outcome.control_gap <= tol:
+        reasons.append(
+            f"the degraded control {cfg.control} passed (mean gap {outcome.control_gap:.2f} <= tolerance {tol:.2f} "
+            f"points): at this budget the gate cannot tell a degraded method from a sound one"
         )
     if outcome.onnx_error:
-        reasons.append(f"ONNX export/verify of {cfg.candidate} failed: {outcome.onnx_error}")
+        reasons.append(f"ONNX export/verify of {outcome.candidate} failed: {outcome.onnx_error}")
     for f in outcome.onnx:
         if f.file in cfg.onnx.files and f.top1_agreement < cfg.onnx.min_top1_agreement:
             reasons.append(
@@ -235,72 +342,85 @@ class ParityRequest:
     synthetic: bool = False
     out: str = str(DEFAULT_OUT)
     report: str = str(DEFAULT_REPORT)
-    seed: int | None = None  # overrides the config's (for measuring the spread)
+    candidate: str | None = None  # judge this method instead of the config's (e.g. the control, to see it fail)
+    control: bool = True  # train the config's control too (when it names one)
 
 
-def _fresh(folder: Path) -> Path:
-    # Only the folders this command creates are removed: a rerun starts clean instead of resuming.
-    if folder.exists():
-        shutil.rmtree(folder)
-    return folder
+# What one gate run writes under OUT; removed first, so a rerun trains afresh instead of resuming a stale run.
+_OWNED = ("runs", "onnx", "timing", "request.json", "plan.json", "compare.json", "parity.json")
+
+
+def _clear(out: Path) -> None:
+    for name in _OWNED:
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
+def _pairs(doc: dict, method: str) -> tuple[list[dict], dict]:
+    [comparison] = [c for c in doc["comparisons"] if c["candidate"] == method]
+    pairs = [{k: p[k] for k in ("seed", "reference_acc", "candidate_acc", "gap")} for p in comparison["pairs"]]
+    return pairs, comparison
 
 
 def run_parity(request: ParityRequest, log: Callable[[str], None] = print) -> ParityOutcome:
+    from . import compare as comparemod
     from . import export as exportmod
     from . import verify as verifymod
-    from .train import TrainConfig, train
 
     if request.data_dir and request.synthetic:
         raise UserError("--data-dir and --synthetic exclude each other")
     config = load_config(request.config)
-    budget = config.budget
-    if request.seed is not None:
-        budget = dataclasses.replace(budget, seed=request.seed)
-        config = dataclasses.replace(config, budget=budget)
+    budget, tol = config.budget, config.max_gap_points
+    candidate = request.candidate or config.candidate
+    control = config.control if request.control and config.control not in (None, candidate) else None
     out = Path(request.out)
+    creq = comparemod.validate(comparemod.CompareRequest(
+        methods=(candidate,) + ((control,) if control else ()), reference=config.reference, seeds=budget.seeds,
+        epochs=budget.epochs, recipe=budget.recipe, subset=budget.train_images, synthetic=request.synthetic,
+        data_dir=request.data_dir, parallel=budget.parallel, threads=budget.threads, batch_size=budget.batch_size,
+        out=str(out),
+    ))
     started = time.perf_counter()
-    histories, seconds = {}, {}
-    for method in (config.reference, config.candidate):
-        run_dir = _fresh(out / "runs" / method)
-        log(f"parity: training {method}: {budget.epochs} epoch(s) of the {budget.recipe} recipe on "
-            f"{budget.train_images} training images, seed {budget.seed}, {budget.threads} threads")
-        t0 = time.perf_counter()
-        histories[method] = train(
-            TrainConfig(
-                method=method, recipe=budget.recipe, epochs=budget.epochs, threads=budget.threads,
-                seed=budget.seed, data_dir=request.data_dir, synthetic=request.synthetic,
-                subset=budget.train_images, batch_size=budget.batch_size, out=str(run_dir),
-            ),
-            log=lambda line: log(f"  {line}"),
-        )
-        seconds[f"train_{method}"] = time.perf_counter() - t0
-    ref, cand = histories[config.reference], histories[config.candidate]
-    if ref["data_source"] != cand["data_source"] or ref["train_images"] != cand["train_images"]:
-        raise RuntimeError("the two parity runs saw different data")  # cannot happen: same config
+    out.mkdir(parents=True, exist_ok=True)
+    with comparemod.Lock(out):
+        _clear(out)
+        comparemod.check_identity(out, creq)
+        runs = comparemod.all_runs(creq)
+        log(f"parity: {len(runs)} runs ({', '.join(r.name for r in runs)}): {budget.epochs} epoch(s) of the "
+            f"{budget.recipe} recipe on {budget.train_images} training images, batch {budget.batch_size}; "
+            f"{budget.parallel} children of {budget.threads} thread(s) side by side; tolerance {tol:.2f} points")
+        comparemod.execute(creq, runs, budget.epochs, out / "runs", lambda line: log(f"  {line}"))
+        doc = comparemod.build_result(creq, budget.epochs, out)
+        comparemod.validate_result(doc)
+        write_json_atomic(out / "compare.json", doc)
+    seconds = {"train": time.perf_counter() - started}
+    pairs, comparison = _pairs(doc, candidate)
     outcome = ParityOutcome(
-        config=config,
-        data=ref["data_source"],
-        reference_acc=ref["final_test_acc"],
-        candidate_acc=cand["final_test_acc"],
-        reference_best=ref["best_test_acc"],
-        candidate_best=cand["best_test_acc"],
-        train_images=ref["train_images"],
-        test_images=ref["test_images"],
-        epochs=len(ref["epochs"]),
+        config=config, candidate=candidate, data=doc["data_source"], pairs=pairs,
+        train_images=doc["budget"]["train_images"], test_images=doc["budget"]["test_images"], epochs=budget.epochs,
+        control_pairs=_pairs(doc, control)[0] if control else [], comparison=comparison,
     )
+    if not control and config.control and config.recorded_control and candidate == config.candidate:
+        # Not retrained: judge the control's recorded pairs by today's tolerance, so the output still shows the
+        # gate failing a degraded method (and fails the gate if someone loosens the tolerance past it).
+        outcome.control_pairs, outcome.control_source = config.recorded_control.pairs(), "recorded"
 
-    onnx_dir = _fresh(out / "onnx")
-    checkpoint = out / "runs" / config.candidate / "checkpoint.pt"
+    onnx_dir = out / "onnx"
+    checkpoint = out / "runs" / f"{candidate}-seed0" / "checkpoint.pt"
+    threads = budget.threads * budget.parallel  # nothing else runs now
     t0 = time.perf_counter()
     try:
-        log(f"parity: exporting {config.candidate} to ONNX and verifying on {config.onnx.test_images} test images")
-        exportmod.export(checkpoint, onnx_dir, request.data_dir, config.onnx.calibration_images, budget.threads)
+        log(f"parity: exporting {candidate} (seed 0) to ONNX and verifying on {config.onnx.test_images} test images")
+        exportmod.export(checkpoint, onnx_dir, request.data_dir, config.onnx.calibration_images, threads)
         report = verifymod.verify(
             verifymod.VerifyConfig(
                 checkpoint=str(checkpoint), onnx_dir=str(onnx_dir), data_dir=request.data_dir,
-                threads=budget.threads, limit=config.onnx.test_images,
+                threads=threads, limit=config.onnx.test_images,
                 agreement_images=config.onnx.test_images, speed_rounds=config.onnx.speed_rounds,
-                latency_runs=config.onnx.latency_runs,
+                latency_runs=config.onnx.latency_runs, profile_runs=config.onnx.profile_runs,
             ),
             log=lambda line: log(f"  {line}"),
         )
@@ -318,32 +438,46 @@ def run_parity(request: ParityRequest, log: Callable[[str], None] = print) -> Pa
     outcome.seconds = seconds
     outcome.reasons = decide(outcome)
 
-    write_json_atomic(out / "parity.json", outcome_json(outcome))
+    write_json_atomic(out / "parity.json", {**outcome_json(outcome), "provenance": stamp()})
     text = render_markdown(outcome, out)
     write_atomic(Path(request.report), lambda f: f.write(text.encode()))
-    log(f"parity: {'PASS' if outcome.passed else 'FAIL'}; gap {outcome.gap:+.2f} points "
-        f"(tolerance {config.max_gap_points:.2f}); {seconds['total']:.0f} s; wrote {request.report}")
+    control_text = (f"; control {config.control} gap {outcome.control_gap:+.2f}"
+                    + (" (recorded in the config, not retrained)" if outcome.control_source == "recorded" else "")
+                    + f" ({'fails as it must' if outcome.control_gap > tol else 'PASSES: no teeth'})"
+                    if outcome.control_pairs else "")
+    log(f"parity: {'PASS' if outcome.passed else 'FAIL'}; {candidate} mean gap {outcome.gap:+.2f} points over "
+        f"{len(pairs)} seed pair(s) (tolerance {tol:.2f}){control_text}; {seconds['total']:.0f} s; wrote {request.report}")
     return outcome
 
 
 def outcome_json(outcome: ParityOutcome) -> dict:
+    from .provenance import stamp
+
     cfg = outcome.config
     return {
+        "provenance": stamp(command="q4bench parity"),
         "passed": outcome.passed,
         "reasons": outcome.reasons,
         "reference": cfg.reference,
-        "candidate": cfg.candidate,
+        "candidate": outcome.candidate,
+        "control": cfg.control if outcome.control_pairs else None,
         "data": outcome.data,
         "budget": asdict(cfg.budget),
         "train_images": outcome.train_images,
         "test_images": outcome.test_images,
         "epochs": outcome.epochs,
+        "pairs": outcome.pairs,
+        "control_pairs": outcome.control_pairs,
+        "control_source": outcome.control_source if outcome.control_pairs else None,
         "reference_final_acc": outcome.reference_acc,
         "candidate_final_acc": outcome.candidate_acc,
-        "reference_best_acc": outcome.reference_best,
-        "candidate_best_acc": outcome.candidate_best,
         "gap_points": outcome.gap,
+        "control_gap_points": outcome.control_gap,
         "max_gap_points": cfg.max_gap_points,
+        "tolerance_rule": cfg.rule.describe(cfg.budget.seeds),
+        "spread_pairs": len(cfg.spread.seeds),
+        "statistics": outcome.comparison,
+        "compare": "compare.json",
         "config": cfg.path,
         "onnx": [asdict(f) for f in outcome.onnx],
         "onnx_error": outcome.onnx_error,
@@ -358,26 +492,45 @@ def outcome_json(outcome: ParityOutcome) -> dict:
 
 def render_markdown(outcome: ParityOutcome, out: Path) -> str:
     cfg, b = outcome.config, outcome.config.budget
+    tol = cfg.max_gap_points
     verdict = "PASS" if outcome.passed else "FAIL"
     lines = [
         f"# Parity gate: {verdict}",
         "",
-        f"{cfg.reference} against {cfg.candidate}, the same recipe and seed; all figures measured by this run "
-        f"(`q4bench parity`, config `{cfg.path}`).",
+        f"{cfg.reference} against {outcome.candidate}, {len(outcome.pairs)} paired seed(s) trained side by side; "
+        f"all figures measured by this run (`q4bench parity`, config `{cfg.path}`).",
         "",
         f"- Budget: {outcome.epochs} epoch(s) of the `{b.recipe}` recipe on the first {outcome.train_images:,} "
-        f"training images, batch {b.batch_size}, seed {b.seed}, {b.threads} threads; scored on "
-        f"{outcome.test_images:,} test images; data: {outcome.data}.",
-        f"- Gap ({cfg.reference} - {cfg.candidate}, final epoch): **{outcome.gap:+.2f} points**; tolerance "
-        f"{cfg.max_gap_points:.2f} points.",
+        f"training images, batch {b.batch_size}, seeds 0..{b.seeds - 1}, {b.parallel} children of {b.threads} "
+        f"thread(s); scored on {outcome.test_images:,} test images; data: {outcome.data}.",
+        f"- Mean gap ({cfg.reference} - {outcome.candidate}, final epoch): **{outcome.gap:+.2f} points**; tolerance "
+        f"{tol:.2f} points.",
+    ]
+    if outcome.control_pairs:
+        lines.append(f"- Degraded control {cfg.control}" + (" (accuracies recorded in the config at this budget, not "
+                     "retrained in this run)" if outcome.control_source == "recorded" else "")
+                     + f": mean gap {outcome.control_gap:+.2f} points "
+                     f"({'over the tolerance: the gate fails it, as it must' if outcome.control_gap > tol else 'WITHIN the tolerance: the gate cannot tell it'}).")
+    c = outcome.comparison
+    if c is not None:
+        ci = f"95% CI [{c['ci95'][0]:+.2f}, {c['ci95'][1]:+.2f}]" if c["ci95"] else "no CI from one seed"
+        lines.append(f"- Statistics (reported, not gated): {ci}, verdict {c['verdict']} "
+                     f"({c['reason']}).")
+    lines += [
         f"- Wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in outcome.seconds.items()) + ".",
         "",
-        "| method | final-epoch test acc | best-epoch test acc |",
-        "|---|---|---|",
-        f"| {cfg.reference} | {outcome.reference_acc:.2f}% | {outcome.reference_best:.2f}% |",
-        f"| {cfg.candidate} | {outcome.candidate_acc:.2f}% | {outcome.candidate_best:.2f}% |",
+        f"| seed | {cfg.reference} | {outcome.candidate} | gap |" + (f" {cfg.control} | gap |" if outcome.control_pairs else ""),
+        "|---|---|---|---|" + ("---|---|" if outcome.control_pairs else ""),
+    ]
+    control = {p["seed"]: p for p in outcome.control_pairs}
+    for p in outcome.pairs:
+        row = f"| {p['seed']} | {p['reference_acc']:.2f}% | {p['candidate_acc']:.2f}% | {p['gap']:+.2f} |"
+        if p["seed"] in control:
+            row += f" {control[p['seed']]['candidate_acc']:.2f}% | {control[p['seed']]['gap']:+.2f} |"
+        lines.append(row)
+    lines += [
         "",
-        f"## ONNX ({cfg.candidate} checkpoint, {outcome.onnx_test_images or 0} test images)",
+        f"## ONNX ({outcome.candidate} seed-0 checkpoint, {outcome.onnx_test_images or 0} test images)",
         "",
     ]
     if outcome.onnx_error:
@@ -393,21 +546,21 @@ def render_markdown(outcome: ParityOutcome, out: Path) -> str:
     lines += ["", "## Verdict", ""]
     lines += [f"- {r}" for r in outcome.reasons] or ["- every check passed"]
     s = cfg.spread
-    lines += ["", "## Where the tolerance comes from", ""]
-    if s is None:
-        lines.append(f"{cfg.path} records no seed spread; the tolerance is unsupported by a measurement.")
-    else:
-        gaps = s.gaps
-        sd = statistics.stdev(gaps) if len(gaps) > 1 else float("nan")
-        lines += [
-            f"Measured with `{s.command}` on {s.measured_on}; rule: {s.rule}.",
-            "",
-            "| seed | " + cfg.reference + " | " + cfg.candidate + " | gap |",
-            "|---|---|---|---|",
-        ]
-        lines += [f"| {seed} | {r:.2f}% | {c:.2f}% | {r - c:+.2f} |"
-                  for seed, r, c in zip(s.seeds, s.reference_acc, s.candidate_acc)]
-        lines += ["", f"Gap over seeds: mean {statistics.fmean(gaps):+.2f}, sample sd {sd:.2f}, "
-                      f"min {min(gaps):+.2f}, max {max(gaps):+.2f} points."]
-    lines += ["", f"Run folders: `{out / 'runs'}`; ONNX files and verify.json: `{out / 'onnx'}`.", ""]
+    gaps = s.gaps
+    lines += [
+        "",
+        "## Where the tolerance comes from",
+        "",
+        f"Measured with `{s.command}` on {s.measured_on}, at the gate's budget. Rule: {cfg.rule.describe(b.seeds)} "
+        f"-> **{tol:.2f} points**.",
+        "",
+        f"| seed | {cfg.reference} | {cfg.candidate} | gap |",
+        "|---|---|---|---|",
+    ]
+    lines += [f"| {seed} | {r:.2f}% | {c_:.2f}% | {r - c_:+.2f} |"
+              for seed, r, c_ in zip(s.seeds, s.reference_acc, s.candidate_acc)]
+    lines += ["", f"Gap over {len(gaps)} measured pairs: mean {statistics.fmean(gaps):+.2f}, sample sd "
+                  f"{statistics.stdev(gaps):.2f}, min {min(gaps):+.2f}, max {max(gaps):+.2f} points."]
+    lines += ["", f"Run folders: `{out / 'runs'}`; compare result: `{out / 'compare.json'}`; ONNX files and "
+                  f"verify.json: `{out / 'onnx'}`.", ""]
     return "\n".join(lines)

@@ -34,15 +34,16 @@ def _git(*args: str) -> str | None:
 
 @functools.lru_cache(maxsize=1)
 def code_version() -> dict:
-    """{"commit", "dirty", "source"}: the checkout's HEAD and whether tracked files differ from it;
-    "unknown" (dirty None) outside a checkout, unless $Q4BENCH_COMMIT names the commit."""
+    """{"commit", "dirty", "source"}: $Q4BENCH_COMMIT when a launcher sets it (a copied tree's own git
+    metadata can name another base: seen on a GPU machine, whose copy called the session's base commit
+    dirty), else the checkout's HEAD and whether tracked files differ from it, else "unknown"."""
+    env = os.environ.get(COMMIT_ENV, "").strip()
+    if env:
+        return {"commit": env, "dirty": None, "source": f"${COMMIT_ENV}, set by the launcher"}
     head = _git("rev-parse", "HEAD") if (_REPO / ".git").exists() else None
     if head:
         status = _git("status", "--porcelain", "--untracked-files=no")
         return {"commit": head.strip(), "dirty": bool(status.strip()) if status is not None else None, "source": "git"}
-    env = os.environ.get(COMMIT_ENV, "").strip()
-    if env:
-        return {"commit": env, "dirty": None, "source": f"${COMMIT_ENV} (no .git in this copy)"}
     return {"commit": "unknown", "dirty": None, "source": "not a git checkout"}
 
 

@@ -11,9 +11,12 @@ from pathlib import Path
 
 from .atomic import write_json_atomic
 from .errors import UserError
+from .provenance import stamp
 
 SCHEMA_PATH = Path(__file__).resolve().parent / "result_schema.json"
-SCHEMA_VERSION = 1
+# 2: every new result names the code that made it (a "provenance" block); version-1 files, written
+# before that, stay valid and the report says "not recorded" for them.
+SCHEMA_VERSION = 2
 DEFAULT_RESULTS_DIR = Path("reports/results")
 DEFAULT_STORE = Path("reports/submitted")
 
@@ -81,8 +84,20 @@ def read_result(path: str | os.PathLike) -> dict:
     return result
 
 
+def with_provenance(result: dict) -> dict:
+    """The result with a provenance block (commit, dirty flag, versions, time) when it has none yet; a
+    version-1 result (written before provenance existed) is upgraded to version 2 with it. Stamped here,
+    in the one place results are written, so no caller can forget it."""
+    if "provenance" in result:
+        return result
+    return {**result, "schema_version": max(result.get("schema_version", SCHEMA_VERSION), SCHEMA_VERSION),
+            "provenance": stamp()}
+
+
 def write_result(path: str | os.PathLike, result: dict) -> Path:
-    """Validate, then write atomically: a reader never sees half a file, an invalid result is never written."""
+    """Stamp provenance, validate, then write atomically: a reader never sees half a file, an invalid
+    result is never written."""
+    result = with_provenance(result)
     validate_result(result, str(path))
     return write_json_atomic(path, result)
 

@@ -464,8 +464,10 @@ def _train(config, recipe, method, placement, epochs, batch_size, out, on_batch,
         }
         history["epochs"].append(entry)
         _summarize(history)
-        _save_checkpoint(ckpt_path, model, optimizer, scheduler, epoch, config, history)
+        # Predictions before the checkpoint: a kill between the two writes then leaves the epoch to rerun,
+        # never a finished checkpoint beside stale predictions.
         _save_predictions(predictions_path, predictions, num_classes)
+        _save_checkpoint(ckpt_path, model, optimizer, scheduler, epoch, config, history)
         write_json_atomic(history_path, history)
         eta = (epochs - epoch) * seconds
         tta = f" (flip TTA {tta_acc:.2f}%)" if tta_acc is not None else ""

@@ -30,6 +30,8 @@ from onnx import TensorProto
 from . import data as datamod
 from .atomic import write_json_atomic
 from .errors import UserError
+from .provenance import stamp
+from .threads import torch_threads
 from .export import FILES, INPUT_NAME, METADATA_KEY, OUTPUT_NAME, checkpoint_data, network_stages, unpack_int4
 from .train import model_from_checkpoint
 
@@ -314,8 +316,6 @@ def _cpu_flags() -> dict[str, bool]:
 
 
 def verify(config: VerifyConfig, log=print) -> dict:
-    import onnxruntime as ort
-
     if config.threads < 1:
         raise UserError(f"--threads must be at least 1, got {config.threads}")
     if config.limit is not None and config.limit < 1:
@@ -324,7 +324,13 @@ def verify(config: VerifyConfig, log=print) -> dict:
            config.profile_runs) < 1:
         raise UserError("--agreement-images, --speed-rounds, --throughput-runs, --latency-runs and --profile-runs "
                         "must be at least 1")
-    torch.set_num_threads(config.threads)
+    with torch_threads(config.threads):
+        return _verify(config, log)
+
+
+def _verify(config: VerifyConfig, log) -> dict:
+    import onnxruntime as ort
+
     onnx_dir = Path(config.onnx_dir)
     paths = {name: onnx_dir / f"{name}.onnx" for name in FILES}
     models = {name: load_onnx(path) for name, path in paths.items()}
@@ -420,6 +426,7 @@ def verify(config: VerifyConfig, log=print) -> dict:
     speedup = paired_speedup(batch_seconds["fp32"], batch_seconds["int8"])
     acc_drop = torch_acc - files["int8"]["test_acc"]
     result = {
+        "provenance": stamp(),  # the code that verified; the exported files carry their own
         "checkpoint": str(config.checkpoint),
         "method": method.name,
         "epoch": int(state.get("epoch", 0)),

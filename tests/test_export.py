@@ -111,6 +111,9 @@ def test_export_writes_three_valid_files(exported):
     dq_outputs = {n.output[0] for n in int4.graph.node if n.op_type == "DequantizeLinear"}
     consumers = [n for n in int4.graph.node if n.op_type in ("Conv", "Gemm")]
     assert len(consumers) == 8 and all(n.input[1] in dq_outputs for n in consumers)
+    # Each file names the code that exported it.
+    meta = json.loads(next(p.value for p in int4.metadata_props if p.key == "q4bench"))
+    assert meta["provenance"]["code"]["commit"] and meta["provenance"]["versions"]["torch"]
 
 
 def test_int4_codes_roundtrip_exactly(exported):
@@ -129,6 +132,7 @@ def test_verify_json(exported):
     _, _, report = exported
     files = report["files"]
     assert report["test_images"] == 100 and report["threads"] == 2
+    assert report["provenance"]["code"]["commit"] and report["provenance"]["written_at"]
     for name in ("fp32", "int4", "int8"):
         entry = files[name]
         for key in ("bytes", "top1_agreement", "max_abs_logit_diff", "test_acc", "latency_b1_ms", "throughput_b64"):

@@ -13,6 +13,10 @@ from pathlib import Path
 import pytest
 
 from suite import report as rep
+from suite.report import claims, sections
+from suite.report.claims import Verdict
+from suite.report.inputs import ReportSources, load_inputs
+from suite.report.sections import Kind
 from suite.cli import main
 from suite.results import validation_errors
 
@@ -122,43 +126,286 @@ def two_hosts(tmp_path):
     return tmp_path
 
 
+def fixture_compare(host_id: str, gaps: list[float], tmp: Path, name: str = "cmp") -> Path:
+    """A compare result of three seeds with each run's history beside it (the shape q4bench compare writes)."""
+    folder = tmp / "results" / name
+    runs, pairs = [], []
+    for seed, gap in enumerate(gaps):
+        for method, acc in (("fp32", 80.0), ("tathe4", 80.0 - gap)):
+            history = fixture_history(method, [acc - 10, acc - 4, acc], 15 if method == "tathe4" else None)
+            history["seed"] = seed
+            _write(folder / f"{method}-seed{seed}" / "history.json", history)
+            runs.append({"method": method, "seed": seed, "final_test_acc": acc, "best_test_acc": acc,
+                         "final_test_acc_tta": None, "wall_seconds": 540.0,
+                         "history": f"{method}-seed{seed}/history.json", "predictions": f"{method}-seed{seed}/p.npy"})
+        pairs.append({"seed": seed, "reference_acc": 80.0, "candidate_acc": 80.0 - gap, "gap": gap, "mcnemar_p": 0.5,
+                      "discordant": [40, 38]})
+    mean = sum(gaps) / len(gaps)
+    doc = {"schema": "q4bench-compare/1", "command": FIXTURE_COMMAND,
+           "provenance": {"code": {"commit": "c0ffee" * 6 + "abcd", "dirty": False, "source": "git"},
+                          "versions": {"suite": "0.2.0", "python": "3.11", "torch": "2.13.0", "onnxruntime": None},
+                          "written_at": "2026-11-27T10:00:00+00:00"},
+           "host": {"host_id": host_id, "cpu_model": "Fixture CPU A"}, "device": "cpu", "device_name": "Fixture CPU A",
+           "precision": "fp32", "data_source": "CIFAR-10 from /fixture",
+           "budget": {"recipe": "short", "epochs": 3, "train_images": 50000, "test_images": 10000, "batch_size": 128,
+                      "hours": None},
+           "reference": "fp32", "margin_points": 0.5, "runs": runs,
+           "comparisons": [{"candidate": "tathe4", "n_seeds": len(gaps), "pairs": pairs, "mean_gap": mean,
+                            "sd_gap": 0.3, "ci95": [mean - 0.7, mean + 0.7], "tost_p": 0.2, "verdict": "inconclusive",
+                            "seeds_needed": 8, "reason": "the 95% CI reaches beyond the 0.5-point margin"}]}
+    return _write(folder / "compare.json", doc)
+
+
+def full_budget_history(method: str, seed: int, best: float, final: float, epochs: int = 150) -> dict:
+    """A 150-epoch paper-recipe history on all of CIFAR-10 (as the lead's GPU runs will commit)."""
+    accs = [min(best, 60 + 0.3 * e) for e in range(1, epochs + 1)]
+    accs[109 if epochs > 109 else -1] = best
+    accs[-1] = final
+    h = fixture_history(method, accs, 15 if method == "tathe4" else None)
+    h.update(train_images=50_000, seed=seed, planned_epochs=150, device="cuda", device_name="Fixture GPU",
+             precision="fp32")
+    return h
+
+
+def _inputs(root: Path, results=("results",), runs=(), onnx=()):
+    return load_inputs(ReportSources.from_options([str(root / r) for r in results] or None,
+                                                  [str(root / r) for r in runs] or None,
+                                                  [str(root / r) for r in onnx] or None))
+
+
+def _sections(inputs) -> dict[str, rep.Section]:
+    return {s.anchor: s for s in rep.build_sections(inputs)}
+
+
 def _render(root: Path, *args: str) -> tuple[str, str]:
     out = root / "out"
     assert main(["report", *args, "--out", str(out)]) == 0
     return (out / "report.md").read_text(), (out / "report.html").read_text()
 
 
-def test_two_host_fixture_report_has_every_section_and_labels_fixtures(two_hosts):
+def _row(table: rep.Table, **match) -> dict[str, rep.Cell]:
+    for row in table.rows:
+        cells = dict(zip(table.columns, row))
+        if all(cells[k].text.startswith(v) for k, v in match.items()):
+            return cells
+    raise AssertionError(f"no row {match} in {table.name}")
+
+
+def test_two_host_report_answers_first_and_labels_fixtures(two_hosts):
     r = two_hosts
+    inputs = _inputs(r, ("results", "submitted"), ("runs",), ("onnx",))
+    secs = _sections(inputs)
+    assert list(secs)[0] == "answer"
+    answer = secs["answer"].tables()["answer"]
+    assert [row[0].text.split("\n")[0] for row in answer.rows] == ["fixture-host-a", "fixture-host-b"]
+    for host in ("fixture-host-a", "fixture-host-b"):
+        cells = _row(answer, host=host)
+        assert cells["host"].fixture
+        # No compare result: said so, with the command that produces one.
+        assert cells["accuracy: tathe4 vs fp32"].kind is Kind.UNAVAILABLE
+        assert "q4bench compare --method tathe4 --seeds 3 --epochs 3" in cells["accuracy: tathe4 vs fp32"].text
+        # The step-time cost from the bench result, with its device and precision.
+        cost = cells["step-time cost"]
+        assert cost.kind is Kind.MEASURED and "1.08x fp32's step time" in cost.text and "cpu, fp32" in cost.text
+    # Host a has no RAPL: said under "not measured".
+    assert "no RAPL" in _row(answer, host="fixture-host-a")["not measured, and why"].text
+
     md, page = _render(r, "--results", str(r / "results"), "--results", str(r / "submitted"),
                        "--runs", str(r / "runs"), "--onnx", str(r / "onnx"))
-    for title in ("Summary", "Accuracy per epoch", "Per profile", "ONNX", "Claim checks", "Cross-hardware"):
-        assert title in md and title in page
-    # Self-contained: figures embedded, nothing fetched.
+    # Self-contained: figures embedded, nothing fetched; the answer comes before every other section.
     assert page.count("data:image/png;base64,") == 3
     assert not re.search(r"""(src|href)=['"]?(https?:)?//""", page) and "<link" not in page
-    assert (r / "out" / "figures" / "accuracy_per_epoch.png").stat().st_size > 1000
-    # Both hosts, local and submitted, in the sortable cross-hardware table.
-    hardware = page.split("id='hardware'")[1]
-    assert "fixture-host-a" in hardware and "fixture-host-b" in hardware and 'class="sortable"' in hardware
-    assert "submitted" in hardware and "local" in hardware
-    # Never shown as a measurement.
-    assert "<td>measured</td>" not in page and "| measured |" not in md
-    assert "FIXTURE INPUT PRESENT" in md and "Fixture input present" in page
-    # Gap at equal budget, with the budget beside it; 1-epoch budgets cannot decide the accuracy claims.
-    assert "+1.50" in md  # 45.0 - 43.5 from the two runs
-    assert "2 epoch(s) x 16,384 train images" in md
-    claims = page.split("id='claims'")[1].split("</section>")[0]
-    assert claims.count("not measurable at this budget") >= 4
-    assert "confirmed" in claims  # 15 codes per layer; the file size ratio
-    # Measured and estimated energy in separate columns: host b's RAPL figure only in the measured one.
-    assert "energy measured (RAPL), J/epoch" in md and "energy estimated, J/epoch" in md
-    # Efficiency with its per-round spread (host a, single thread, fp32: 18.52 of 40 GFLOP/s).
-    assert "46.3% (18.5 of 40.0 GFLOP/s), rounds 42-51%" in md
-    # The ONNX per-layer table: features.3 at 30 ms in fp32 and 15 ms in int8.
-    assert "where int8's speedup comes from" in md and "| features.3 | 30.00 | 40.00 | 15.00 | 2.00x |" in md
-    # The conv kernel breakdown, read against the same profile's SGEMM (fixture: backward-weights at 0.6 of it).
-    assert "Where efficiency stops" in md and "(0.60 of SGEMM)" in md and "1.20 s / 6.40 s" in md
+    assert page.index("id='answer'") < page.index("id='claims'") < page.index("id='runs'")
+    assert (r / "out" / "figures" / "throughput.png").stat().st_size > 1000
+    assert "FIXTURE INPUT PRESENT" in md and "FIXTURE INPUT PRESENT" in page
+    # The report names the code that rendered it.
+    assert "q4bench-provenance" in page and "Rendered " in md.splitlines()[-1]
+
+
+def test_throughput_plot_has_one_bar_per_row_and_rows_tell_runs_apart(tmp_path):
+    """Three runs of one host (one on synthetic data) must never share a bar or a row label."""
+    for i, created in enumerate(("2026-01-01T00:00:00Z", "2026-01-01T01:00:00Z", "2026-01-01T02:00:00Z")):
+        result = fixture_result("fixture-host-a", "Fixture CPU A", created, 1.0 + i / 10, with_accuracy=i != 1)
+        if i == 1:
+            result["data"] = {"kind": "synthetic", "source": "synthetic CIFAR-10-format data", "note": "fell back"}
+        _write(tmp_path / "results" / f"{i}.json", result)
+    secs = _sections(_inputs(tmp_path))
+    profiles = secs["profiles"]
+    table, figure = profiles.tables()["profiles"], profiles.figures()["throughput"]
+    assert figure.data["bars"] == len(table.rows) == 3 * 2 * 2
+    runs = {c.text for c in table.column("run")}
+    assert len(runs) == 3 and any("synthetic data (not CIFAR-10)" in r for r in runs)
+    hardware = secs["hardware"].tables()["hardware"]
+    assert len({(c.text, d.text) for c, d in zip(hardware.column("run"), hardware.column("data"))}) == 3
+    assert hardware.sortable
+
+
+def test_cells_say_measured_derived_or_estimated_and_explain_once(two_hosts):
+    secs = _sections(_inputs(two_hosts, ("results", "submitted")))
+    hardware = secs["hardware"].tables()["hardware"]
+    a = _row(hardware, host="fixture-host-a", profile="single-thread", method="fp32")
+    b = _row(hardware, host="fixture-host-b", profile="single-thread", method="tathe4")
+    energy = "energy J/epoch (each cell: RAPL or estimated)"
+    assert a[energy].kind is Kind.ESTIMATED and "estimated" in a[energy].text
+    assert b[energy].kind is Kind.MEASURED and "RAPL" in b[energy].text
+    assert a["s/epoch (derived)"].kind is Kind.DERIVED
+    assert "/ train images/s" in hardware.footnotes[a["s/epoch (derived)"].note]
+    assert a["train images/s"].kind is Kind.MEASURED
+    # No row as a whole is called "measured": it holds derived and estimated cells too.
+    assert {c.text for c in hardware.column("source")} == {"FIXTURE (generated, not a measurement)"}
+    # The power model is a footnote given once, not a sentence in every row.
+    md = rep.render_markdown([secs["hardware"]], True, {"code": {"commit": "x", "dirty": None, "source": "t"},
+                                                       "versions": {"suite": "0", "python": "3"}, "written_at": "t"})
+    assert md.count("fixture power model") == 1
+    # Efficiency with its per-round spread (host a, single thread, fp32: 18.52 of 40 GFLOP/s), derived.
+    eff = _row(secs["profiles"].tables()["profiles"], host="fixture-host-a", profile="single-thread",
+               method="fp32")["efficiency of SGEMM (derived)"]
+    assert eff.kind is Kind.DERIVED and eff.text == "46.3% (18.5 of 40.0 GFLOP/s), rounds 42-51%"
+
+
+def test_conv_passes_above_sgemm_are_explained(two_hosts):
+    table = _sections(_inputs(two_hosts))["profiles"].tables()["conv_kernels"]
+    fwd = _row(table, profile="single-thread")["forward GFLOP/s"]
+    assert "(1.20 of SGEMM)" in fwd.text and fwd.kind is Kind.MEASURED
+    assert "not a hard ceiling" in table.footnotes[fwd.note]
+    assert _row(table, profile="colab-free-cpu")["convs alone / fp32 step"].text == "1.20 s / 3.20 s"  # 128 images at 40 images/s
+
+
+def test_compare_result_gives_the_verdict_line_and_accuracy_against_time(two_hosts):
+    fixture_compare("fixture-host-a", [0.4, -0.2, 0.7], two_hosts)
+    inputs = _inputs(two_hosts, ("results", "submitted"))
+    assert len(inputs.compares) == 1 and not inputs.runs  # compare histories belong to the compare result
+    answer = _sections(inputs)["answer"]
+    verdict = _row(answer.tables()["answer"], host="fixture-host-a")["accuracy: tathe4 vs fp32"]
+    assert verdict.kind is Kind.MEASURED
+    line = verdict.text.split("\n")[0]
+    assert line == ("FIXTURE: tathe4 vs fp32: gap +0.30 points [95% CI -0.40, +1.00], 3 seed(s), budget short recipe, "
+                    "3 epoch(s), 50,000 train images, 10,000 test images, cpu (Fixture CPU A), fp32 → **inconclusive**")
+    assert "why: the 95% CI reaches beyond" in verdict.text and "8 seeds would decide it" in verdict.text
+    # Host b has no compare result: the line says so.
+    assert "no compare result" in _row(answer.tables()["answer"], host="fixture-host-b")["accuracy: tathe4 vs fp32"].text
+    figure = answer.figures()["accuracy_vs_time"]
+    assert figure.data == {"panels": 1, "lines": 6}
+    runs = _sections(inputs)["runs"].tables()["runs"]
+    assert _row(runs, kind="compare result")["code"].text == "c0ffeec0ff"
+
+
+def test_negative_gap_is_worded_as_the_4bit_method_doing_better(tmp_path):
+    fixture_compare("fixture-host-a", [-0.5, -0.3, -0.4], tmp_path)
+    cell = _row(_sections(_inputs(tmp_path))["answer"].tables()["answer"], host="fixture-host-a")
+    assert "gap -0.40 points (tathe4 better)" in cell["accuracy: tathe4 vs fp32"].text
+    assert sections.gap_text(-1.5) == "-1.50 (4-bit 1.50 points better)"
+    assert sections.gap_text(2.0) == "+2.00 (4-bit 2.00 points worse)"
+
+
+def test_a_compare_result_lacking_fields_is_a_note_not_a_crash(tmp_path):
+    _write(tmp_path / "results" / "odd.json", {"schema": "q4bench-compare/1", "host": {"host_id": "fixture-host-z"},
+                                               "comparisons": [{"candidate": "tathe4"}], "runs": [{"history": "x.json"}]})
+    inputs = _inputs(tmp_path)
+    assert any("odd.json: no budget" in n for n in inputs.notes)
+    assert any("history x.json not found" in n for n in inputs.notes)
+    secs = _sections(inputs)
+    verdict = _row(secs["answer"].tables()["answer"], host="fixture-host-z")["accuracy: tathe4 vs fp32"]
+    assert "gap not recorded" in verdict.text and "no verdict recorded" in verdict.text
+    assert any(p.text.startswith("Note: odd.json") for p in secs["runs"].blocks if isinstance(p, rep.Paragraph))
+
+
+def test_users_result_without_accuracy_says_why_and_how_to_fix(tmp_path):
+    result = fixture_result("fixture-host-c", "Fixture CPU C", "2026-01-03T00:00:00Z", 1.0, with_accuracy=False)
+    result["data"] = {"kind": "synthetic", "source": "synthetic", "note": "fell back"}
+    result["accuracy"]["reason"] = "no real CIFAR-10: folder /x/cifar-10-batches-py not found"
+    _write(tmp_path / "results" / "c.json", result)
+    secs = _sections(_inputs(tmp_path))
+    why = _row(secs["answer"].tables()["answer"], host="fixture-host-c")["not measured, and why"].text
+    assert "no real CIFAR-10: folder /x/cifar-10-batches-py not found" in why
+    assert "q4bench bench --tier quick --data-dir" in why and "make_cifar10.py" in why
+    assert "no real CIFAR-10" in secs["accuracy"].text()
+    acc = _row(secs["hardware"].tables()["hardware"], method="tathe4")["accuracy"]
+    assert acc.kind is Kind.UNAVAILABLE and "no real CIFAR-10" in acc.text
+
+
+def test_missing_optional_figures_say_not_measured_and_why(tmp_path):
+    result = fixture_result("fixture-host-c", "Fixture CPU C", "2026-01-03T00:00:00Z", 1.0, with_accuracy=False)
+    broken = result["profiles"][0]
+    broken["status"] = "failed"
+    broken["sgemm_gflops"] = None
+    for m in broken["methods"].values():
+        m.update(status="failed", status_detail="fixture: child crashed", train_images_per_s=None,
+                 eval_images_per_s=None, achieved_gflops=None, efficiency=None, peak_rss_bytes=None,
+                 energy={"joules_per_epoch": None, "method": "unavailable", "model": "fixture: child crashed"})
+    assert validation_errors(result) == []
+    _write(tmp_path / "results" / "c.json", result)
+    secs = _sections(_inputs(tmp_path))
+    cell = _row(secs["profiles"].tables()["profiles"], profile="single-thread", method="fp32")["train images/s"]
+    assert cell.kind is Kind.UNAVAILABLE and cell.text == "not measured (failed: fixture: child crashed)"
+    for anchor in ("epochs", "onnx"):
+        assert "not measured" in secs[anchor].text()
+    md, page = _render(tmp_path, "--results", str(tmp_path / "results"))
+    assert 'class="k-notmeasured"' in page
+
+
+def test_full_budget_histories_decide_the_accuracy_claims(tmp_path):
+    root = tmp_path / "submitted" / "fixture-gpu"
+    for seed in (0, 1):
+        _write(root / f"paper-tathe4-seed{seed}" / "history.json", full_budget_history("tathe4", seed, 92.2, 89.3))
+        _write(root / f"paper-fp32-seed{seed}" / "history.json", full_budget_history("fp32", seed, 92.5, 90.0))
+    # A run stopped at epoch 149 never counts for the full-budget claims.
+    _write(tmp_path / "runs" / "short" / "history.json", full_budget_history("tathe4", 5, 99.0, 99.0, epochs=149))
+    inputs = _inputs(tmp_path, ("submitted",), ("submitted", "runs"))
+    assert len(inputs.full_budget_runs) == 4 and len(inputs.runs) == 5  # each history once
+    # Histories beside submitted results count without --runs as well.
+    assert len(_inputs(tmp_path, ("submitted",)).full_budget_runs) == 4
+    checks = {c.claim: c for c in claims.claim_checks(inputs)}
+    best = checks["4-bit best-epoch accuracy on CIFAR-10"]
+    assert best.verdict is Verdict.CONFIRMED and "92.20%" in best.measured and "final epoch 89.30%" in best.measured
+    assert "cuda (Fixture GPU), fp32" in best.measured and "paper-tathe4-seed0" in best.evidence
+    gap = checks["4-bit vs FP32 gap"]
+    assert gap.verdict is Verdict.CONFIRMED and "paired by seed, 2 pair(s)" in gap.measured
+    assert "final epoch +0.70 (4-bit 0.70 points worse)" in gap.measured
+    assert checks["the reported figure is the best epoch, not the last"].verdict is Verdict.CONFIRMED
+    figure = _sections(inputs)["claims"].figures()["paper_curves"]
+    assert figure.data == {"runs": 4}
+    # Contradicted when the full-budget best falls short.
+    _write(root / "paper-tathe4-seed0" / "history.json", full_budget_history("tathe4", 0, 90.0, 89.9))
+    _write(root / "paper-tathe4-seed1" / "history.json", full_budget_history("tathe4", 1, 90.2, 90.0))
+    checks = {c.claim: c for c in claims.claim_checks(_inputs(tmp_path, ("submitted",), ("submitted",)))}
+    assert checks["4-bit best-epoch accuracy on CIFAR-10"].verdict is Verdict.CONTRADICTED
+    assert checks["4-bit vs FP32 gap"].verdict is Verdict.CONTRADICTED
+    assert checks["the reported figure is the best epoch, not the last"].verdict is Verdict.CONTRADICTED
+
+
+def test_short_budgets_cannot_decide_accuracy_claims(two_hosts):
+    inputs = _inputs(two_hosts, ("results",), ("runs",), ("onnx",))
+    checks = {c.claim: c for c in claims.claim_checks(inputs)}
+    for claim in ("4-bit best-epoch accuracy on CIFAR-10", "FP32 accuracy of the same network", "4-bit vs FP32 gap",
+                  "the reported figure is the best epoch, not the last"):
+        assert checks[claim].verdict is Verdict.NOT_MEASURABLE, claim
+    assert "+1.50 (4-bit 1.50 points worse)" in checks["4-bit vs FP32 gap"].measured  # 45.0 - 43.5 from the runs
+    assert checks["distinct weight values per layer"].verdict is Verdict.CONFIRMED
+    assert checks["model compression FP32 -> int4"].verdict is Verdict.CONFIRMED
+    table = _sections(inputs)["claims"].tables()["claims"]
+    assert {c.verdict for c in table.column("verdict")} <= set(Verdict)
+
+
+def test_device_and_precision_are_shown_never_folded_into_cpu_fp32(tmp_path):
+    result = fixture_result("fixture-host-g", "Fixture CPU G", "2026-01-05T00:00:00Z", 1.0)
+    result["profiles"][1]["device"], result["profiles"][1]["precision"] = "cuda", "bf16"
+    # Built directly: the result schema takes per-profile device/precision with the bench change that adds them.
+    inputs = rep.Inputs(results=[rep.inputs.ResultFile(tmp_path / "g.json", result, fixture=True)])
+    secs = _sections(inputs)
+    cost = _row(secs["answer"].tables()["answer"], host="fixture-host-g")["step-time cost"].text
+    assert "colab-free-cpu (2 thread(s), cuda, bf16" in cost and "single-thread (1 thread(s), cpu, fp32" in cost
+    methods = secs["methods"].tables()["methods"]
+    assert _row(methods, profile="colab-free-cpu", method="tathe4")["device"].text == "cuda, bf16"
+    # A file from before the device dimension: cpu, fp32 with a footnote saying it was not recorded.
+    old = _row(methods, profile="single-thread", method="tathe4")["device"]
+    assert old.text == "cpu, fp32" and "not recorded" in methods.footnotes[old.note]
+
+
+def test_old_results_say_provenance_not_recorded(two_hosts):
+    runs = _sections(_inputs(two_hosts, ("results",)))["runs"].tables()["runs"]
+    code = _row(runs, kind="bench result")["code"]
+    assert code.text.startswith("not recorded") and "before q4bench recorded provenance" in runs.footnotes[code.note]
 
 
 def test_methods_section_gives_measured_ratios_and_estimated_bitops(tmp_path):
@@ -176,40 +423,18 @@ def test_methods_section_gives_measured_ratios_and_estimated_bitops(tmp_path):
     }
     assert validation_errors(result) == []
     _write(tmp_path / "results" / "d.json", result)
-    md, page = _render(tmp_path, "--results", str(tmp_path / "results"))
-    methods = md.split("<a id=\"methods\"></a>")[1].split("<a id=")[0]
-    assert "1.540" in methods and "0.0156" in methods and "simulated" in methods and "fixture cost model" in methods
-    # tathe4 has no cost entry in this file: said so, not invented.
-    assert "not in this result file" in methods
-    assert "id='methods'" in page
-
-
-def test_missing_optional_figures_render_not_measured(tmp_path):
-    result = fixture_result("fixture-host-c", "Fixture CPU C", "2026-01-03T00:00:00Z", 1.0, with_accuracy=False)
-    broken = result["profiles"][0]
-    broken["status"] = "failed"
-    broken["sgemm_gflops"] = None
-    for m in broken["methods"].values():
-        m.update(status="failed", status_detail="fixture: child crashed", train_images_per_s=None,
-                 eval_images_per_s=None, achieved_gflops=None, efficiency=None, peak_rss_bytes=None,
-                 energy={"joules_per_epoch": None, "method": "unavailable", "model": "fixture: child crashed"})
-    assert validation_errors(result) == []
-    _write(tmp_path / "results" / "c.json", result)
-    md, page = _render(tmp_path, "--results", str(tmp_path / "results"))
-    assert "not measured (failed: fixture: child crashed)" in md
-    summary = md.split("## Summary")[1].split("## ")[0]
-    assert "not measured" in summary and "fixture: accuracy not measured" in summary
-    epochs = md.split("## Accuracy per epoch")[1].split("## ")[0]
-    assert "not measured" in epochs
-    onnx = md.split("## ONNX")[1].split("## ")[0]
-    assert "not measured" in onnx
-    assert 'class="nm"' in page
+    table = _sections(_inputs(tmp_path))["methods"].tables()["methods"]
+    luq = _row(table, profile="single-thread", method="luq4")
+    assert luq["step time / fp32"].value == 1.54 and luq["step time / fp32"].kind is Kind.MEASURED
+    assert luq["bit operations / fp32"].kind is Kind.ESTIMATED and luq["bit operations / fp32"].value == 0.015625
+    assert "fixture cost model" in table.footnotes[luq["bit operations / fp32"].note]
+    assert _row(table, method="tathe4")["kernels on this hardware"].text == "not in this result file"
 
 
 def test_no_inputs_at_all_still_renders(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # none of the default folders exist here
     md, page = _render(tmp_path)
-    assert md.count("not measured") >= 5 and "No input files were found" in md
+    assert "no answer yet" in md and "No input files were found" in md
     assert "data:image/png" not in page
 
 
@@ -218,6 +443,9 @@ def test_bad_input_is_one_line_naming_the_file(tmp_path, capsys):
     assert main(["report", "--results", str(bad), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "bad.json" in err
+    other = _write(tmp_path / "x" / "other.json", {"hello": 1})
+    assert main(["report", "--results", str(other), "--out", str(tmp_path / "out")]) == 2
+    assert "other.json: neither a bench result" in capsys.readouterr().err
     history = _write(tmp_path / "runs" / "history.json", {"method": "fp32"})
     assert main(["report", "--runs", str(history.parent), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
@@ -225,37 +453,45 @@ def test_bad_input_is_one_line_naming_the_file(tmp_path, capsys):
     assert main(["report", "--results", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out")]) == 2
 
 
-def _entry(method: str, best: float, epochs: int = 150, train_images: int = 50_000) -> rep.AccuracyEntry:
-    budget = rep.Budget("CIFAR-10 from /x", True, train_images, epochs, 10_000, "paper")
-    return rep.AccuracyEntry(method, budget, best - 3, best, 110, "fixture", ("g", budget.key()), True)
-
-
-def test_claim_verdicts_at_the_paper_budget():
-    assert rep.check_best_accuracy([_entry("tathe4", 92.1)]).verdict == "confirmed"
-    assert rep.check_best_accuracy([_entry("tathe4", 90.0)]).verdict == "contradicted"
-    assert rep.check_best_accuracy([_entry("tathe4", 92.1, epochs=2)]).verdict == "not measurable at this budget"
-    assert rep.check_gap([_entry("fp32", 92.4), _entry("tathe4", 92.2)]).verdict == "confirmed"
-    assert rep.check_gap([_entry("fp32", 93.5), _entry("tathe4", 92.0)]).verdict == "contradicted"
-    assert rep.check_gap([_entry("fp32", 93.5, epochs=1), _entry("tathe4", 92.0, epochs=1)]).verdict == (
-        "not measurable at this budget")
-
-
 def test_training_hours_claim_is_derived_from_measured_throughput(two_hosts):
     result = json.loads((two_hosts / "results" / "a.json").read_text())
-    slow = rep.ResultFile(Path("a.json"), result, fixture=True)
-    [check] = rep.check_hours([slow])
+    slow = rep.inputs.ResultFile(Path("a.json"), result, fixture=True)
+    [check] = claims.check_hours([slow])
     # tathe4 at 2 threads: 37 train and 280 eval images/s -> 50000/37 + 10000/280 s per epoch, x 110.
     hours = 110 * (50_000 / 37.0 + 10_000 / 280.0) / 3600
-    assert f"{hours:.1f} h" in check.measured and check.verdict == "contradicted"
+    assert f"{hours:.1f} h" in check.measured and check.verdict is Verdict.CONTRADICTED
     assert check.evidence.startswith("FIXTURE")
     fast = copy.deepcopy(result)
     for p in fast["profiles"]:
         p["methods"]["tathe4"].update(train_images_per_s=700.0, eval_images_per_s=3000.0)
-    assert rep.check_hours([rep.ResultFile(Path("f.json"), fast, True)])[0].verdict == "confirmed"
+    assert claims.check_hours([rep.inputs.ResultFile(Path("f.json"), fast, True)])[0].verdict is Verdict.CONFIRMED
 
 
 def test_report_never_imports_torch(two_hosts):
+    fixture_compare("fixture-host-a", [0.1, 0.2, 0.3], two_hosts)
     code = ("import sys; from pathlib import Path; from suite.report import ReportSources, render_report; "
             f"render_report(ReportSources.from_options([{str(two_hosts / 'results')!r}], [{str(two_hosts / 'runs')!r}], "
             f"None), {str(two_hosts / 'out')!r}); assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
+
+
+def test_long_histories_are_sampled_in_the_epoch_table(tmp_path):
+    _write(tmp_path / "runs" / "t" / "history.json", full_budget_history("tathe4", 0, 92.2, 89.3))
+    table = _sections(_inputs(tmp_path, (), ("runs",)))["epochs"].tables()["epochs"]
+    epochs = [int(c.value) for c in table.column("epoch")]
+    assert epochs[0] == 1 and epochs[-1] == 150 and 110 in epochs and len(epochs) == 1 + 15 + 1
+    assert "every 10th" in table.footnotes[table.column("method")[0].note]
+
+
+def test_compare_section_lists_each_run_and_comparison(two_hosts):
+    fixture_compare("fixture-host-a", [0.4, -0.2, 0.7], two_hosts)
+    _write(two_hosts / "results" / "cmp" / "fp32-seed0" / "predictions.json", {"labels": [1, 2]})
+    inputs = _inputs(two_hosts)
+    assert any("1 other JSON file(s)" in n for n in inputs.notes)
+    compare = _sections(inputs)["compare"]
+    runs, comparisons = compare.tables()["compare_runs"], compare.tables()["comparisons"]
+    assert len(runs.rows) == 6 and {c.text for c in runs.column("seed")} == {"0", "1", "2"}
+    assert all(c.text == "9.0 min" for c in runs.column("wall time"))
+    [row] = [dict(zip(comparisons.columns, r)) for r in comparisons.rows]
+    assert row["mean gap"].kind is Kind.DERIVED and row["mean gap"].value == pytest.approx(0.3)
+    assert row["95% CI"].text == "-0.40 to +1.00" and row["verdict"].text == "inconclusive"

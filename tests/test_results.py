@@ -66,7 +66,7 @@ def mutate(path, value):
     "path, value, fragment",
     [
         (["surprise"], 1, "Additional properties"),
-        (["schema_version"], 2, "schema_version"),
+        (["schema_version"], 3, "schema_version"),
         (["profiles"], KeyError, "'profiles' is a required property"),
         (["profiles"], [], "profiles"),
         (["tier", "name"], "weekend", "tier/name"),
@@ -173,3 +173,18 @@ def test_load_results_reads_folders(tmp_path):
     for i in range(2):
         (tmp_path / f"{i}.json").write_text(json.dumps(mutate(["wall_seconds"], float(i))))
     assert [r["wall_seconds"] for r in results.load_results([tmp_path])] == [0.0, 1.0]
+
+
+def test_new_results_must_name_their_code_and_old_ones_stay_valid(tmp_path):
+    old = make_result()  # schema_version 1: written before provenance existed
+    assert results.validation_errors(old) == []
+    new = {**old, "schema_version": 2}
+    assert any("provenance" in r for r in results.validation_errors(new))
+    # write_result stamps what made the file, so a caller cannot forget it.
+    target = results.write_result(tmp_path / "r.json", make_result())
+    written = json.loads(target.read_text())
+    assert written["schema_version"] == 2
+    assert written["provenance"]["code"]["commit"]  # a hash, or "unknown" outside a checkout
+    assert written["provenance"]["versions"]["suite"] and written["provenance"]["written_at"]
+    broken = {**new, "provenance": {"code": {"commit": "abc"}, "versions": {}, "written_at": "x"}}
+    assert any("provenance/code" in r for r in results.validation_errors(broken))

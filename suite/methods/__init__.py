@@ -139,12 +139,31 @@ register(
 )
 
 
+# Methods outside this folder: $Q4BENCH_PLUGINS names modules (comma-separated) imported here, each calling
+# register(). Through the environment it reaches every child process, so q4bench compare and the parity gate
+# can train a method defined elsewhere (the tests use it for a deliberately broken one).
+PLUGINS_ENV = "Q4BENCH_PLUGINS"
+
+
+def _load_plugins() -> None:
+    import importlib
+    import os
+
+    for module in filter(None, (m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(","))):
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise UserError(f"${PLUGINS_ENV}: cannot import {module!r} ({exc})") from None
+
+
 def get_method(name: str) -> Method:
     try:
         return METHODS[name]
     except KeyError:
         raise UserError(f"unknown method {name!r}; known: {', '.join(METHODS)}") from None
 
+
+_load_plugins()
 
 __all__ = [
     "BITOPS_MODEL",

@@ -1,0 +1,607 @@
+"""`q4bench compare`: a reference (fp32) and one or more candidates trained for N paired seeds each at one
+budget, in parallel child processes, and judged with suite.stats. Writes DIR/compare.json
+(schema suite/compare_schema.json, "q4bench-compare/1").
+
+Layout of DIR: request.json (the command's identity: a rerun must match it), plan.json (the measured
+step times and the epochs they gave, so a rerun of an --hours command keeps its budget), .lock, and
+runs/<method>-seed<k>/ holding each run's history.json, predictions.npy, checkpoint.pt, train.log and
+wall.json. Resuming is cheap because every child is started with --resume: a run with a checkpoint
+continues after its last finished epoch, a finished run is skipped, a fresh folder starts fresh."""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import fcntl
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from .atomic import write_json_atomic
+from .errors import UserError
+
+SCHEMA = "q4bench-compare/1"
+DEFAULT_MARGIN = 0.5
+DEFAULT_OUT = "reports/compare"
+DEFAULT_RECIPE = "short"
+DEFAULT_GPU_CHILDREN = 2
+# Scoring an image is a forward pass only, about a third of a training step's forward + backward.
+EVAL_COST_PER_IMAGE = 1 / 3
+# Fields of request.json a rerun may change: statistics and scheduling only, never what a run trains.
+MAY_CHANGE = ("margin", "parallel")
+
+
+@dataclass(frozen=True)
+class CompareRequest:
+    methods: tuple[str, ...]  # the candidates
+    reference: str = "fp32"
+    seeds: int = 2
+    epochs: int | None = None
+    hours: float | None = None
+    recipe: str = DEFAULT_RECIPE
+    subset: int | None = None
+    synthetic: bool = False
+    data_dir: str | None = None
+    device: str = "cpu"
+    precision: str = "fp32"
+    parallel: int | None = None  # None: cores // threads on CPU, DEFAULT_GPU_CHILDREN on cuda
+    threads: int | None = None  # per child; None: 1 on CPU, cores // parallel on cuda
+    margin: float = DEFAULT_MARGIN
+    out: str = DEFAULT_OUT
+    dataset: str = "cifar10"
+    batch_size: int | None = None  # None: the recipe's
+
+
+@dataclass(frozen=True)
+class Run:
+    method: str
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.method}-seed{self.seed}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation: every bad option is one line naming the option and its value, before anything starts
+
+
+def _cores() -> int:
+    from .profiles import usable_cpus
+
+    return usable_cpus()
+
+
+def validate(req: CompareRequest) -> CompareRequest:
+    """The request with defaults resolved; UserError on the first bad option."""
+    from .methods import get_method
+    from .train import get_recipe
+
+    if not req.methods:
+        raise UserError("--method is required (a candidate to compare with the reference, e.g. --method tathe4)")
+    for name in (*req.methods, req.reference):
+        try:
+            get_method(name)
+        except UserError as exc:
+            raise UserError(f"--method/--reference: {exc}") from None
+    if req.reference in req.methods:
+        raise UserError(f"--method {req.reference}: it is the reference; name candidates only")
+    if len(set(req.methods)) != len(req.methods):
+        raise UserError(f"--method: a candidate is named twice ({' '.join(req.methods)})")
+    try:
+        get_recipe(req.recipe)
+    except UserError as exc:
+        raise UserError(f"--recipe: {exc}") from None
+    if req.seeds < 1:
+        raise UserError(f"--seeds must be at least 1, got {req.seeds}")
+    if (req.epochs is None) == (req.hours is None):
+        raise UserError("give the budget as exactly one of --epochs E or --hours H")
+    if req.epochs is not None and req.epochs < 1:
+        raise UserError(f"--epochs must be at least 1, got {req.epochs}")
+    if req.hours is not None and not (req.hours > 0 and math.isfinite(req.hours)):
+        raise UserError(f"--hours must be a positive number, got {req.hours}")
+    if req.subset is not None and req.subset < 2:
+        raise UserError(f"--subset must be at least 2, got {req.subset}")
+    if req.synthetic and req.data_dir:
+        raise UserError("--data-dir and --synthetic exclude each other")
+    if not (req.margin > 0 and math.isfinite(req.margin)):
+        raise UserError(f"--margin must be a positive number of accuracy points, got {req.margin}")
+    for option, value in (("--parallel", req.parallel), ("--threads", req.threads), ("--batch-size", req.batch_size)):
+        if value is not None and value < 1:
+            raise UserError(f"{option} must be at least 1, got {value}")
+    from .device import Placement
+
+    Placement(req.device, req.precision)  # one-line errors for a bad device, precision, or no visible GPU
+    cores = _cores()
+    if req.device == "cuda":
+        parallel = req.parallel or DEFAULT_GPU_CHILDREN
+        threads = req.threads or max(1, cores // parallel)
+    else:
+        # Measured on 2 cores: two 1-thread trainings side by side made 266 img/s together, one 2-thread
+        # process 244-254; so by default each child gets one thread and the cores are filled with children.
+        threads = req.threads or 1
+        parallel = req.parallel or max(1, cores // threads)
+    data_dir = None
+    if not req.synthetic:
+        data_dir = str(_data_folder(req))
+    return dataclasses.replace(req, parallel=parallel, threads=threads, data_dir=data_dir)
+
+
+def _data_folder(req: CompareRequest) -> Path:
+    from . import data as datamod
+
+    root = datamod.resolve_data_dir(req.data_dir)
+    spec = datamod.dataset_spec(req.dataset)
+    if datamod.find_folder(spec, root) is None:
+        raise UserError(
+            f"--data-dir {root}: no {spec.name} there (python -m suite train --data-dir {root} ... downloads it; "
+            f"or pass --synthetic)"
+        )
+    return root.resolve()
+
+
+# ---------------------------------------------------------------------------------------------
+# The folder: identity, lock, plan
+
+
+def identity(req: CompareRequest) -> dict:
+    return {
+        "reference": req.reference,
+        "methods": list(req.methods),
+        "seeds": req.seeds,
+        "epochs": req.epochs,
+        "hours": req.hours,
+        "recipe": req.recipe,
+        "subset": req.subset,
+        "batch_size": req.batch_size,
+        "dataset": req.dataset,
+        "data": "synthetic" if req.synthetic else req.data_dir,
+        "device": req.device,
+        "precision": req.precision,
+        "threads": req.threads,
+        "margin": req.margin,
+        "parallel": req.parallel,
+    }
+
+
+def check_identity(out: Path, req: CompareRequest) -> None:
+    """Refuse a command that would train something else into this folder; record it when new.
+    More seeds are allowed (they only add runs), as are another margin and another --parallel."""
+    path, mine = out / "request.json", identity(req)
+    if path.exists():
+        saved = json.loads(path.read_text())
+        for key, value in mine.items():
+            old = saved.get(key)
+            if key in MAY_CHANGE or old == value or (key == "seeds" and value > old):
+                continue
+            raise UserError(
+                f"{out} holds a compare with {key} = {old!r}; this command asks for {value!r} "
+                f"(rerun the original command to resume it, or choose another --out)"
+            )
+    write_json_atomic(path, mine)
+
+
+class Lock:
+    """An exclusive flock on DIR/.lock for the lifetime of one compare; the kernel drops it when the
+    process dies, however it dies, so a killed compare never leaves a stale lock."""
+
+    def __init__(self, out: Path):
+        self.path = out / ".lock"
+        self.fd: int | None = None
+
+    def __enter__(self) -> "Lock":
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise UserError(f"{self.path.parent} is busy: another q4bench compare (pid {holder}) is running on it") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def all_runs(req: CompareRequest) -> list[Run]:
+    # Seed-major, reference first: with two children the two halves of a pair run side by side.
+    return [Run(m, s) for s in range(req.seeds) for m in (req.reference, *req.methods)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Children
+
+
+def _die_with(parent: int) -> Callable[[], None]:
+    """A preexec_fn: the child gets SIGKILL when the compare (pid ``parent``) dies, even by SIGKILL, so a
+    killed compare leaves no orphan writing into DIR while its rerun resumes the same runs (Linux;
+    elsewhere a no-op)."""
+
+    def arm() -> None:
+        try:
+            libc = ctypes.CDLL("libc.so.6", use_errno=True)
+            libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except OSError:
+            return
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return arm
+
+
+def child_env(threads: int) -> dict:
+    env = dict(os.environ)
+    # Before torch loads in the child: OpenMP/MKL size their pools from these at import time.
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        env[var] = str(threads)
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
+def _data_args(req: CompareRequest) -> list[str]:
+    return ["--synthetic"] if req.synthetic else ["--data-dir", str(req.data_dir)]
+
+
+def _device_args(req: CompareRequest) -> list[str]:
+    return ["--device", req.device, "--precision", req.precision]
+
+
+def train_command(req: CompareRequest, run: Run, epochs: int, out: Path) -> list[str]:
+    cmd = [sys.executable, "-m", "suite", "train", "--method", run.method, "--recipe", req.recipe,
+           "--epochs", str(epochs), "--seed", str(run.seed), "--threads", str(req.threads),
+           "--dataset", req.dataset, *_data_args(req), *_device_args(req), "--out", str(out), "--resume"]
+    if req.subset is not None:
+        cmd += ["--subset", str(req.subset)]
+    if req.batch_size is not None:
+        cmd += ["--batch-size", str(req.batch_size)]
+    return cmd
+
+
+def _spawn(cmd: list[str], threads: int, log_path: Path) -> subprocess.Popen:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(cmd, env=child_env(threads), stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, preexec_fn=_die_with(os.getpid()))
+
+
+def _last_line(path: Path) -> str:
+    try:
+        lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return "no log"
+    return lines[-1].strip()[:300] if lines else "empty log"
+
+
+def run_finished(run_dir: Path, epochs: int) -> bool:
+    history = run_dir / "history.json"
+    if not history.is_file() or not (run_dir / "predictions.npy").is_file():
+        return False
+    try:
+        return len(json.loads(history.read_text())["epochs"]) >= epochs
+    except (ValueError, KeyError):
+        return False
+
+
+def epochs_done(run_dir: Path) -> int:
+    try:
+        return len(json.loads((run_dir / "history.json").read_text())["epochs"])
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# The plan: step times measured in children, the budget, the estimated time
+
+
+def measure_step_times(req: CompareRequest, out: Path, batch: int,
+                       log: Callable[[str], None]) -> tuple[dict[str, float], float]:
+    """Seconds per training image of each method, timed in children run P at a time like the runs, and the
+    longest child's start-up (its wall time beyond the timed steps: imports, data, model), paid once per run."""
+    methods = [req.reference, *req.methods]
+    tmp = out / "timing"
+    tmp.mkdir(parents=True, exist_ok=True)
+    result: dict[str, float] = {}
+    startup = 0.0
+    for start in range(0, len(methods), req.parallel):
+        wave = methods[start : start + req.parallel]
+        procs = {}
+        for m in wave:
+            cmd = [sys.executable, "-m", "suite.compare_child", str(tmp / f"{m}.json"), m, req.recipe, req.device,
+                   req.precision, str(req.data_dir) if req.data_dir else "-", str(req.threads), str(batch)]
+            if req.synthetic:
+                cmd.append("--synthetic")
+            procs[m] = (_spawn(cmd, req.threads, tmp / f"{m}.log"), time.monotonic())
+        for m, (proc, began) in procs.items():
+            if proc.wait() != 0:
+                raise UserError(f"timing {m} failed (exit {proc.returncode}): {_last_line(tmp / f'{m}.log')}")
+            timed = json.loads((tmp / f"{m}.json").read_text())
+            result[m] = timed["seconds_per_image"]
+            startup = max(startup, time.monotonic() - began - timed["steps"] * timed["seconds_per_step"])
+    log(f"compare: timed {', '.join(f'{m} {1 / s:.0f} img/s' for m, s in result.items())} per child "
+        f"({req.threads} thread(s), {min(req.parallel, len(methods))} side by side)")
+    return result, startup
+
+
+def makespan(durations: list[float], slots: int) -> float:
+    """Wall time of running jobs in this order on ``slots`` workers, each job to the first free one."""
+    free = [0.0] * max(1, slots)
+    for d in durations:
+        i = free.index(min(free))
+        free[i] += d
+    return max(free) if durations else 0.0
+
+
+def epoch_seconds(spi: float, train_images: int, test_images: int) -> float:
+    return spi * (train_images + EVAL_COST_PER_IMAGE * test_images)
+
+
+def make_plan(req: CompareRequest, out: Path, sizes: tuple[int, int, int], log: Callable[[str], None]) -> dict:
+    """plan.json: reused on a rerun (so --hours keeps the epochs it first gave), else measured now."""
+    path = out / "plan.json"
+    if path.exists():
+        plan = json.loads(path.read_text())
+        missing = [m for m in (req.reference, *req.methods) if m not in plan["seconds_per_image"]]
+        if not missing:
+            return plan
+    train_images, test_images, batch = sizes
+    spi, startup = measure_step_times(req, out, min(batch, train_images), log)
+    if req.hours is not None:
+        per_epoch = [epoch_seconds(spi[r.method], train_images, test_images) for r in all_runs(req)]
+        # Start-ups are not part of an epoch; the hours left after them buy the epochs.
+        hours_left = req.hours * 3600 - makespan([startup] * len(per_epoch), req.parallel)
+        one_epoch = makespan(per_epoch, req.parallel)
+        epochs = int(max(0.0, hours_left) // one_epoch)
+        if epochs < 1:
+            raise UserError(
+                f"--hours {req.hours:g} is too short: one epoch of all {len(per_epoch)} runs takes about "
+                f"{one_epoch / 3600:.2f} h here at the measured step times"
+            )
+    else:
+        epochs = req.epochs
+    plan = {"epochs": epochs, "seconds_per_image": spi, "startup_seconds": startup, "parallel": req.parallel,
+            "threads": req.threads, "hours": req.hours}
+    write_json_atomic(path, plan)
+    return plan
+
+
+def _fmt_seconds(s: float) -> str:
+    return f"{s:.0f} s" if s < 120 else (f"{s / 60:.1f} min" if s < 7200 else f"{s / 3600:.1f} h")
+
+
+def plan_lines(req: CompareRequest, plan: dict, sizes: tuple[int, int], batch: int, runs_dir: Path) -> list[str]:
+    train_images, test_images = sizes
+    epochs, spi = plan["epochs"], plan["seconds_per_image"]
+    runs = all_runs(req)
+    done = {r: epochs_done(runs_dir / r.name) for r in runs}
+    finished = [r for r in runs if run_finished(runs_dir / r.name, epochs)]
+    remaining = [plan["startup_seconds"] + epoch_seconds(spi[r.method], train_images, test_images)
+                 * (epochs - min(done[r], epochs)) for r in runs if r not in finished]
+    steps = math.ceil(train_images / batch)
+    if req.hours is not None:
+        budget = (f"--hours {req.hours:g} -> {epochs} epoch(s) per run: one epoch of all runs takes "
+                  f"{_fmt_seconds(makespan([epoch_seconds(spi[r.method], *sizes) for r in runs], req.parallel))} "
+                  f"at the step times measured in children before this plan")
+    else:
+        budget = f"{epochs} epoch(s) per run"
+    return [
+        "q4bench compare plan:",
+        f"  runs: {req.reference} (reference) and {', '.join(req.methods)}, seeds 0..{req.seeds - 1}: {len(runs)} runs "
+        f"({len(finished)} finished, {sum(1 for r in runs if r not in finished and done[r])} to resume, "
+        f"{sum(1 for r in runs if r not in finished and not done[r])} to start)",
+        f"  budget: {budget}, {req.recipe} recipe; {epochs} x {train_images:,} = {epochs * train_images:,} training "
+        f"images per run ({epochs * steps} steps of batch {batch}); scored on {test_images:,} test images",
+        f"  device: {req.device}, {req.precision}; {req.threads} thread(s) per child, {req.parallel} children in parallel",
+        f"  step time per child: " + ", ".join(f"{m} {1 / s:.0f} img/s" for m, s in spi.items()),
+        f"  estimated time: {_fmt_seconds(makespan(remaining, req.parallel))} for what is left "
+        f"(a child's start-up {plan['startup_seconds']:.0f} s per run; scoring counted as a third of a training "
+        f"step per image)",
+        f"  folder: {runs_dir.parent} (rerun the same command to resume)",
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Running
+
+
+def execute(req: CompareRequest, runs: list[Run], epochs: int, runs_dir: Path, log: Callable[[str], None]) -> None:
+    """Run every unfinished run, P children at a time; after a failure start nothing new, let the
+    others finish (their epochs are kept), then raise."""
+    queue = [r for r in runs if not run_finished(runs_dir / r.name, epochs)]
+    active: dict[Run, tuple[subprocess.Popen, float]] = {}
+    failures: list[str] = []
+    try:
+        while queue or active:
+            while queue and len(active) < req.parallel and not failures:
+                run = queue.pop(0)
+                run_dir = runs_dir / run.name
+                done = epochs_done(run_dir)
+                log(f"compare: {'resuming' if done else 'starting'} {run.name}"
+                    f"{f' after epoch {done}' if done else ''}")
+                active[run] = (_spawn(train_command(req, run, epochs, run_dir), req.threads, run_dir / "train.log"),
+                               time.monotonic())
+            if failures and not active:
+                break
+            time.sleep(0.2)
+            for run, (proc, started) in list(active.items()):
+                if proc.poll() is None:
+                    continue
+                del active[run]
+                run_dir = runs_dir / run.name
+                _add_wall(run_dir, time.monotonic() - started)
+                if proc.returncode != 0 or not run_finished(run_dir, epochs):
+                    failures.append(f"{run.name} exited {proc.returncode}: {_last_line(run_dir / 'train.log')} "
+                                    f"(log {run_dir / 'train.log'})")
+                    continue
+                history = json.loads((run_dir / "history.json").read_text())
+                log(f"compare: finished {run.name}: test {history['final_test_acc']:.2f}% after "
+                    f"{len(history['epochs'])} epoch(s)")
+    finally:
+        for proc, _ in active.values():  # interrupted: the children's finished epochs are on disk
+            proc.terminate()
+        for proc, _ in active.values():
+            proc.wait()
+    if failures:
+        raise UserError(f"run {failures[0]}" + (f"; {len(failures) - 1} more failed" if len(failures) > 1 else ""))
+
+
+def _add_wall(run_dir: Path, seconds: float) -> None:
+    # Cumulative across reruns: what the compare spent on this run in child processes that exited.
+    path = run_dir / "wall.json"
+    wall = json.loads(path.read_text()) if path.exists() else {"wall_seconds": 0.0, "attempts": 0}
+    write_json_atomic(path, {"wall_seconds": wall["wall_seconds"] + seconds, "attempts": wall["attempts"] + 1})
+
+
+# ---------------------------------------------------------------------------------------------
+# The result
+
+
+def _sizes(req: CompareRequest) -> tuple[int, int, int]:
+    """(train images, test images, batch size) the runs will see."""
+    from . import data as datamod
+    from .train import get_recipe
+
+    train, test, _ = datamod.load_data(req.dataset, req.data_dir, req.synthetic, req.subset, 0)
+    return len(train), len(test), req.batch_size or get_recipe(req.recipe).batch_size
+
+
+def _labels_loader(req: CompareRequest):
+    """seed -> test labels (numpy). Synthetic data is generated from the seed, real data is one set."""
+    from . import data as datamod
+
+    cache: dict[int, object] = {}
+
+    def labels(seed: int):
+        key = seed if req.synthetic else 0
+        if key not in cache:
+            _, test, _ = datamod.load_data(req.dataset, req.data_dir, req.synthetic, req.subset, seed)
+            cache[key] = test.labels.numpy()
+        return cache[key]
+
+    return labels
+
+
+def _device_name(req: CompareRequest, history: dict) -> str:
+    # What the children ran on, as they recorded it; the parent never touches the GPU itself.
+    if history.get("device_name"):
+        return history["device_name"]
+    from .device import Placement
+
+    return Placement(req.device, req.precision).device_name()
+
+
+def build_result(req: CompareRequest, epochs: int, out: Path) -> dict:
+    """The compare.json document from the finished runs in OUT/runs (every statistic from suite.stats)."""
+    import numpy as np
+
+    from . import stats
+    from .measure import host_fingerprint
+    from .provenance import stamp
+
+    runs_dir, labels_of = out / "runs", _labels_loader(req)
+    runs, histories, predictions = [], {}, {}
+    for run in all_runs(req):
+        run_dir = runs_dir / run.name
+        history = json.loads((run_dir / "history.json").read_text())
+        preds = np.load(run_dir / "predictions.npy", allow_pickle=False)
+        labels = labels_of(run.seed)
+        if preds.shape != labels.shape:
+            raise UserError(f"{run_dir / 'predictions.npy'}: {preds.size} predictions for {labels.size} test images")
+        # The predictions must give the accuracy the history reports, or they are not this run's.
+        acc = 100.0 * float(np.mean(preds == labels))
+        if abs(acc - history["final_test_acc"]) > 1e-6:
+            raise UserError(f"{run_dir / 'predictions.npy'} scores {acc:.4f}%, its history.json says "
+                            f"{history['final_test_acc']:.4f}%: they are not from the same epoch or test set")
+        histories[run], predictions[run] = history, preds
+        wall = run_dir / "wall.json"
+        runs.append({
+            "method": run.method,
+            "seed": run.seed,
+            "final_test_acc": history["final_test_acc"],
+            "best_test_acc": history["best_test_acc"],
+            "final_test_acc_tta": history["epochs"][-1].get("test_acc_tta"),
+            "wall_seconds": json.loads(wall.read_text())["wall_seconds"] if wall.exists() else None,
+            "history": os.path.relpath(run_dir / "history.json", out),
+            "predictions": os.path.relpath(run_dir / "predictions.npy", out),
+        })
+    comparisons = []
+    for cand in req.methods:
+        pairs = []
+        for seed in range(req.seeds):
+            r, c = Run(req.reference, seed), Run(cand, seed)
+            pairs.append(stats.make_pair(seed, histories[r]["final_test_acc"], histories[c]["final_test_acc"],
+                                         labels_of(seed), predictions[r], predictions[c]))
+        comparisons.append(stats.compare(cand, pairs, req.margin).to_json())
+    first = histories[Run(req.reference, 0)]
+    train_images, test_images, batch = first["train_images"], first["test_images"], first["batch_size"]
+    return {
+        "schema": SCHEMA,
+        "provenance": stamp(command="q4bench compare"),
+        "host": host_fingerprint(),
+        "device": req.device,
+        "device_name": _device_name(req, first),
+        "precision": req.precision,
+        "budget": {"recipe": req.recipe, "epochs": epochs, "train_images": train_images,
+                   "test_images": test_images, "batch_size": batch, "hours": req.hours},
+        "data_source": first["data_source"],
+        "reference": req.reference,
+        "margin_points": req.margin,
+        "runs": runs,
+        "comparisons": comparisons,
+    }
+
+
+def schema() -> dict:
+    return json.loads((Path(__file__).parent / "compare_schema.json").read_text())
+
+
+def validate_result(doc: dict) -> None:
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(schema())
+    error = next(iter(sorted(validator.iter_errors(doc), key=lambda e: list(e.path))), None)
+    if error is not None:
+        where = "/".join(str(p) for p in error.path) or "(top level)"
+        raise ValueError(f"compare result does not fit compare_schema.json at {where}: {error.message}")
+
+
+def summary_line(doc: dict, comparison: dict) -> str:
+    b, n = doc["budget"], comparison["n_seeds"]
+    ci = comparison["ci95"]
+    ci_text = f"[95% CI {ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else "[no 95% CI from 1 seed]"
+    return (f"{comparison['candidate']} vs {doc['reference']}: gap {comparison['mean_gap']:+.2f} points {ci_text}, "
+            f"{n} seed{'s' if n != 1 else ''}, budget {b['recipe']} recipe {b['epochs']} epoch(s) x "
+            f"{b['train_images']:,} images -> {comparison['verdict']}")
+
+
+def run_compare(req: CompareRequest, log: Callable[[str], None] = print) -> dict:
+    req = validate(req)
+    out = Path(req.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with Lock(out):
+        check_identity(out, req)
+        train_images, test_images, batch = _sizes(req)
+        plan = make_plan(req, out, (train_images, test_images, batch), log)
+        for line in plan_lines(req, plan, (train_images, test_images), batch, out / "runs"):
+            log(line)
+        execute(req, all_runs(req), plan["epochs"], out / "runs", log)
+        doc = build_result(req, plan["epochs"], out)
+        validate_result(doc)
+        write_json_atomic(out / "compare.json", doc)
+    for comparison in doc["comparisons"]:
+        log(summary_line(doc, comparison))
+        log(f"  {comparison['reason']}")
+    log(f"compare: wrote {out / 'compare.json'}")
+    return doc

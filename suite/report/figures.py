@@ -1,0 +1,104 @@
+"""The report's plots (matplotlib, Agg, PNG bytes). Each takes plain data and returns PNG bytes; each has a
+title, labelled axes and one colour per method, the same colour for a method in every plot."""
+
+from __future__ import annotations
+
+import io
+import textwrap
+
+from ..spec import BASELINE
+
+_PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
+_FIXED = {BASELINE: "#7f7f7f", "tathe4": "#d62728"}  # the two every reader looks for: grey reference, red 4-bit
+
+
+def method_colours(methods) -> dict[str, str]:
+    """One colour per method, stable across plots: fp32 grey, tathe4 red, the rest in sorted order."""
+    others = [m for m in sorted(set(methods)) if m not in _FIXED]
+    colours = {m: c for m, c in _FIXED.items()}
+    free = [c for c in _PALETTE if c not in _FIXED.values()]
+    for i, m in enumerate(others):
+        colours[m] = free[i % len(free)]
+    return colours
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight", metadata={"Software": None})
+    _pyplot().close(fig)
+    return buf.getvalue()
+
+
+def throughput_bars(bars: list[dict], title: str) -> bytes:
+    """One horizontal bar per table row (label, method, train, eval): rows never share a bar."""
+    plt = _pyplot()
+    colours = method_colours(b["method"] for b in bars)
+    labels = [f"{b['label']}  {b['method']}" for b in bars]
+    y = list(range(len(bars)))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 0.32 * len(bars) + 1.6), sharey=True)
+    for ax, key, xlabel in ((axes[0], "train", "training images/s (measured)"),
+                            (axes[1], "eval", "eval images/s (measured)")):
+        values = [b[key] or 0 for b in bars]
+        ax.barh(y, values, color=[colours[b["method"]] for b in bars])
+        for yi, v in zip(y, values):
+            if v:
+                ax.text(v, yi, f" {v:.0f}" if v >= 10 else f" {v:.1f}", va="center", fontsize=7)
+        ax.set_xlabel(xlabel)
+        ax.grid(axis="x", alpha=0.3)
+        ax.set_xlim(0, max(values + [1]) * 1.15)
+    axes[0].set_yticks(y, labels, fontsize=7)
+    axes[0].invert_yaxis()  # shared: the first row on top in both panels
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in colours.values()]
+    fig.legend(handles, list(colours), loc="upper right", fontsize=8, ncol=len(colours))
+    fig.suptitle(title, fontsize=11)
+    return _png(fig)
+
+
+def curves(panels: list[dict], title: str, xlabel: str, ylabel: str, reference: dict | None = None,
+           reference_label: str = "") -> bytes:
+    """Line panels: each {"title", "lines": [{"method", "label", "x", "y", "dashed"}]}; a method keeps its
+    colour in every panel; ``reference`` (x -> y) is drawn as black points in every panel."""
+    plt = _pyplot()
+    colours = method_colours(line["method"] for p in panels for line in p["lines"])
+    fig, axes = plt.subplots(1, len(panels), figsize=(min(5.4 * len(panels), 16), 3.8), squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        for line in panel["lines"]:
+            ax.plot(line["x"], line["y"], "--" if line.get("dashed") else "-", color=colours[line["method"]],
+                    marker="o" if len(line["x"]) <= 20 else None, markersize=3, lw=1.3, label=line["label"])
+        if reference:
+            ax.plot(list(reference), list(reference.values()), "k*", markersize=7, label=reference_label)
+        ax.set_title("\n".join(textwrap.wrap(panel["title"], 55)), fontsize=9)  # never wider than the axes
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def codes_per_layer(panels: list[dict], title: str, paper_codes: int) -> bytes:
+    """Distinct integer codes per layer and epoch; panels {"title", "layers": {layer: (epochs, counts)}}."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.6), squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        for layer, (xs, ys) in panel["layers"].items():
+            ax.plot(xs, ys, marker=".", label=layer)
+        ax.axhline(paper_codes, color="grey", lw=0.8, ls=":")
+        ax.set_ylim(0, paper_codes + 2)
+        ax.set_title("\n".join(textwrap.wrap(panel["title"], 55)), fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("distinct codes (measured)")
+        ax.legend(fontsize=6, ncol=2, loc="lower right")
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return _png(fig)

@@ -1,0 +1,407 @@
+"""Everything the report reads, and nothing else: bench result files, compare results, training histories
+(history.json) and ONNX checks (verify.json). Never imports torch.
+
+Files are told apart by content, not by folder: a JSON with "schema" starting with "q4bench-compare/" is
+a compare result, one with "schema_version" a bench result (validated strictly against its schema),
+history.json and verify.json by name. Bench results and histories that fail their checks stop the report
+with a one-line error naming the file; a compare result is read defensively (it may predate fields this
+report knows): what it lacks becomes a one-line note, never a crash."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+from ..errors import UserError
+from ..spec import (CIFAR10_TEST_IMAGES, CIFAR10_TRAIN_IMAGES, COMPARE_SCHEMA_PREFIX, FIXTURE_MARK, HISTORY_FILE,
+                    PAPER_EPOCHS, PAPER_RECIPE, VERIFY_FILE)
+
+DEFAULT_RESULTS = ("reports/results", "reports/submitted")
+# reports/submitted holds committed full-budget histories too (reports/submitted/<host>/paper-<method>-seed<k>/).
+DEFAULT_RUNS = ("reports/parity/runs", "runs/bench", "reports/submitted")
+DEFAULT_ONNX = ("reports/parity/onnx",)
+
+
+@dataclass(frozen=True)
+class ReportSources:
+    results: tuple[Path, ...] = ()
+    runs: tuple[Path, ...] = ()
+    onnx: tuple[Path, ...] = ()
+
+    @classmethod
+    def from_options(cls, results: list[str] | None, runs: list[str] | None, onnx: list[str] | None) -> "ReportSources":
+        """Named paths must exist; with nothing named at all, the defaults that exist are read."""
+        if not (results or runs or onnx):
+            existing = lambda paths: tuple(Path(p) for p in paths if Path(p).exists())  # noqa: E731
+            return cls(existing(DEFAULT_RESULTS), existing(DEFAULT_RUNS), existing(DEFAULT_ONNX))
+        for option, paths in (("--results", results), ("--runs", runs), ("--onnx", onnx)):
+            for p in paths or []:
+                if not Path(p).exists():
+                    raise UserError(f"{option} {p}: no such file or folder")
+        return cls(*(tuple(Path(p) for p in paths or []) for paths in (results, runs, onnx)))
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What an accuracy figure cost: printed beside every accuracy."""
+
+    data: str
+    real_cifar10: bool
+    train_images: int
+    epochs: int
+    test_images: int
+    recipe: str
+    planned_epochs: int | None = None
+
+    def describe(self) -> str:
+        data = "CIFAR-10" if self.real_cifar10 else f"NOT CIFAR-10 ({self.data})"
+        planned = f" of {self.planned_epochs} planned" if self.planned_epochs and self.planned_epochs != self.epochs else ""
+        return (f"{self.epochs} epoch(s){planned} x {self.train_images:,} train images, {self.recipe} recipe, "
+                f"{self.test_images:,} test images, {data}")
+
+    @property
+    def full_paper_budget(self) -> bool:
+        """The budget the paper's accuracy claims are about: the paper recipe with all 150 epochs done,
+        on all of real CIFAR-10. Anything less cannot decide them."""
+        return (self.real_cifar10 and self.recipe == PAPER_RECIPE and self.epochs >= PAPER_EPOCHS
+                and self.train_images >= CIFAR10_TRAIN_IMAGES and self.test_images >= CIFAR10_TEST_IMAGES)
+
+    def key(self) -> tuple:
+        return (self.data, self.train_images, self.epochs, self.test_images, self.recipe)
+
+
+def is_real_cifar10(dataset: str | None, source: str) -> bool:
+    return dataset in (None, "cifar10") and not str(source).lower().startswith("synthetic")
+
+
+def is_fixture(doc: dict) -> bool:
+    return str(doc.get("command", "")).startswith(FIXTURE_MARK)
+
+
+def provenance_of(doc: dict) -> dict | None:
+    p = doc.get("provenance")
+    return p if isinstance(p, dict) else None
+
+
+@dataclass
+class ResultFile:
+    """One `q4bench bench` result (strictly valid against suite/result_schema.json)."""
+
+    path: Path
+    data: dict
+    fixture: bool
+
+    @property
+    def host_id(self) -> str:
+        return self.data["host"]["host_id"]
+
+    @property
+    def created(self) -> str:
+        return self.data["created_utc"]
+
+    @property
+    def real_data(self) -> bool:
+        return self.data["data"]["kind"] == "cifar10"
+
+    @property
+    def provenance(self) -> dict | None:
+        return provenance_of(self.data)
+
+
+@dataclass
+class RunHistory:
+    """history.json of one `q4bench train` run (also each run of a compare result)."""
+
+    path: Path
+    history: dict
+    fixture: bool
+
+    @property
+    def method(self) -> str:
+        return self.history["method"]
+
+    @property
+    def epochs(self) -> list[dict]:
+        return self.history["epochs"]
+
+    @property
+    def budget(self) -> Budget:
+        h = self.history
+        return Budget(h["data_source"], is_real_cifar10(h.get("dataset"), h["data_source"]), h["train_images"],
+                      len(h["epochs"]), h["test_images"], h["recipe"], h.get("planned_epochs"))
+
+    @property
+    def full_paper_budget(self) -> bool:
+        planned = self.history.get("planned_epochs")
+        return self.budget.full_paper_budget and (planned is None or len(self.epochs) >= planned)
+
+    @property
+    def device(self) -> str:
+        return self.history.get("device") or "cpu"
+
+    @property
+    def precision(self) -> str:
+        return self.history.get("precision") or "fp32"
+
+    @property
+    def provenance(self) -> dict | None:
+        return provenance_of(self.history)
+
+    def wall_seconds(self) -> list[float] | None:
+        """Cumulative seconds at the end of each epoch, when every epoch recorded its time."""
+        if not all(isinstance(e.get("seconds"), (int, float)) for e in self.epochs):
+            return None
+        total, out = 0.0, []
+        for e in self.epochs:
+            total += e["seconds"]
+            out.append(total)
+        return out
+
+
+@dataclass
+class VerifyFile:
+    path: Path
+    data: dict
+    fixture: bool
+
+
+@dataclass
+class CompareRun:
+    method: str
+    seed: int | None
+    final_acc: float | None
+    best_acc: float | None
+    final_acc_tta: float | None
+    wall_seconds: float | None
+    history: RunHistory | None
+
+
+@dataclass
+class Comparison:
+    candidate: str
+    n_seeds: int | None
+    mean_gap: float | None
+    ci95: tuple[float, float] | None
+    verdict: str | None
+    reason: str
+    seeds_needed: int | None
+    tost_p: float | None
+
+
+@dataclass
+class CompareResult:
+    """A `q4bench compare` result, read field by field: anything missing is None plus a note."""
+
+    path: Path
+    data: dict
+    fixture: bool
+    host_id: str | None
+    cpu_model: str | None
+    device: str
+    device_name: str | None
+    precision: str
+    budget: dict
+    data_source: str | None
+    reference: str
+    margin_points: float | None
+    runs: list[CompareRun]
+    comparisons: list[Comparison]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def provenance(self) -> dict | None:
+        return provenance_of(self.data)
+
+    def describe_budget(self) -> str:
+        b = self.budget
+        parts = [f"{b.get('recipe', '?')} recipe", f"{b.get('epochs', '?')} epoch(s)"]
+        if b.get("train_images"):
+            parts.append(f"{b['train_images']:,} train images")
+        if b.get("test_images"):
+            parts.append(f"{b['test_images']:,} test images")
+        if b.get("hours"):
+            parts.append(f"{b['hours']:g} h")
+        return ", ".join(parts)
+
+
+@dataclass
+class Inputs:
+    results: list[ResultFile] = field(default_factory=list)
+    compares: list[CompareResult] = field(default_factory=list)
+    runs: list[RunHistory] = field(default_factory=list)
+    verifies: list[VerifyFile] = field(default_factory=list)
+    sources: ReportSources = ReportSources()
+    notes: list[str] = field(default_factory=list)  # files read only in part, or skipped, and why
+
+    @property
+    def has_fixture(self) -> bool:
+        return any(x.fixture for x in [*self.results, *self.compares, *self.runs, *self.verifies])
+
+    @property
+    def full_budget_runs(self) -> list[RunHistory]:
+        return [r for r in self.runs if r.full_paper_budget]
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _files(paths: Iterable[Path], pattern: str) -> list[Path]:
+    out: list[Path] = []
+    for p in paths:
+        out.extend(sorted(p.rglob(pattern)) if p.is_dir() else [p])
+    return out
+
+
+def read_json(path: Path, what: str) -> dict:
+    try:
+        doc = json.loads(path.read_text())
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read {what} ({exc.strerror})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: {what} is not valid JSON: {getattr(exc, 'msg', exc)}") from None
+    if not isinstance(doc, dict):
+        raise UserError(f"{path}: {what} is not a JSON object")
+    return doc
+
+
+def _require(doc: dict, path: Path, what: str, keys: Iterable[str]) -> None:
+    for key in keys:
+        if key not in doc:
+            raise UserError(f"{path}: {what} has no field '{key}'")
+
+
+def read_history(path: Path) -> RunHistory | None:
+    """A history.json, checked for the fields the report uses; None for a run before its first epoch."""
+    doc = read_json(path, HISTORY_FILE)
+    _require(doc, path, HISTORY_FILE, ("method", "recipe", "data_source", "train_images", "test_images", "epochs"))
+    if not isinstance(doc["epochs"], list) or not doc["epochs"]:
+        return None
+    for i, e in enumerate(doc["epochs"]):
+        if not isinstance(e, dict):
+            raise UserError(f"{path}: {HISTORY_FILE} epochs[{i}] is not an object")
+        _require(e, path, f"{HISTORY_FILE} epochs[{i}]", ("epoch", "test_acc"))
+    return RunHistory(path, doc, is_fixture(doc))
+
+
+def _number(value) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def read_compare(path: Path, doc: dict) -> CompareResult:
+    """Defensive: every field optional; each absence a note (one line) instead of an error."""
+    notes: list[str] = []
+
+    def get(d: dict, key: str, kind, default):
+        if key not in d or d[key] is None:
+            notes.append(f"{path.name}: no {key}")
+            return default
+        if not isinstance(d[key], kind):
+            notes.append(f"{path.name}: {key} is {type(d[key]).__name__}, expected {kind.__name__}; ignored")
+            return default
+        return d[key]
+
+    host = get(doc, "host", dict, {}) or {}
+    runs = []
+    for i, r in enumerate(get(doc, "runs", list, []) or []):
+        if not isinstance(r, dict):
+            notes.append(f"{path.name}: runs[{i}] is not an object; skipped")
+            continue
+        history = None
+        rel = r.get("history")
+        if isinstance(rel, str):
+            hpath = path.parent / rel
+            try:
+                history = read_history(hpath) if hpath.exists() else None
+            except UserError as exc:
+                notes.append(f"runs[{i}] history: {exc}")
+            if history is None and not hpath.exists():
+                notes.append(f"{path.name}: runs[{i}] history {rel} not found next to the file")
+        runs.append(CompareRun(str(r.get("method", "?")), r.get("seed"), _number(r.get("final_test_acc")),
+                               _number(r.get("best_test_acc")), _number(r.get("final_test_acc_tta")),
+                               _number(r.get("wall_seconds")), history))
+    comparisons = []
+    for i, c in enumerate(get(doc, "comparisons", list, []) or []):
+        if not isinstance(c, dict):
+            notes.append(f"{path.name}: comparisons[{i}] is not an object; skipped")
+            continue
+        ci = c.get("ci95")
+        ci = (float(ci[0]), float(ci[1])) if isinstance(ci, list) and len(ci) == 2 and all(
+            _number(x) is not None for x in ci) else None
+        verdict = c.get("verdict") if isinstance(c.get("verdict"), str) else None
+        if verdict is None:
+            notes.append(f"{path.name}: comparisons[{i}] has no verdict")
+        comparisons.append(Comparison(str(c.get("candidate", "?")), c.get("n_seeds"), _number(c.get("mean_gap")), ci,
+                                      verdict, str(c.get("reason") or ""), c.get("seeds_needed"),
+                                      _number(c.get("tost_p"))))
+    return CompareResult(
+        path=path, data=doc, fixture=is_fixture(doc), host_id=host.get("host_id"), cpu_model=host.get("cpu_model"),
+        device=str(doc.get("device") or "cpu"), device_name=doc.get("device_name"),
+        precision=str(doc.get("precision") or "fp32"), budget=get(doc, "budget", dict, {}) or {},
+        data_source=doc.get("data_source"), reference=str(doc.get("reference") or "fp32"),
+        margin_points=_number(doc.get("margin_points")), runs=runs, comparisons=comparisons, notes=notes)
+
+
+def load_inputs(sources: ReportSources) -> Inputs:
+    from ..results import validate_result  # strict schema validation; jsonschema only, no torch
+
+    inputs = Inputs(sources=sources)
+    seen_histories: set[Path] = set()
+    skipped: list[Path] = []  # other JSON beside results (a compare run's predictions, parity.json): not ours
+    beside_results: list[Path] = []
+    for path in _files(sources.results, "*.json"):
+        named = path in sources.results  # a file named on the command line must be something we read
+        if path.name == HISTORY_FILE:
+            beside_results.append(path)  # e.g. reports/submitted/<host>/paper-<method>-seed<k>/: read as runs below
+            continue
+        if path.name == VERIFY_FILE:
+            continue  # read with --onnx below; a results folder may hold a parity run's checks
+        doc = read_json(path, "result file")
+        if str(doc.get("schema", "")).startswith(COMPARE_SCHEMA_PREFIX):
+            compare = read_compare(path, doc)
+            inputs.compares.append(compare)
+            inputs.notes.extend(compare.notes)
+            seen_histories.update(r.history.path.resolve() for r in compare.runs if r.history)
+        elif "schema_version" in doc:
+            validate_result(doc, str(path))
+            inputs.results.append(ResultFile(path, doc, is_fixture(doc)))
+        elif named:
+            raise UserError(f"{path}: neither a bench result (no schema_version) nor a compare result "
+                            f"(no schema {COMPARE_SCHEMA_PREFIX}...)")
+        else:
+            skipped.append(path)
+    if skipped:
+        inputs.notes.append(f"{len(skipped)} other JSON file(s) beside the results are neither bench nor compare "
+                            f"results and were skipped, e.g. {relative(skipped[0])}")
+    for path in [*beside_results, *_files(sources.runs, HISTORY_FILE)]:
+        if path.resolve() in seen_histories:
+            continue  # a compare run: shown with its compare result
+        run = read_history(path)
+        if run is not None:
+            seen_histories.add(path.resolve())
+            inputs.runs.append(run)
+    for path in _files(sources.onnx, VERIFY_FILE):
+        doc = read_json(path, VERIFY_FILE)
+        _require(doc, path, VERIFY_FILE, ("files", "method", "test_images"))
+        inputs.verifies.append(VerifyFile(path, doc, is_fixture(doc)))
+    return inputs
+
+
+def describe_code(provenance: dict | None) -> str:
+    """'abc1234567 (dirty)' or 'not recorded' for files written before provenance existed."""
+    if not provenance:
+        return "not recorded (written before provenance)"
+    code = provenance.get("code") or {}
+    commit = str(code.get("commit") or "unknown")
+    short = commit[:10] if commit != "unknown" else commit
+    flag = {True: " (dirty tree)", False: "", None: ""}.get(code.get("dirty"), "")
+    return f"{short}{flag}"
+
+
+def relative(path: Path) -> str:
+    try:
+        return os.path.relpath(path)
+    except ValueError:
+        return str(path)

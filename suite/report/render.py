@@ -1,0 +1,209 @@
+"""Sections (data) -> OUT/report.md with OUT/figures/*.png, and one self-contained OUT/report.html (figures
+embedded as PNG, a few lines of inline script for sorting, nothing loaded from the network). Both end with
+the report's own provenance: the code and versions that rendered it, and when."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+import re
+from pathlib import Path
+
+from ..atomic import write_atomic
+from ..provenance import stamp
+from .inputs import Inputs, ReportSources, describe_code, load_inputs
+from .sections import Cell, Figure, Kind, Paragraph, Section, Table, build_sections
+
+TITLE = "q4bench report: 4-bit vs FP32 training"
+FIGURE_NAMES = {"accuracy_per_epoch", "distinct_codes", "throughput", "accuracy_vs_time", "paper_curves"}
+LEGEND = ("Every figure says how it was obtained: *measured* (by the command named in its file), *derived* "
+          "(arithmetic on measured figures, the formula in a footnote), *estimated* (a model, named in a footnote) "
+          "or *not measured* (with why). Accuracies carry their budget; the paper's numbers appear only as its claims.")
+FIXTURE_BANNER = ("FIXTURE INPUT PRESENT: some inputs were generated (their command starts with `fixture:`); every "
+                  "figure from them is marked FIXTURE and is not a measurement.")
+
+
+def footnote_numbers(table: Table) -> dict[str, int]:
+    """Footnote key -> number, in order of first use in the table's rows."""
+    numbers: dict[str, int] = {}
+    for row in table.rows:
+        for cell in row:
+            if cell.note and cell.note in table.footnotes and cell.note not in numbers:
+                numbers[cell.note] = len(numbers) + 1
+    return numbers
+
+
+def _provenance_line(p: dict) -> str:
+    v = p["versions"]
+    return (f"Rendered {p['written_at']} by q4bench {v['suite']} at commit {describe_code(p)} "
+            f"({p['code']['source']}); Python {v['python']}.")
+
+
+# ---------------------------------------------------------------------------------------------
+# Markdown
+
+
+def _md_text(cell: Cell, numbers: dict[str, int]) -> str:
+    out = cell.text.replace("|", "\\|").replace("\n", "<br>")
+    if cell.fixture and not out.startswith("FIXTURE"):
+        out = "FIXTURE " + out
+    if cell.note in numbers:
+        out += f" [{numbers[cell.note]}]"
+    return out
+
+
+def markdown_table(table: Table) -> str:
+    if not table.rows:
+        return "_not measured_"
+    numbers = footnote_numbers(table)
+    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
+    lines += ["| " + " | ".join(_md_text(c, numbers) for c in row) + " |" for row in table.rows]
+    lines += [""] + [f"[{n}] {table.footnotes[key]}  " for key, n in numbers.items()]
+    return "\n".join(lines).rstrip()
+
+
+def render_markdown(sections: list[Section], fixture: bool, provenance: dict, figure_dir: str = "figures") -> str:
+    lines = [f"# {TITLE}", ""]
+    if fixture:
+        lines += [f"**{FIXTURE_BANNER}**", ""]
+    for s in sections:
+        lines += [f'<a id="{s.anchor}"></a>', f"## {s.title}", ""]
+        if s.anchor == "runs":
+            lines += [LEGEND, ""]
+        for b in s.blocks:
+            if isinstance(b, Paragraph):
+                lines += [b.text, ""]
+            elif isinstance(b, Table):
+                lines += ([f"_{b.caption}_", ""] if b.caption and not b.sortable else []) + [markdown_table(b), ""]
+            elif isinstance(b, Figure):
+                lines += [f"![{b.title}]({figure_dir}/{b.name}.png)", "", f"_{b.caption}_", ""]
+    lines += ["---", _provenance_line(provenance), ""]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# HTML
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:1em auto;max-width:1500px;padding:0 1em;color:#222}
+h1{font-size:1.45em;margin:.3em 0}h2{font-size:1.2em;border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.8em}
+table{border-collapse:collapse;font-size:.8em;margin:.5em 0;display:block;overflow-x:auto}
+th,td{border:1px solid #ccc;padding:3px 6px;text-align:left;vertical-align:top;white-space:pre-line}
+th{background:#f2f2f2;white-space:normal}table.sortable th{cursor:pointer}table.sortable th:hover{background:#e0e8ff}
+table.sortable th::after{content:' \\2195';color:#999}
+td.k-notmeasured{color:#888;font-style:italic}td.k-estimated{font-style:italic;color:#5a4a00}
+td.k-derived{color:#114}td.k-paper{color:#555}td.fixture{color:#a00}
+td.v-confirmed{background:#e3f4e3}td.v-contradicted{background:#fbe1e1}td.v-notmeasurable{background:#f4f4f4}
+sup{color:#06c;font-size:.75em}
+.banner{background:#fff3cd;border:1px solid #e0c060;padding:.5em;margin:.6em 0}
+#answer table{font-size:.92em;display:table;width:100%;table-layout:fixed}#answer td{padding:6px 8px}
+#answer th:nth-child(1){width:13%}#answer th:nth-child(2){width:30%}#answer th:nth-child(3){width:25%}
+#answer td:nth-child(2){font-size:1.05em}#answer td.k-notmeasured{color:#8a4b00;font-style:normal}
+.notes{font-size:.78em;color:#444;margin:.2em 0 1em}.notes p{margin:.15em 0}
+.legend{font-size:.85em;color:#444}
+figure{margin:1em 0}figcaption{font-size:.85em;color:#555}img{max-width:100%}
+nav{font-size:.85em}nav a{margin-right:.9em}footer{margin-top:2em;font-size:.8em;color:#666}
+"""
+
+# Sorting without a library: a cell's data-sort (its number) when it has one, else its leading number,
+# else its text; click again to reverse.
+_JS = """
+document.querySelectorAll('table.sortable').forEach(function(t){
+ t.querySelectorAll('th').forEach(function(th,i){th.addEventListener('click',function(){
+  var b=t.tBodies[0],rows=Array.from(b.rows),asc=th.dataset.dir!=='asc';
+  var key=function(r){var c=r.cells[i],s=c.dataset.sort!==undefined?c.dataset.sort:c.textContent.trim(),
+   n=parseFloat(s.replace(/,/g,''));return isNaN(n)?[1,s]:[0,n];};
+  rows.sort(function(x,y){var a=key(x),z=key(y);var c=a[0]-z[0]||(a[0]===0?a[1]-z[1]:String(a[1]).localeCompare(String(z[1])));
+   return asc?c:-c;});
+  th.dataset.dir=asc?'asc':'desc';rows.forEach(function(r){b.appendChild(r);});});});
+});
+"""
+
+
+def _inline_md(text: str) -> str:
+    """The little Markdown the paragraphs use (**bold**, *italic*, `code`), on escaped text."""
+    out = html.escape(text)
+    out = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", out)
+    out = re.sub(r"(?<![\w*])\*(?!\s)(.+?)(?<!\s)\*(?![\w*])", r"<em>\1</em>", out)
+    return re.sub(r"`(.+?)`", r"<code>\1</code>", out)
+
+
+def _html_cell(cell: Cell, numbers: dict[str, int]) -> str:
+    classes = []
+    if cell.kind is not Kind.TEXT:
+        classes.append("k-" + cell.kind.value.replace(" ", ""))
+    if cell.fixture:
+        classes.append("fixture")
+    if cell.verdict is not None:
+        classes.append("v-" + cell.verdict.value.split(" at ")[0].replace(" ", ""))
+    attrs = f' class="{" ".join(classes)}"' if classes else ""
+    if cell.value is not None:
+        attrs += f' data-sort="{cell.value!r}"'
+    body = _inline_md(("FIXTURE " if cell.fixture and not cell.text.startswith("FIXTURE") else "") + cell.text)
+    if cell.note in numbers:
+        body += f"<sup>{numbers[cell.note]}</sup>"
+    return f"<td{attrs}>{body}</td>"
+
+
+def html_table(table: Table) -> str:
+    if not table.rows:
+        return "<p><em>not measured</em></p>"
+    numbers = footnote_numbers(table)
+    cls = ' class="sortable"' if table.sortable else ""
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in table.columns)
+    rows = "".join("<tr>" + "".join(_html_cell(c, numbers) for c in row) + "</tr>" for row in table.rows)
+    caption = f"<caption>{html.escape(table.caption)}</caption>" if table.caption else ""
+    notes = "".join(f"<p><sup>{n}</sup> {_inline_md(table.footnotes[key])}</p>" for key, n in numbers.items())
+    return (f"<table{cls} id='t-{table.name}'>{caption}<thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+            + (f"<div class='notes'>{notes}</div>" if notes else ""))
+
+
+def render_html(sections: list[Section], fixture: bool, provenance: dict) -> str:
+    meta = html.escape(json.dumps(provenance, sort_keys=True), quote=True)
+    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+             f"<meta name='viewport' content='width=device-width,initial-scale=1'>"
+             f"<meta name='q4bench-provenance' content=\"{meta}\"><title>{html.escape(TITLE)}</title>"
+             f"<style>{_CSS}</style></head><body><h1>{html.escape(TITLE)}</h1>"]
+    if fixture:
+        parts.append(f"<div class='banner'>{_inline_md(FIXTURE_BANNER)}</div>")
+    for i, s in enumerate(sections):
+        parts.append(f"<section id='{s.anchor}'><h2>{html.escape(s.title)}</h2>")
+        if s.anchor == "runs":
+            parts.append(f"<p class='legend'>{_inline_md(LEGEND)}</p>")
+        for b in s.blocks:
+            if isinstance(b, Paragraph):
+                parts.append(f"<p>{_inline_md(b.text)}</p>")
+            elif isinstance(b, Table):
+                parts.append(html_table(b))
+            elif isinstance(b, Figure):
+                data = base64.b64encode(b.png).decode()
+                parts.append(f"<figure><img alt='{html.escape(b.title, quote=True)}' src='data:image/png;base64,{data}'>"
+                             f"<figcaption>{html.escape(b.caption)}</figcaption></figure>")
+        parts.append("</section>")
+        if i == 0:  # the answer first, then the way to everything else
+            parts.append("<nav>" + "".join(f"<a href='#{x.anchor}'>{html.escape(x.title.split(':')[0].split(',')[0])}</a>"
+                                           for x in sections[1:]) + "</nav>")
+    parts.append(f"<footer>{html.escape(_provenance_line(provenance))}</footer><script>{_JS}</script></body></html>")
+    return "\n".join(parts)
+
+
+def render_report(sources: ReportSources, out: str | os.PathLike) -> list[Path]:
+    """Write OUT/report.md, OUT/figures/*.png and OUT/report.html; returns the paths written."""
+    inputs: Inputs = load_inputs(sources)
+    sections = build_sections(inputs)
+    provenance = stamp()
+    out = Path(out)
+    written = []
+    figures = [b for s in sections for b in s.blocks if isinstance(b, Figure)]
+    for f in figures:
+        written.append(write_atomic(out / "figures" / f"{f.name}.png", lambda fo, png=f.png: fo.write(png)))
+    for stale in FIGURE_NAMES - {f.name for f in figures}:  # a figure of an earlier report that has no data now
+        (out / "figures" / f"{stale}.png").unlink(missing_ok=True)
+    md = render_markdown(sections, inputs.has_fixture, provenance).encode()
+    page = render_html(sections, inputs.has_fixture, provenance).encode()
+    written.append(write_atomic(out / "report.md", lambda f: f.write(md)))
+    written.append(write_atomic(out / "report.html", lambda f: f.write(page)))
+    return written

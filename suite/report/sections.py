@@ -1,0 +1,837 @@
+"""The report as data: sections of paragraphs, tables of typed cells and figures. No Markdown or HTML here
+(render.py does that), so tests assert on what a cell holds and how it was obtained.
+
+Every number cell says its kind: MEASURED (by the command named in its file), DERIVED (arithmetic on
+measured figures, the formula in a footnote), ESTIMATED (a model, named in a footnote) or UNAVAILABLE
+(with why). An explanation that would repeat in every row is a footnote, given once per table."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import Enum
+
+from ..spec import BASELINE, CIFAR10_TEST_IMAGES, CIFAR10_TRAIN_IMAGES, COMPARE_COMMAND, CONV_PASSES, REFERENCE_4BIT
+from . import figures
+from .claims import (EARLY_EPOCH_SWING, FULL_BUDGET_NOISE, COMPRESSION_FLOOR, HARDWARE_BAND, PAPER_CODES, PAPER_LOG,
+                     Verdict, accuracy_entries, claim_checks, epoch_seconds, gaps, provenance_label,
+                     run_group)
+from .inputs import CompareResult, Inputs, ResultFile, RunHistory, describe_code, relative
+
+NOT_MEASURED = "not measured"
+
+
+class Kind(Enum):
+    MEASURED = "measured"
+    DERIVED = "derived"
+    ESTIMATED = "estimated"
+    UNAVAILABLE = "not measured"
+    PAPER = "paper"
+    TEXT = "text"
+
+
+@dataclass(frozen=True)
+class Cell:
+    text: str
+    kind: Kind = Kind.TEXT
+    value: float | None = None  # the number behind the text, for sorting and for tests
+    note: str | None = None  # a footnote key of the table
+    fixture: bool = False
+    verdict: Verdict | None = None
+
+
+@dataclass
+class Table:
+    name: str
+    columns: list[str]
+    rows: list[list[Cell]] = field(default_factory=list)
+    sortable: bool = False
+    caption: str = ""
+    footnotes: dict[str, str] = field(default_factory=dict)  # key -> text, numbered where first used
+
+    def add(self, row: dict[str, Cell]) -> None:
+        self.rows.append([row.get(c, Cell("-")) for c in self.columns])
+
+    def column(self, name: str) -> list[Cell]:
+        i = self.columns.index(name)
+        return [r[i] for r in self.rows]
+
+
+@dataclass
+class Figure:
+    name: str
+    png: bytes
+    title: str
+    caption: str
+    data: dict = field(default_factory=dict)  # what was drawn (e.g. one bar per row), for tests
+
+
+@dataclass
+class Paragraph:
+    text: str
+    css: str = ""
+
+
+@dataclass
+class Section:
+    anchor: str
+    title: str
+    blocks: list = field(default_factory=list)  # Paragraph, Table, Figure
+
+    def tables(self) -> dict[str, Table]:
+        return {b.name: b for b in self.blocks if isinstance(b, Table)}
+
+    def figures(self) -> dict[str, Figure]:
+        return {b.name: b for b in self.blocks if isinstance(b, Figure)}
+
+    def text(self) -> str:
+        return "\n".join(b.text for b in self.blocks if isinstance(b, Paragraph))
+
+
+# ---------------------------------------------------------------------------------------------
+# Cells
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def number(value, spec: str = ".1f", unit: str = "", kind: Kind = Kind.MEASURED, note: str | None = None,
+           missing: str = NOT_MEASURED, fixture: bool = False) -> Cell:
+    if not _finite(value):
+        return Cell(missing, Kind.UNAVAILABLE, note=note)
+    return Cell(f"{value:{spec}}{unit}", kind, float(value), note, fixture)
+
+
+def unavailable(why: str = "", note: str | None = None) -> Cell:
+    return Cell(f"{NOT_MEASURED} ({why})" if why else NOT_MEASURED, Kind.UNAVAILABLE, note=note)
+
+
+def text(value: str, note: str | None = None, fixture: bool = False) -> Cell:
+    return Cell(value, Kind.TEXT, note=note, fixture=fixture)
+
+
+def source_cell(fixture: bool, command: str) -> Cell:
+    """Which command wrote the row's file: never "measured" for a whole row, since a row may hold derived
+    and estimated cells beside measured ones (each cell says its own kind)."""
+    return Cell(provenance_label(True), fixture=True) if fixture else Cell(f"written by {command}")
+
+
+def run_time(created_utc: str | None) -> str:
+    """'2026-11-26 04:43 UTC' from an ISO time."""
+    if not created_utc:
+        return "time not recorded"
+    return created_utc.replace("T", " ")[:16] + " UTC"
+
+
+def data_label(result: ResultFile) -> str:
+    return "CIFAR-10" if result.real_data else f"{result.data['data']['kind']} data (not CIFAR-10)"
+
+
+def run_label(result: ResultFile) -> str:
+    """What tells one run of a host from another: its time and its data."""
+    return f"{run_time(result.created)}, {data_label(result)}"
+
+
+def device_of(profile: dict) -> tuple[str, str, bool]:
+    """(device, precision, recorded): results before device/precision existed ran on CPU in float32."""
+    recorded = "device" in profile or "precision" in profile
+    return profile.get("device", "cpu"), profile.get("precision", "fp32"), recorded
+
+
+OLD_DEVICE_NOTE = ("cpu/fp32 not recorded in this file: it was written before bench had device and precision "
+                   "dimensions, when CPU float32 was the only mode")
+
+
+def device_cell(profile: dict) -> Cell:
+    device, precision, recorded = device_of(profile)
+    return text(f"{device}, {precision}", note=None if recorded else "old-device")
+
+
+def gap_text(gap: float) -> str:
+    """A gap with its direction in words: fp32 minus the method, so negative means the method did better."""
+    if gap < 0:
+        return f"{gap:+.2f} (4-bit {-gap:.2f} points better)"
+    if gap > 0:
+        return f"{gap:+.2f} (4-bit {gap:.2f} points worse)"
+    return "+0.00 (equal)"
+
+
+# ---------------------------------------------------------------------------------------------
+# The answer, per host
+
+
+def _latest_per_host(results: list[ResultFile]) -> dict[str, list[ResultFile]]:
+    hosts: dict[str, list[ResultFile]] = {}
+    for r in sorted(results, key=lambda r: r.created):
+        hosts.setdefault(r.host_id, []).append(r)
+    return hosts
+
+
+def verdict_line(c: CompareResult, comp) -> str:
+    gap = "gap not recorded" if comp.mean_gap is None else f"gap {comp.mean_gap:+.2f} points"
+    if comp.mean_gap is not None and comp.mean_gap < 0:
+        gap += f" ({comp.candidate} better)"
+    ci = f" [95% CI {comp.ci95[0]:+.2f}, {comp.ci95[1]:+.2f}]" if comp.ci95 else " [95% CI not computed]"
+    seeds = f"{comp.n_seeds} seed(s)" if comp.n_seeds is not None else "seeds not recorded"
+    where = f"{c.device}{' (' + c.device_name + ')' if c.device_name else ''}, {c.precision}"
+    return (f"{comp.candidate} vs {c.reference}: {gap}{ci}, {seeds}, budget {c.describe_budget()}, {where} "
+            f"→ **{comp.verdict or 'no verdict recorded'}**")
+
+
+def _host_verdicts(compares: list[CompareResult], host: str) -> tuple[list[str], list[str]]:
+    lines, reasons = [], []
+    for c in sorted((c for c in compares if c.host_id == host), key=lambda c: str(c.path)):
+        for comp in c.comparisons:
+            lines.append(("FIXTURE: " if c.fixture else "") + verdict_line(c, comp))
+            why = comp.reason
+            if comp.seeds_needed:
+                why += f" ({comp.seeds_needed} seeds would decide it)"
+            if why:
+                reasons.append(why)
+        if not c.comparisons:
+            lines.append(f"{relative(c.path)}: no comparisons recorded ({'; '.join(c.notes[:2]) or 'empty'})")
+    return lines, reasons
+
+
+def _step_costs(results: list[ResultFile]) -> list[str]:
+    """tathe4's step time over fp32's, per profile, from the latest result of the host that measured it."""
+    latest: dict[tuple, tuple[ResultFile, dict]] = {}
+    for r in results:
+        for p in r.data["profiles"]:
+            if p["step_time_ratio"].get(REFERENCE_4BIT) is not None:
+                device, precision, _ = device_of(p)
+                latest[(p["profile"], device, precision)] = (r, p)
+    lines = []
+    for (profile, device, precision), (r, p) in sorted(latest.items()):
+        ratio = p["step_time_ratio"][REFERENCE_4BIT]
+        spread = p.get("step_time_ratio_range", {}).get(REFERENCE_4BIT)
+        rng = f" [cycles {spread[0]:.2f}-{spread[1]:.2f}]" if spread else ""
+        lines.append(f"• {ratio:.2f}x fp32's step time{rng} on {profile} ({p['threads']} thread(s), {device}, "
+                     f"{precision}; run {run_time(r.created)})")
+    return lines
+
+
+def fix_for_missing_accuracy(result: ResultFile) -> str:
+    if not result.real_data:
+        return ("get CIFAR-10 (`python ../shared/datasets/make_cifar10.py ~/.cache/q4bench` offline, or let q4bench "
+                "download it), then `q4bench bench --tier quick --data-dir ~/.cache/q4bench`")
+    return "`q4bench bench --tier quick` (the smoke tier measures no accuracy)"
+
+
+def _not_measured(results: list[ResultFile], compares: list[CompareResult], host: str) -> list[str]:
+    out = []
+    for r in results:
+        acc = r.data["accuracy"]
+        if not acc["measured"]:
+            out.append(f"accuracy in the run of {run_time(r.created)}: {acc.get('reason') or 'no reason recorded'}; "
+                       f"fix: {fix_for_missing_accuracy(r)}")
+        for p in r.data["profiles"]:
+            for name, m in p["methods"].items():
+                if m["status"] != "ok":
+                    out.append(f"{name} on {p['profile']} ({run_time(r.created)}): {m['status']}, "
+                               f"{m.get('status_detail') or 'no detail'}")
+    energy = {m["energy"]["method"] for r in results for p in r.data["profiles"] for m in p["methods"].values()}
+    if results and "measured_rapl" not in energy:
+        out.append("energy: no RAPL counters were readable, so every energy figure is an estimate from a power model")
+    return out
+
+
+def section_answer(inputs: Inputs) -> Section:
+    s = Section("answer", "The answer, per host")
+    hosts = _latest_per_host(inputs.results)
+    for c in inputs.compares:
+        if c.host_id and c.host_id not in hosts:
+            hosts[c.host_id] = []
+    table = Table("answer", ["host", "accuracy: tathe4 vs fp32", "step-time cost", "not measured, and why"])
+    table.footnotes["verdict"] = ("Gap = fp32 minus tathe4 in test-accuracy points (positive: the 4-bit method is "
+                                  "worse), mean over paired seeds, from `q4bench compare`.")
+    table.footnotes["cost"] = ("Measured: the median over balanced cycles of interleaved timed windows in one "
+                               "process; the bracket is the lowest and highest cycle.")
+    for host, results in hosts.items():
+        lines, reasons = _host_verdicts(inputs.compares, host)
+        cpu = results[-1].data["host"]["cpu_model"] if results else next(
+            (c.cpu_model for c in inputs.compares if c.host_id == host and c.cpu_model), "?")
+        fixture = any(r.fixture for r in results) or any(c.fixture for c in inputs.compares if c.host_id == host)
+        verdict = (Cell("\n".join(lines + [f"why: {r}" for r in reasons]), Kind.MEASURED, note="verdict", fixture=fixture)
+                   if lines else Cell(f"No verdict yet: no compare result for this host.\nRun `{COMPARE_COMMAND}` "
+                                      "to get one.", Kind.UNAVAILABLE))
+        costs = _step_costs(results)
+        cost = (Cell("\n".join(costs), Kind.MEASURED, note="cost", fixture=fixture) if costs
+                else unavailable("no bench result with tathe4 on this host; run `make bench`"))
+        missing = _not_measured(results, inputs.compares, host)
+        table.add({"host": text(f"{host}\n{cpu}", fixture=fixture), "accuracy: tathe4 vs fp32": verdict,
+                   "step-time cost": cost, "not measured, and why": text("\n".join(f"• {m}" for m in missing) or "nothing else")})
+    if not table.rows:
+        s.blocks.append(Paragraph("No bench or compare result was found, so there is no answer yet. Run `make bench` "
+                                  f"(throughput, step-time cost) and `{COMPARE_COMMAND}` (the accuracy verdict), then "
+                                  "`make report`.", css="answer"))
+    else:
+        s.blocks.append(table)
+    figure = _accuracy_vs_time(inputs.compares)
+    if figure:
+        s.blocks.append(figure)
+    return s
+
+
+def _accuracy_vs_time(compares: list[CompareResult]) -> Figure | None:
+    panels = []
+    for c in compares[:4]:
+        lines = []
+        for run in c.runs:
+            h = run.history
+            wall = h.wall_seconds() if h else None
+            if not wall:
+                continue
+            lines.append({"method": run.method, "label": f"{run.method} seed {run.seed}", "x": [w / 60 for w in wall],
+                          "y": [e["test_acc"] for e in h.epochs], "dashed": run.method == c.reference})
+        if lines:
+            panels.append({"title": ("FIXTURE: " if c.fixture else "") + f"{c.host_id}, {c.device}, {c.precision}, "
+                           f"{c.describe_budget()}", "lines": lines})
+    if not panels:
+        return None
+    png = figures.curves(panels, "Test accuracy against wall time, per method and seed (compare runs)",
+                         "wall time, minutes (training + evaluation, measured)", "test accuracy, %")
+    return Figure("accuracy_vs_time", png, "Accuracy against wall time",
+                  "Each line one compare run (fp32 dashed); x: the run's summed epoch seconds; measured.",
+                  {"panels": len(panels), "lines": sum(len(p["lines"]) for p in panels)})
+
+
+# ---------------------------------------------------------------------------------------------
+# The paper's claims
+
+
+def section_claims(inputs: Inputs) -> Section:
+    s = Section("claims", "The paper's claims against these measurements")
+    table = Table("claims", ["claim", "paper says", "measured here", "verdict", "reason", "evidence"])
+    for c in claim_checks(inputs):
+        table.add({"claim": text(c.claim), "paper says": Cell(c.paper, Kind.PAPER),
+                   "measured here": Cell(c.measured, Kind.UNAVAILABLE if c.measured == NOT_MEASURED else Kind.MEASURED),
+                   "verdict": Cell(c.verdict.value, verdict=c.verdict), "reason": text(c.reason),
+                   "evidence": text(c.evidence, fixture=c.evidence.startswith("FIXTURE"))})
+    s.blocks.append(table)
+    s.blocks.append(Paragraph(
+        "Verdicts are *confirmed* or *contradicted* only where the evidence's budget can decide the claim, else *not "
+        "measurable at this budget*. The accuracy claims count only histories of the paper recipe with all 150 "
+        f"epochs done on all of CIFAR-10, final and best epoch both. Margins: {FULL_BUDGET_NOISE} points at the full "
+        f"budget (run-to-run noise), {EARLY_EPOCH_SWING} points after a few epochs (epoch-to-epoch swing), "
+        f"{COMPRESSION_FLOOR}x floor for compression, {HARDWARE_BAND:g}x band for time on another CPU."))
+    full = inputs.full_budget_runs
+    if full:
+        lines = [{"method": r.method, "label": f"{r.method} seed {r.history.get('seed')} ({r.device}, {r.precision})",
+                  "x": [e["epoch"] for e in r.epochs], "y": [e["test_acc"] for e in r.epochs],
+                  "dashed": r.method == BASELINE} for r in full]
+        fixture = "FIXTURE: " if any(r.fixture for r in full) else ""
+        png = figures.curves([{"title": f"{fixture}150-epoch paper recipe, CIFAR-10 (all 10,000 test images)",
+                               "lines": lines}],
+                             "Full-budget runs against the paper's log", "epoch", "test accuracy, %",
+                             reference=PAPER_LOG, reference_label="paper's log (tathe4)")
+        s.blocks.append(Figure("paper_curves", png, "Full-budget runs against the paper's log",
+                               "Test accuracy per epoch of every full-budget history (measured; fp32 dashed) and the "
+                               "paper's own tathe4 log (stars: epochs 1, 7, 8, 13, 50, 75, 100, 110, 150).",
+                               {"runs": len(full)}))
+    return s
+
+
+# ---------------------------------------------------------------------------------------------
+# Compare results: the verdicts and the runs behind them
+
+
+def section_compare(inputs: Inputs) -> Section:
+    s = Section("compare", "Compare: paired seeds of tathe4 and fp32, gap with its confidence interval")
+    if not inputs.compares:
+        s.blocks.append(Paragraph(f"No compare result. `{COMPARE_COMMAND}` trains both methods on the same seeds "
+                                  "and writes one under reports/results/; `make report` then shows its verdict "
+                                  "first."))
+        return s
+    verdicts = Table("comparisons", ["host", "device", "budget", "candidate", "seeds", "mean gap", "95% CI",
+                                     "TOST p", "verdict", "reason", "file"])
+    verdicts.footnotes["gap"] = ("Gap = reference (fp32) minus candidate in test-accuracy points, mean over paired "
+                                 "seeds: positive, the 4-bit method is worse; negative, better. Derived by q4bench "
+                                 "compare from the measured accuracies.")
+    runs = Table("compare_runs", ["host", "method", "seed", "final test acc", "best test acc", "final acc, TTA",
+                                  "wall time", "history"], sortable=True)
+    for c in inputs.compares:
+        host, device = text(c.host_id or "not recorded", fixture=c.fixture), text(f"{c.device}, {c.precision}")
+        for comp in c.comparisons:
+            verdicts.add({
+                "host": host, "device": device, "budget": text(c.describe_budget()), "candidate": text(comp.candidate),
+                "seeds": number(comp.n_seeds, "d", kind=Kind.TEXT) if isinstance(comp.n_seeds, int) else unavailable(),
+                "mean gap": (Cell(gap_text(comp.mean_gap), Kind.DERIVED, comp.mean_gap, "gap", c.fixture)
+                             if comp.mean_gap is not None else unavailable()),
+                "95% CI": (Cell(f"{comp.ci95[0]:+.2f} to {comp.ci95[1]:+.2f}", Kind.DERIVED, comp.ci95[0],
+                                fixture=c.fixture) if comp.ci95 else unavailable("too few seeds")),
+                "TOST p": number(comp.tost_p, ".3f", kind=Kind.DERIVED, missing="-"),
+                "verdict": text(comp.verdict or "not recorded"),
+                "reason": text(comp.reason + (f" ({comp.seeds_needed} seeds would decide it)"
+                                              if comp.seeds_needed else "")),
+                "file": text(relative(c.path))})
+        for r in c.runs:
+            runs.add({"host": host, "method": text(r.method), "seed": text(str(r.seed)),
+                      "final test acc": number(r.final_acc, ".2f", "%", fixture=c.fixture),
+                      "best test acc": number(r.best_acc, ".2f", "%", fixture=c.fixture),
+                      "final acc, TTA": number(r.final_acc_tta, ".2f", "%", fixture=c.fixture, missing="-"),
+                      "wall time": number(None if r.wall_seconds is None else r.wall_seconds / 60, ".1f", " min",
+                                          fixture=c.fixture),
+                      "history": text(relative(r.history.path) if r.history else "not found")})
+    s.blocks += [verdicts, runs]
+    return s
+
+
+# ---------------------------------------------------------------------------------------------
+# Runs: one row per input file
+
+
+def section_runs(inputs: Inputs) -> Section:
+    s = Section("runs", "Runs: one row per file, with its time, data and code")
+    table = Table("runs", ["kind", "host", "time", "data", "budget / tier", "device", "code", "file", "source"],
+                  sortable=True)
+    table.footnotes["old-code"] = ("Written before q4bench recorded provenance (commit, versions, time): the code that "
+                                   "made it is not known beyond suite_version.")
+    table.footnotes["old-device"] = OLD_DEVICE_NOTE
+    for r in inputs.results:
+        devices = sorted({f"{d}, {p}" for d, p, _ in (device_of(x) for x in r.data["profiles"])})
+        recorded = all(device_of(x)[2] for x in r.data["profiles"])
+        table.add({"kind": text("bench result"), "host": text(r.host_id), "time": text(run_time(r.created)),
+                   "data": text(data_label(r)), "budget / tier": text(f"{r.data['tier']['name']} tier"),
+                   "device": text("; ".join(devices), note=None if recorded else "old-device"),
+                   "code": text(describe_code(r.provenance), note=None if r.provenance else "old-code"),
+                   "file": text(relative(r.path)), "source": source_cell(r.fixture, "q4bench bench")})
+    for c in inputs.compares:
+        table.add({"kind": text("compare result"), "host": text(c.host_id or "not recorded"),
+                   "time": text(run_time((c.provenance or {}).get("written_at"))),
+                   "data": text(c.data_source or "not recorded"), "budget / tier": text(c.describe_budget()),
+                   "device": text(f"{c.device}, {c.precision}"), "code": text(describe_code(c.provenance)),
+                   "file": text(relative(c.path)), "source": source_cell(c.fixture, "q4bench compare")})
+    for run in inputs.runs:
+        h = run.history
+        table.add({"kind": text(f"history ({run.method}, seed {h.get('seed')})"), "host": text(h.get("host_id", "-")),
+                   "time": text(run_time((run.provenance or {}).get("written_at"))),
+                   "data": text("CIFAR-10" if run.budget.real_cifar10 else h["data_source"]),
+                   "budget / tier": text(run.budget.describe()), "device": text(f"{run.device}, {run.precision}"),
+                   "code": text(describe_code(run.provenance), note=None if run.provenance else "old-code"),
+                   "file": text(relative(run.path)), "source": source_cell(run.fixture, "q4bench train")})
+    for v in inputs.verifies:
+        table.add({"kind": text("verify.json"), "host": text("-"), "time": text(run_time(
+                   (v.data.get("provenance") or {}).get("written_at"))), "data": text(str(v.data.get("data", "?"))),
+                   "budget / tier": text(f"{v.data['test_images']:,} test images"), "device": text("cpu (onnxruntime)"),
+                   "code": text(describe_code(v.data.get("provenance")),
+                                note=None if v.data.get("provenance") else "old-code"),
+                   "file": text(relative(v.path)), "source": source_cell(v.fixture, "q4bench verify-onnx")})
+    if table.rows:
+        s.blocks.append(table)
+    else:
+        s.blocks.append(Paragraph("No input files were found: every section reads *not measured*. Run `make bench` "
+                                  f"(result files), `{COMPARE_COMMAND}` and `make parity` (run folders, ONNX checks), "
+                                  "then `make report`."))
+    src = inputs.sources
+    s.blocks.append(Paragraph(f"Searched: results {', '.join(map(str, src.results)) or '(none)'}; runs "
+                              f"{', '.join(map(str, src.runs)) or '(none)'}; onnx {', '.join(map(str, src.onnx)) or '(none)'}."))
+    for note in inputs.notes:
+        s.blocks.append(Paragraph(f"Note: {note}"))
+    return s
+
+
+# ---------------------------------------------------------------------------------------------
+# Accuracy at equal budget
+
+
+def section_accuracy(inputs: Inputs) -> Section:
+    s = Section("accuracy", "Accuracy per run, and the gap to fp32 at equal budget")
+    entries = accuracy_entries(inputs)
+    if not entries:
+        reasons = sorted({f"{run_time(r.created)}: {r.data['accuracy']['reason']} (fix: {fix_for_missing_accuracy(r)})"
+                          for r in inputs.results if not r.data["accuracy"]["measured"] and r.data["accuracy"]["reason"]})
+        s.blocks.append(Paragraph(f"Accuracy: {NOT_MEASURED}. " + ("The result files say why: " + "; ".join(reasons) + ". "
+                                                                  if reasons else "") +
+                                  "Run folders (history.json) add accuracy per epoch: `q4bench parity` writes two; "
+                                  "pass --runs."))
+        return s
+    found = gaps(entries)
+    table = Table("accuracy", ["method", "final-epoch test acc", "best-epoch test acc", "gap vs fp32, final",
+                               "gap vs fp32, best", "budget", "device", "source"], sortable=True)
+    table.footnotes["gap"] = ("fp32 minus the method in points, from runs with the same data, budget and seed: positive, "
+                              "the method is worse; negative, better. Below the full budget accuracy swings by "
+                              "several points between seeds and epochs, so a gap of either sign says little "
+                              f"about parity; `{COMPARE_COMMAND}` gives it a confidence interval over seeds.")
+    table.footnotes["bench-best"] = "bench result files keep the final epoch only"
+    for i, e in enumerate(entries):
+        final_gap, best_gap = found.get(i, (None, None))
+        none = "-" if e.method == BASELINE else "no fp32 run at this budget"
+        table.add({
+            "method": text(e.method),
+            "final-epoch test acc": number(e.final, ".2f", "%", fixture=e.fixture),
+            "best-epoch test acc": (number(e.best, ".2f", "%" + (f" (epoch {e.best_epoch})" if e.best_epoch else ""),
+                                           fixture=e.fixture) if e.best is not None
+                                    else unavailable("not recorded", note="bench-best")),
+            "gap vs fp32, final": (Cell(gap_text(final_gap), Kind.DERIVED, final_gap, "gap") if final_gap is not None
+                                   else text(none)),
+            "gap vs fp32, best": (Cell(gap_text(best_gap), Kind.DERIVED, best_gap, "gap") if best_gap is not None
+                                  else text(none)),
+            "budget": text(e.budget.describe()), "device": text(f"{e.device}, {e.precision}"),
+            "source": text(f"{provenance_label(e.fixture)}: {e.source}", fixture=e.fixture),
+        })
+    s.blocks.append(table)
+    return s
+
+
+# ---------------------------------------------------------------------------------------------
+# Accuracy per epoch and distinct codes (histories)
+
+
+LONG_RUN = 30  # epochs; longer runs (the 150-epoch paper recipe) are sampled in the per-epoch table
+
+
+def _table_epochs(run: RunHistory) -> list[dict]:
+    if len(run.epochs) <= LONG_RUN:
+        return run.epochs
+    best = max(run.epochs, key=lambda e: e["test_acc"])
+    return [e for i, e in enumerate(run.epochs) if i == 0 or e["epoch"] % 10 == 0 or e is best
+            or i == len(run.epochs) - 1]
+
+
+def section_epochs(inputs: Inputs) -> Section:
+    s = Section("epochs", "Accuracy per epoch and distinct codes per layer (histories)")
+    if not inputs.runs:
+        s.blocks.append(Paragraph(f"Per-epoch accuracy and distinct codes: {NOT_MEASURED}. Bench result files keep "
+                                  "only the final accuracy; these figures come from run folders (history.json), e.g. "
+                                  "the two `make parity` writes under reports/parity/runs, or any `q4bench train "
+                                  "--out DIR` passed with --runs."))
+        return s
+    groups: dict[tuple, list[RunHistory]] = {}
+    for r in inputs.runs:
+        groups.setdefault(run_group(r), []).append(r)
+    panels = []
+    for runs in list(groups.values())[:6]:
+        b, h = runs[0].budget, runs[0].history
+        panels.append({"title": ("FIXTURE: " if runs[0].fixture else "") + f"{b.train_images:,} imgs/epoch, "
+                       f"{b.recipe}, seed {h.get('seed')}, {runs[0].device}/{runs[0].precision}",
+                       "lines": [{"method": r.method, "label": r.method, "x": [e["epoch"] for e in r.epochs],
+                                  "y": [e["test_acc"] for e in r.epochs], "dashed": r.method == BASELINE}
+                                 for r in sorted(runs, key=lambda r: r.method != BASELINE)]})
+    s.blocks.append(Figure("accuracy_per_epoch", figures.curves(panels, "Test accuracy per epoch", "epoch",
+                                                                "test accuracy, % (measured)"),
+                           "Test accuracy per epoch", "Measured by q4bench train (fp32 dashed); one panel per budget "
+                           "and seed.", {"panels": len(panels)}))
+    table = Table("epochs", ["method", "epoch", "train acc", "test acc", "test acc, TTA", "lr", "seconds",
+                             "train images/s", "budget", "source"])
+    table.footnotes["tta"] = "test-time augmentation (the short recipe only): the flipped and unflipped image averaged"
+    table.footnotes["sampled"] = (f"A run longer than {LONG_RUN} epochs shows epoch 1, every 10th, its best and its "
+                                  "last epoch here; its history.json has them all.")
+    for r in inputs.runs:
+        for e in _table_epochs(r):
+            table.add({"method": text(r.method, note="sampled" if len(r.epochs) > LONG_RUN else None),
+                       "epoch": number(e["epoch"], "d", kind=Kind.TEXT),
+                       "train acc": number(e.get("train_acc"), ".2f", "%", fixture=r.fixture),
+                       "test acc": number(e["test_acc"], ".2f", "%", fixture=r.fixture),
+                       "test acc, TTA": number(e.get("test_acc_tta"), ".2f", "%", note="tta", missing="-"),
+                       "lr": number(e.get("lr"), ".2e", kind=Kind.TEXT),
+                       "seconds": number(e.get("seconds"), ".0f", " s", fixture=r.fixture),
+                       "train images/s": number(e.get("images_per_s"), ".1f", fixture=r.fixture),
+                       "budget": text(r.budget.describe()),
+                       "source": text(f"{provenance_label(r.fixture)}: {relative(r.path)}", fixture=r.fixture)})
+    s.blocks.append(table)
+
+    coded = [r for r in inputs.runs if any(e.get("distinct_codes") for e in r.epochs)][:4]
+    if not coded:
+        s.blocks.append(Paragraph(f"Distinct codes per layer: {NOT_MEASURED} (no run of a method with integer codes)."))
+        return s
+    panels = []
+    for r in coded:
+        layers = list(r.epochs[-1].get("distinct_codes", {}))
+        panels.append({"title": ("FIXTURE: " if r.fixture else "") + f"{r.method}, seed {r.history.get('seed')}",
+                       "layers": {layer: ([e["epoch"] for e in r.epochs if layer in (e.get("distinct_codes") or {})],
+                                          [e["distinct_codes"][layer] for e in r.epochs
+                                           if layer in (e.get("distinct_codes") or {})]) for layer in layers}})
+    s.blocks.append(Figure("distinct_codes", figures.codes_per_layer(panels, "Distinct weight codes per layer",
+                                                                     PAPER_CODES),
+                           "Distinct weight codes per layer", f"Distinct integer weight codes per layer after each "
+                           f"epoch, measured (dotted: the paper's {PAPER_CODES}).", {"panels": len(panels)}))
+    return s
+
+
+# ---------------------------------------------------------------------------------------------
+# Per profile: throughput, efficiency, memory, energy
+
+
+def _energy_cells(energy: dict, fixture: bool) -> tuple[Cell, Cell, str | None]:
+    """(measured RAPL cell, estimated cell, footnote text of the estimate's model)."""
+    j, method = energy["joules_per_epoch"], energy["method"]
+    if method == "measured_rapl":
+        return number(j, ",.0f", fixture=fixture), text("-"), None
+    if method == "estimated":
+        return unavailable("no RAPL"), number(j, ",.0f", kind=Kind.ESTIMATED, note=f"energy:{energy['model']}"), \
+            energy["model"]
+    return unavailable(energy.get("model") or "unavailable"), text("-"), None
+
+
+def _efficiency_cell(m: dict, p: dict, miss: str, fixture: bool) -> Cell:
+    eff = m.get("efficiency")
+    if eff is None:
+        return unavailable(miss) if miss else unavailable()
+    extra = ""
+    if m.get("achieved_gflops") and p.get("sgemm_gflops"):
+        extra = f" ({m['achieved_gflops']:.1f} of {p['sgemm_gflops']:.1f} GFLOP/s)"
+    if m.get("efficiency_range"):
+        extra += f", rounds {100 * m['efficiency_range'][0]:.0f}-{100 * m['efficiency_range'][1]:.0f}%"
+    return Cell(f"{100 * eff:.1f}%{extra}", Kind.DERIVED, 100 * eff, "efficiency" if eff <= 1 else "above-sgemm", fixture)
+
+
+ABOVE_SGEMM = ("Above 100% or above 1.00 of SGEMM is possible: the SGEMM figure is one square 1024x1024 float32 "
+               "matrix product at the profile's threads, sampled between rounds on a shared machine, not a hard "
+               "ceiling. oneDNN's convolution kernels keep their tiles in cache and may run faster than that "
+               "product, and a sample taken while the host was busy reads low.")
+
+
+def section_profiles(inputs: Inputs) -> Section:
+    s = Section("profiles", "Per profile and run: throughput, efficiency, memory, energy")
+    if not inputs.results:
+        s.blocks.append(Paragraph(f"Throughput, efficiency, memory and energy: {NOT_MEASURED} (no result file; run "
+                                  "`make bench`)."))
+        return s
+    table = Table("profiles", ["host", "run", "profile", "threads", "device", "method", "train images/s",
+                               "eval images/s", "efficiency of SGEMM (derived)", "peak memory", "energy J/epoch (RAPL, measured)",
+                               "energy J/epoch (estimated)", "source"], sortable=True)
+    table.footnotes["efficiency"] = ("Derived: the method's counted training FLOP rate over the same profile's SGEMM "
+                                     f"rate (FLOP convention: {inputs.results[0].data['flop_convention']}); rounds: "
+                                     "each timed window against the SGEMM sample just before it.")
+    table.footnotes["above-sgemm"] = ABOVE_SGEMM
+    table.footnotes["old-device"] = OLD_DEVICE_NOTE
+    bars = []
+    for r in inputs.results:
+        for p in r.data["profiles"]:
+            for name, m in p["methods"].items():
+                miss = f"{m['status']}: {m.get('status_detail') or 'no detail'}" if m["status"] != "ok" else ""
+                rapl, estimated, model = _energy_cells(m["energy"], r.fixture)
+                if model:
+                    table.footnotes[f"energy:{model}"] = f"Estimated, not measured: {model}."
+                table.add({
+                    "host": text(r.host_id), "run": text(run_label(r)), "profile": text(p["profile"]),
+                    "threads": number(p["threads"], "d", " (oversubscribed)" if p["oversubscribed"] else "", Kind.TEXT),
+                    "device": device_cell(p), "method": text(name),
+                    "train images/s": number(m["train_images_per_s"], ".1f", missing=f"{NOT_MEASURED} ({miss})"
+                                             if miss else NOT_MEASURED, fixture=r.fixture),
+                    "eval images/s": number(m["eval_images_per_s"], ".0f", missing=f"{NOT_MEASURED} ({miss})"
+                                            if miss else NOT_MEASURED, fixture=r.fixture),
+                    "efficiency of SGEMM (derived)": _efficiency_cell(m, p, miss, r.fixture),
+                    "peak memory": number(None if m["peak_rss_bytes"] is None else m["peak_rss_bytes"] / 2**20, ".0f",
+                                          " MiB" + (f" (cap {p['memory_cap_mib']} MiB, {p['cap_enforcement']})"
+                                                    if p["memory_cap_mib"] else ""), fixture=r.fixture),
+                    "energy J/epoch (RAPL, measured)": rapl, "energy J/epoch (estimated)": estimated,
+                    "source": source_cell(r.fixture, "q4bench bench"),
+                })
+                device, precision, _ = device_of(p)
+                other = "" if (device, precision) == ("cpu", "fp32") else f" {device}/{precision}"
+                bars.append({"label": ("FIXTURE " if r.fixture else "") + f"{r.host_id} {p['profile']}{other} "
+                             f"{run_time(r.created)[:16]}{'' if r.real_data else ' synthetic'}",
+                             "method": name, "train": m["train_images_per_s"], "eval": m["eval_images_per_s"]})
+    s.blocks.append(Figure("throughput", figures.throughput_bars(bars, "Training and eval throughput, one bar per "
+                                                                       "host, profile, run and method"),
+                           "Throughput per run", "One bar per table row (host, profile, run time, method), measured "
+                           "by q4bench bench; one colour per method.", {"bars": len(bars)}))
+    s.blocks.append(table)
+    kernels = _conv_kernel_table(inputs)
+    if kernels.rows:
+        s.blocks.append(Paragraph("Where efficiency stops: the network's convolutions timed alone, pass by pass, at the "
+                                  "same threads and batch (measured by q4bench bench; results from before this "
+                                  "breakdown have none). A pass far below SGEMM's rate caps the step's efficiency."))
+        s.blocks.append(kernels)
+    return s
+
+
+def _conv_kernel_table(inputs: Inputs) -> Table:
+    columns = ["host", "run", "profile", "threads", "batch", *[f"{n.replace('_', '-')} GFLOP/s" for n in CONV_PASSES],
+               "convs alone / fp32 step", "source"]
+    table = Table("conv_kernels", columns)
+    table.footnotes["pass"] = ("Measured rate; in brackets derived: the pass's rate / the profile's SGEMM rate. "
+                               + ABOVE_SGEMM)
+    for r in inputs.results:
+        for p in r.data["profiles"]:
+            kernels, sgemm = p.get("conv_kernels"), p.get("sgemm_gflops")
+            if not kernels or not sgemm:
+                continue
+            row = {"host": text(r.host_id), "run": text(run_label(r)), "profile": text(p["profile"]),
+                   "threads": number(p["threads"], "d", kind=Kind.TEXT), "batch": number(kernels["batch_size"], "d",
+                                                                                        kind=Kind.TEXT),
+                   "source": source_cell(r.fixture, "q4bench bench")}
+            for name in CONV_PASSES:
+                rate = kernels[name]["gflops"]
+                row[f"{name.replace('_', '-')} GFLOP/s"] = Cell(f"{rate:.0f} ({rate / sgemm:.2f} of SGEMM)",
+                                                                 Kind.MEASURED, rate, "pass", r.fixture)
+            step = p["methods"].get(r.data.get("baseline_method", BASELINE), {}).get("step_seconds_median")
+            total = sum(kernels[name]["seconds"] for name in CONV_PASSES)
+            row["convs alone / fp32 step"] = (Cell(f"{total:.2f} s / {step:.2f} s", Kind.MEASURED, total, fixture=r.fixture)
+                                              if step else unavailable())
+            table.add(row)
+    return table
+
+
+# ---------------------------------------------------------------------------------------------
+# Methods: step time against fp32
+
+
+def section_methods(inputs: Inputs) -> Section:
+    s = Section("methods", "Methods: step time against fp32 (measured), bit operations (estimated)")
+    if not inputs.results:
+        s.blocks.append(Paragraph(f"Step-time ratios: {NOT_MEASURED} (no result file; run `make bench`)."))
+        return s
+    table = Table("methods", ["host", "run", "profile", "device", "method", f"step time / {BASELINE}",
+                              "bit operations / fp32", "kernels on this hardware", "source"], sortable=True)
+    table.footnotes["ratio"] = ("Measured: the median over balanced cycles of interleaved timed windows in one process "
+                                "(each method once in every position per cycle), so every method saw the same machine "
+                                "state; the bracket is the lowest and highest cycle, the median's resolution.")
+    table.footnotes["old-device"] = OLD_DEVICE_NOTE
+    for r in inputs.results:
+        costs = r.data.get("method_costs", {})
+        for p in r.data["profiles"]:
+            for name in p["methods"]:
+                cost = costs.get(name)
+                ratio = p["step_time_ratio"].get(name)
+                spread = p.get("step_time_ratio_range", {}).get(name)
+                if ratio is None:
+                    ratio_cell = unavailable()
+                else:
+                    rng = f" [{spread[0]:.3f}-{spread[1]:.3f}]" if spread and name != BASELINE else ""
+                    ratio_cell = Cell(f"{ratio:.3f}{rng}", Kind.MEASURED, ratio, "ratio", r.fixture)
+                if cost is None:
+                    bitops = text("not in this result file")
+                elif cost["bitops_ratio"]["value"] is None:
+                    bitops = text("-")
+                else:
+                    model = cost["bitops_ratio"]["model"]
+                    table.footnotes[f"bitops:{model}"] = (f"Estimated from the bit widths, never a time: {model}. "
+                                                          "Methods that quantize gradients run every GEMM in float32 "
+                                                          "here; their saving is simulated.")
+                    bitops = number(cost["bitops_ratio"]["value"], ".4f", kind=Kind.ESTIMATED, note=f"bitops:{model}")
+                table.add({"host": text(r.host_id), "run": text(run_label(r)), "profile": text(p["profile"]),
+                           "device": device_cell(p), "method": text(name), f"step time / {BASELINE}": ratio_cell,
+                           "bit operations / fp32": bitops,
+                           "kernels on this hardware": text(cost["kernels"] if cost else "not in this result file"),
+                           "source": source_cell(r.fixture, "q4bench bench")})
+    s.blocks.append(table)
+    return s
+
+
+# ---------------------------------------------------------------------------------------------
+# ONNX
+
+
+def section_onnx(inputs: Inputs) -> Section:
+    s = Section("onnx", "ONNX: bytes, agreement, accuracy and speed per file")
+    if not inputs.verifies:
+        s.blocks.append(Paragraph(f"ONNX figures: {NOT_MEASURED} (no verify.json; `make parity` or `q4bench "
+                                  "verify-onnx` writes one; pass --onnx)."))
+        return s
+    table = Table("onnx", ["file", "bytes", "top-1 agreement with PyTorch", "max abs logit diff", "test acc",
+                           "latency, batch 1", "throughput, batch 64", "opt off vs all on", "method / threads",
+                           "source"])
+    for v in inputs.verifies:
+        d = v.data
+        for name, f in d["files"].items():
+            off = f.get("optimizations_off_vs_all_on") or {}
+            table.add({"file": text(f"{name}.onnx"), "bytes": number(f.get("bytes"), ",", fixture=v.fixture),
+                       "top-1 agreement with PyTorch": number(f.get("top1_agreement"), ".2f", "%", fixture=v.fixture),
+                       "max abs logit diff": number(f.get("max_abs_logit_diff"), ".2e", fixture=v.fixture),
+                       "test acc": number(f.get("test_acc"), ".2f", f"% ({d['test_images']:,} test images)",
+                                          fixture=v.fixture),
+                       "latency, batch 1": number(f.get("latency_b1_ms"), ".2f", " ms", fixture=v.fixture),
+                       "throughput, batch 64": number(f.get("throughput_b64"), ".0f", " images/s", fixture=v.fixture),
+                       "opt off vs all on": number(off.get("top1_agreement"), ".2f", "%", fixture=v.fixture),
+                       "method / threads": text(f"{d['method']} / {d.get('threads', '?')}"),
+                       "source": text(f"{provenance_label(v.fixture)}: {relative(v.path)}", fixture=v.fixture)})
+    s.blocks.append(table)
+    for v in inputs.verifies:
+        d = v.data
+        int4 = d["files"].get("int4", {})
+        codes = int4.get("distinct_codes") or {}
+        ratio = d.get("size_ratio_fp32_int4")
+        s.blocks.append(Paragraph(
+            f"{relative(v.path)}: fp32/int4 size ratio {f'{ratio:.2f}x' if ratio else NOT_MEASURED}; int4 codes "
+            f"identical to PyTorch: {int4.get('codes_identical_to_pytorch', NOT_MEASURED)}; distinct codes per layer "
+            f"in int4.onnx: {', '.join(map(str, codes.values())) or NOT_MEASURED}; timing: "
+            f"{d.get('environment', {}).get('timing_method', NOT_MEASURED)}."))
+        per_layer = d.get("layer_times_b64")
+        if per_layer:
+            s.blocks.append(Paragraph(f"Where int8's speedup comes from, layer by layer ({per_layer['method']}; "
+                                      f"{provenance_label(v.fixture)}):"))
+            s.blocks.append(_layer_time_table(per_layer, v.fixture))
+    return s
+
+
+def _layer_time_table(per_layer: dict, fixture: bool) -> Table:
+    files, speedups = per_layer["ms_per_run"], per_layer["int8_speedup_per_layer"]
+    table = Table("onnx_layers", ["layer", "fp32.onnx ms", "int4.onnx ms", "int8.onnx ms", "int8 speedup"])
+    table.footnotes["speedup"] = "derived: fp32.onnx ms / int8.onnx ms for the layer"
+    for layer in files.get("fp32", {}):
+        row = {"layer": text(layer)}
+        for name in ("fp32", "int4", "int8"):
+            row[f"{name}.onnx ms"] = number(files.get(name, {}).get(layer), ".2f", fixture=fixture)
+        row["int8 speedup"] = number(speedups.get(layer), ".2f", "x", Kind.DERIVED, note="speedup")
+        table.add(row)
+    return table
+
+
+# ---------------------------------------------------------------------------------------------
+# Cross-hardware
+
+
+def section_cross_hardware(inputs: Inputs) -> Section:
+    s = Section("hardware", "Cross-hardware: every host, profile and run")
+    if not inputs.results:
+        s.blocks.append(Paragraph(f"Cross-hardware table: {NOT_MEASURED} (no result files; `q4bench submit` files "
+                                  "them under reports/submitted/<host-id>/)."))
+        return s
+    table = Table("hardware", ["host", "CPU", "run", "data", "tier", "profile", "threads", "device", "method",
+                               "train images/s", "efficiency (derived)", "s/epoch (derived)", "energy J/epoch (each cell: RAPL or estimated)",
+                               "peak memory MiB",
+                               "accuracy", "filed", "source"], sortable=True,
+                  caption="Click a column header to sort (numbers sort as numbers).")
+    table.footnotes["s-epoch"] = (f"Derived: {CIFAR10_TRAIN_IMAGES:,} / train images/s + {CIFAR10_TEST_IMAGES:,} / eval "
+                                  "images/s, one paper epoch from the measured rates.")
+    table.footnotes["efficiency"] = "Derived: achieved training GFLOP/s / the profile's SGEMM GFLOP/s."
+    table.footnotes["above-sgemm"] = ABOVE_SGEMM
+    table.footnotes["old-device"] = OLD_DEVICE_NOTE
+    for r in inputs.results:
+        filed = "submitted" if "submitted" in r.path.parts else "local"
+        for p in r.data["profiles"]:
+            for name, m in p["methods"].items():
+                energy, acc = m["energy"], m["accuracy"]
+                if energy["method"] == "measured_rapl":
+                    energy_cell = number(energy["joules_per_epoch"], ",.0f", " (RAPL)", fixture=r.fixture)
+                elif energy["method"] == "estimated":
+                    table.footnotes[f"energy:{energy['model']}"] = f"Estimated, not measured: {energy['model']}."
+                    energy_cell = number(energy["joules_per_epoch"], ",.0f", " (estimated)", Kind.ESTIMATED,
+                                         note=f"energy:{energy['model']}")
+                else:
+                    energy_cell = unavailable()
+                eff = m["efficiency"]
+                if acc:
+                    acc_cell = number(acc["top1_percent"], ".2f", f"% ({acc['epochs']} ep x {acc['train_images']:,} "
+                                      "imgs)", fixture=r.fixture)
+                elif not r.data["accuracy"]["measured"]:
+                    acc_cell = unavailable(r.data["accuracy"].get("reason") or "no reason recorded")
+                else:
+                    acc_cell = unavailable(m.get("accuracy_note") or "")
+                table.add({
+                    "host": text(r.host_id), "CPU": text(r.data["host"]["cpu_model"]),
+                    "run": text(run_time(r.created)), "data": text(data_label(r)), "tier": text(r.data["tier"]["name"]),
+                    "profile": text(p["profile"]), "threads": number(p["threads"], "d", kind=Kind.TEXT),
+                    "device": device_cell(p), "method": text(name),
+                    "train images/s": number(m["train_images_per_s"], ".1f", fixture=r.fixture),
+                    "efficiency (derived)": number(None if eff is None else 100 * eff, ".1f", "%", Kind.DERIVED,
+                                         note="efficiency" if eff is None or eff <= 1 else "above-sgemm"),
+                    "s/epoch (derived)": number(epoch_seconds(m), ".0f", " s", Kind.DERIVED, note="s-epoch"),
+                    "energy J/epoch (each cell: RAPL or estimated)": energy_cell,
+                    "peak memory MiB": number(None if m["peak_rss_bytes"] is None else m["peak_rss_bytes"] / 2**20,
+                                              ".0f", fixture=r.fixture),
+                    "accuracy": acc_cell, "filed": text(filed), "source": source_cell(r.fixture, "q4bench bench"),
+                })
+    s.blocks.append(table)
+    return s
+
+
+def build_sections(inputs: Inputs) -> list[Section]:
+    return [section_answer(inputs), section_claims(inputs), section_compare(inputs), section_runs(inputs),
+            section_accuracy(inputs),
+            section_epochs(inputs), section_profiles(inputs), section_methods(inputs), section_onnx(inputs),
+            section_cross_hardware(inputs)]

@@ -1,0 +1,39 @@
+"""Facts both sides of the suite need, in one torch-free module: dataset sizes, the baseline's and the
+paper method's names, the paper recipe's length, exit codes, file names and schema tags.
+
+The report, the statistics and the CLI import this without loading torch; training code may import it
+too. Only constants live here: no logic, no imports from the rest of the suite."""
+
+from __future__ import annotations
+
+# Dataset sizes (train images, test images) of the official splits.
+DATASET_SIZES = {"cifar10": (50_000, 10_000), "cifar100": (50_000, 10_000)}
+CIFAR10_TRAIN_IMAGES, CIFAR10_TEST_IMAGES = DATASET_SIZES["cifar10"]
+
+BASELINE = "fp32"  # the reference every ratio and gap is taken against
+REFERENCE_4BIT = "tathe4"  # the paper's method: the claim checks are about it
+
+PAPER_RECIPE = "paper"
+PAPER_EPOCHS = 150  # the paper's code trains 150 epochs; its claims are about that budget
+
+# Exit codes of `q4bench`: 0 success, 1 a gate said no (parity, compare's verdict), 2 bad input
+# (a one-line message naming the file, option or value), 130 interrupted.
+EXIT_OK = 0
+EXIT_GATE_FAILED = 1
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+# File names the suite writes and the report looks for.
+HISTORY_FILE = "history.json"
+VERIFY_FILE = "verify.json"
+PARITY_FILE = "parity.json"
+
+# A compare result's "schema" field; bench results carry "schema_version" instead.
+COMPARE_SCHEMA_PREFIX = "q4bench-compare/"
+COMPARE_COMMAND = "q4bench compare --method tathe4 --seeds 3 --epochs 3"
+
+# A file whose "command" starts with this is generated test input, never a measurement.
+FIXTURE_MARK = "fixture:"
+
+# The conv passes bench times alone (result files' conv_kernels), in the order they run in a step.
+CONV_PASSES = ("forward", "backward_data", "backward_weights")
