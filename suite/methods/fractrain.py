@@ -226,7 +226,7 @@ class DfqGates(nn.Module):
         mean = sum(macs) / len(macs)
         # per gated layer: its MACs over the mean (train_dfq.py's conv_info / mean(conv_info); the code reads
         # per-layer FLOPs from a --conv_info file when given and weighs layers equally otherwise; VGG4bit's
-        # layers differ in MACs by 20x, so they are weighed by MACs here)
+        # gated layers differ in MACs by up to 18x, so they are weighed by MACs here)
         self.register_buffer("layer_weight", torch.tensor([m / mean for m in macs]), persistent=False)
         # per option: the bit products of its three GEMMs over 32^2 (cost_fw + cost_eb + cost_gc)
         costs = [3 * gemm_bitops_ratio(GemmBits(method.weight_bits, a, g)) for a, g in zip(method.forward_bits, method.grad_bits)]
