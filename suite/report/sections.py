@@ -252,6 +252,10 @@ def section_answer(inputs: Inputs) -> Section:
         lines, reasons = _host_verdicts(inputs.compares, host)
         cpu = results[-1].data["host"]["cpu_model"] if results else next(
             (c.cpu_model for c in inputs.compares if c.host_id == host and c.cpu_model), "?")
+        gpus = sorted({c.device_name for c in inputs.compares
+                       if c.host_id == host and c.device == "cuda" and c.device_name})
+        if gpus:  # a GPU host is named by its GPU first; its CPU only fed it
+            cpu = f"{', '.join(gpus)} (host CPU: {cpu})"
         fixture = any(r.fixture for r in results) or any(c.fixture for c in inputs.compares if c.host_id == host)
         verdict = (Cell("\n".join(lines + [f"why: {r}" for r in reasons]), Kind.MEASURED, note="verdict", fixture=fixture)
                    if lines else Cell(f"No verdict yet: no compare result for this host.\nRun `{COMPARE_COMMAND}` "
