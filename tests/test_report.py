@@ -495,3 +495,23 @@ def test_compare_section_lists_each_run_and_comparison(two_hosts):
     [row] = [dict(zip(comparisons.columns, r)) for r in comparisons.rows]
     assert row["mean gap"].kind is Kind.DERIVED and row["mean gap"].value == pytest.approx(0.3)
     assert row["95% CI"].text == "-0.40 to +1.00" and row["verdict"].text == "inconclusive"
+
+
+def test_bf16_arms_show_their_precision_and_their_cost_against_the_fp32_step(tmp_path):
+    """A bench with precision arms: each arm's row says bf16, and the answer's step-time cost reads the bf16
+    arms against the same run's fp32 step (issue 15: "tathe4 in bf16 costs X of an fp32 step")."""
+    result = fixture_result("fixture-host-b", "Fixture CPU B", "2026-01-06T00:00:00Z", 1.0)
+    profile = result["profiles"][0]
+    profile["device"], profile["precisions"] = "cpu", ["fp32", "bf16"]
+    for name in ("fp32", "tathe4"):
+        arm = dict(profile["methods"][name], method=name, precision="bf16", precision_support="native (amx_bf16)")
+        profile["methods"][f"{name}@bf16"] = arm
+    profile["step_time_ratio"].update({"fp32@bf16": 0.34, "tathe4@bf16": 0.36})
+    profile.setdefault("step_time_ratio_range", {})["tathe4@bf16"] = [0.35, 0.37]
+    inputs = rep.Inputs(results=[rep.inputs.ResultFile(tmp_path / "b.json", result, fixture=True)])
+    secs = _sections(inputs)
+    cost = _row(secs["answer"].tables()["answer"], host="fixture-host-b")["step-time cost"].text
+    assert "tathe4 under bf16 autocast (native (amx_bf16)): 0.36x the fp32 step [cycles 0.35-0.37]" in cost
+    methods = secs["methods"].tables()["methods"]
+    assert _row(methods, profile=profile["profile"], method="tathe4@bf16")["device"].text == "cpu, bf16"
+    assert _row(methods, profile=profile["profile"], method="tathe4")["device"].text == "cpu, fp32"

@@ -133,18 +133,20 @@ def run_label(result: ResultFile) -> str:
     return f"{run_time(result.created)}, {data_label(result)}"
 
 
-def device_of(profile: dict) -> tuple[str, str, bool]:
-    """(device, precision, recorded): results before device/precision existed ran on CPU in float32."""
-    recorded = "device" in profile or "precision" in profile
-    return profile.get("device", "cpu"), profile.get("precision", "fp32"), recorded
+def device_of(profile: dict, entry: dict | None = None) -> tuple[str, str, bool]:
+    """(device, precision, recorded): results before device/precision existed ran on CPU in float32. A method
+    entry (a precision arm such as "tathe4@bf16") carries its own precision."""
+    recorded = "device" in profile or "precision" in profile or "precisions" in profile
+    precision = (entry or {}).get("precision") or profile.get("precision", "fp32")
+    return profile.get("device", "cpu"), precision, recorded
 
 
 OLD_DEVICE_NOTE = ("cpu/fp32 not recorded in this file: it was written before bench had device and precision "
                    "dimensions, when CPU float32 was the only mode")
 
 
-def device_cell(profile: dict) -> Cell:
-    device, precision, recorded = device_of(profile)
+def device_cell(profile: dict, entry: dict | None = None) -> Cell:
+    device, precision, recorded = device_of(profile, entry)
     return text(f"{device}, {precision}", note=None if recorded else "old-device")
 
 
@@ -209,6 +211,14 @@ def _step_costs(results: list[ResultFile]) -> list[str]:
         rng = f" [cycles {spread[0]:.2f}-{spread[1]:.2f}]" if spread else ""
         lines.append(f"• {ratio:.2f}x fp32's step time{rng} on {profile} ({p['threads']} thread(s), {device}, "
                      f"{precision}; run {run_time(r.created)})")
+        # The same run's bf16 arms, against the same fp32 step: what a user of this host would otherwise pick.
+        for arm in (f"{REFERENCE_4BIT}@bf16", "fp32@bf16"):
+            bf16 = p["step_time_ratio"].get(arm)
+            if bf16 is not None:
+                span = p.get("step_time_ratio_range", {}).get(arm)
+                support = (p["methods"].get(arm) or {}).get("precision_support") or "bf16"
+                lines.append(f"  {arm.replace('@bf16', '')} under bf16 autocast ({support}): {bf16:.2f}x the fp32 "
+                             f"step" + (f" [cycles {span[0]:.2f}-{span[1]:.2f}]" if span else ""))
     return lines
 
 
@@ -612,7 +622,7 @@ def section_profiles(inputs: Inputs) -> Section:
                 table.add({
                     "host": text(r.host_id), "run": text(run_label(r)), "profile": text(p["profile"]),
                     "threads": number(p["threads"], "d", " (oversubscribed)" if p["oversubscribed"] else "", Kind.TEXT),
-                    "device": device_cell(p), "method": text(name),
+                    "device": device_cell(p, m), "method": text(name),
                     "train images/s": number(m["train_images_per_s"], ".1f", missing=f"{NOT_MEASURED} ({miss})"
                                              if miss else NOT_MEASURED, fixture=r.fixture),
                     "eval images/s": number(m["eval_images_per_s"], ".0f", missing=f"{NOT_MEASURED} ({miss})"
@@ -624,7 +634,7 @@ def section_profiles(inputs: Inputs) -> Section:
                     "energy J/epoch (RAPL, measured)": rapl, "energy J/epoch (estimated)": estimated,
                     "source": source_cell(r.fixture, "q4bench bench"),
                 })
-                device, precision, _ = device_of(p)
+                device, precision, _ = device_of(p, m)
                 other = "" if (device, precision) == ("cpu", "fp32") else f" {device}/{precision}"
                 bars.append({"label": ("FIXTURE " if r.fixture else "") + f"{r.host_id} {p['profile']}{other} "
                              f"{run_time(r.created)[:16]}{'' if r.real_data else ' synthetic'}",
@@ -688,8 +698,8 @@ def section_methods(inputs: Inputs) -> Section:
     for r in inputs.results:
         costs = r.data.get("method_costs", {})
         for p in r.data["profiles"]:
-            for name in p["methods"]:
-                cost = costs.get(name)
+            for name, entry in p["methods"].items():
+                cost = costs.get(entry.get("method", name))  # a bf16 arm costs what its method costs
                 ratio = p["step_time_ratio"].get(name)
                 spread = p.get("step_time_ratio_range", {}).get(name)
                 if ratio is None:
@@ -708,7 +718,7 @@ def section_methods(inputs: Inputs) -> Section:
                                                           "here; their saving is simulated.")
                     bitops = number(cost["bitops_ratio"]["value"], ".4f", kind=Kind.ESTIMATED, note=f"bitops:{model}")
                 table.add({"host": text(r.host_id), "run": text(run_label(r)), "profile": text(p["profile"]),
-                           "device": device_cell(p), "method": text(name), f"step time / {BASELINE}": ratio_cell,
+                           "device": device_cell(p, entry), "method": text(name), f"step time / {BASELINE}": ratio_cell,
                            "bit operations / fp32": bitops,
                            "kernels on this hardware": text(cost["kernels"] if cost else "not in this result file"),
                            "source": source_cell(r.fixture, "q4bench bench")})
@@ -820,7 +830,7 @@ def section_cross_hardware(inputs: Inputs) -> Section:
                     "host": text(r.host_id), "CPU": text(r.data["host"]["cpu_model"]),
                     "run": text(run_time(r.created)), "data": text(data_label(r)), "tier": text(r.data["tier"]["name"]),
                     "profile": text(p["profile"]), "threads": number(p["threads"], "d", kind=Kind.TEXT),
-                    "device": device_cell(p), "method": text(name),
+                    "device": device_cell(p, m), "method": text(name),
                     "train images/s": number(m["train_images_per_s"], ".1f", fixture=r.fixture),
                     "efficiency (derived)": number(None if eff is None else 100 * eff, ".1f", "%", Kind.DERIVED,
                                          note="efficiency" if eff is None or eff <= 1 else "above-sgemm"),
