@@ -166,3 +166,21 @@ def test_cpu_batches_draw_the_same_numbers_as_per_batch_augmentation():
         index = order[start : start + 128]
         expected = data.normalize(data.augment(images[index], g2))
         assert torch.equal(got[i], expected)
+
+
+def test_bf16_on_a_cpu_without_bf16_instructions_says_emulated(tmp_path, monkeypatch):
+    """What a user on an AVX2-only CPU sees: the run goes ahead, one line says bf16 is emulated, and the history
+    records it (the flags are read from /proc/cpuinfo; here they are replaced by an AVX2-only set)."""
+    import suite.device as device
+
+    monkeypatch.setattr(device, "cpu_flags", lambda: {"avx2", "fma"})
+    assert Placement("cpu", "bf16").precision_support().startswith("emulated (no avx512_bf16/amx_bf16")
+    monkeypatch.setattr(device, "cpu_flags", lambda: {"avx2", "amx_bf16"})
+    assert Placement("cpu", "bf16").precision_support() == "native (amx_bf16)"
+    monkeypatch.setattr(device, "cpu_flags", lambda: {"avx2"})
+    lines = []
+    history = train(_config(tmp_path, precision="bf16", recipe="paper", epochs=1, subset=128), log=lines.append)
+    notes = [line for line in lines if line.startswith("note: bf16 is emulated")]
+    assert len(notes) == 1 and "\n" not in notes[0]
+    assert any(line.startswith("training") and "emulated" in line for line in lines)  # the plan line says it too
+    assert history["precision_support"].startswith("emulated")
