@@ -53,11 +53,8 @@ def _load(task: dict):
     from . import data as datamod
 
     train, test = datamod.load_dataset(task["dataset"], task["data_dir"], download=False)
-    device = task.get("device", "cpu")
-    if device != "cpu":  # as in training: the uint8 splits live on the device, batches are gathered there
-        train = datamod.Split(train.images.to(device), train.labels.to(device))
-        test = datamod.Split(test.images.to(device), test.labels.to(device))
-    return train, test
+    device = task.get("device", "cpu")  # as in training: the uint8 splits live on the device
+    return train.to(device), test.to(device)
 
 
 def _stepper(method_name: str, num_classes: int, batch_size: int, seed: int, steps_per_epoch: int, placement=None):

@@ -7,7 +7,6 @@ Functions that need torch import it inside, so the bench parent can use the rest
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import os
 import platform
 import re
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from .profiles import usable_cpus
+from .provenance import package_version
 
 # ---------------------------------------------------------------------------------------------
 # Host fingerprint
@@ -54,13 +54,6 @@ def _cpuinfo_linux(path: str = "/proc/cpuinfo") -> tuple[str | None, set[str]]:
     return model, flags
 
 
-def _version(package: str) -> str | None:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
 def host_fingerprint() -> dict:
     """What the figures were measured on. Reads /proc/cpuinfo (py-cpuinfo elsewhere); does not import torch."""
     import psutil
@@ -86,8 +79,8 @@ def host_fingerprint() -> dict:
         "memory_bytes": psutil.virtual_memory().total,
         "os": platform.platform(),
         "python": platform.python_version(),
-        "torch": _version("torch"),
-        "onnxruntime": _version("onnxruntime"),
+        "torch": package_version("torch"),
+        "onnxruntime": package_version("onnxruntime"),
     }
     fingerprint["host_id"] = host_id(fingerprint)
     return fingerprint

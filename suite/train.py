@@ -332,18 +332,13 @@ def train(config: TrainConfig, on_batch: Callable[[int, int], None] | None = Non
         return _train(config, recipe, method, placement, epochs, batch_size, out, on_batch, log)
 
 
-def _on_device(split: datamod.Split, device: torch.device) -> datamod.Split:
-    # The whole split as uint8 on the device (CIFAR-10: 176 MiB): batches are gathered and augmented there.
-    return split if device.type == "cpu" else datamod.Split(split.images.to(device), split.labels.to(device))
-
-
 def _train(config, recipe, method, placement, epochs, batch_size, out, on_batch, log) -> dict:
     ckpt_path, history_path, predictions_path = out / "checkpoint.pt", out / "history.json", out / "predictions.npy"
     train_split, test_split, source = datamod.load_data(
         config.dataset, config.data_dir, config.synthetic, config.subset, config.seed
     )
     device = placement.torch_device
-    train_split, test_split = _on_device(train_split, device), _on_device(test_split, device)
+    train_split, test_split = train_split.to(device), test_split.to(device)
     num_classes = datamod.dataset_spec(config.dataset).num_classes
     support = placement.precision_support()
     if support.startswith("emulated"):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 from enum import Enum
+from typing import Callable
 
 from ..spec import BASELINE, CIFAR10_TEST_IMAGES, CIFAR10_TRAIN_IMAGES, PAPER_EPOCHS, REFERENCE_4BIT
 from .inputs import Budget, Inputs, ResultFile, RunHistory, VerifyFile, relative
@@ -170,33 +171,36 @@ def _short_budget(claim: str, paper: str, e: AccuracyEntry | None, method: str) 
                       f"x {e.budget.train_images:,} images", f"{provenance_label(e.fixture)}: {e.source}")
 
 
-def check_best_accuracy(inputs: Inputs, entries: list[AccuracyEntry]) -> ClaimCheck:
-    claim = "4-bit best-epoch accuracy on CIFAR-10"
-    paper = f"{PAPER_BEST_ACC}% (best of {PAPER_EPOCHS} epochs, epoch {PAPER_BEST_EPOCH}; chosen on the test set)"
-    runs = _full(inputs, REFERENCE_4BIT)
+def _full_budget_accuracy(inputs: Inputs, entries: list[AccuracyEntry], claim: str, paper: str, method: str,
+                          target: float, reason: Callable[[float, bool], str]) -> ClaimCheck:
+    """An accuracy claim ruled on full paper-budget runs of `method` (best epoch within FULL_BUDGET_NOISE of
+    `target`), else said not measurable at the largest budget there is; reason(best, ok) words the verdict."""
+    runs = _full(inputs, method)
     if not runs:
-        return _short_budget(claim, paper, _largest(entries, REFERENCE_4BIT), REFERENCE_4BIT)
+        return _short_budget(claim, paper, _largest(entries, method), method)
     best, final, at = _best_final(runs)
-    ok = best >= PAPER_BEST_ACC - FULL_BUDGET_NOISE
+    ok = best >= target - FULL_BUDGET_NOISE
     return ClaimCheck(claim, paper, f"best epoch {best:.2f}% (epoch {', '.join(map(str, at))}), final epoch "
                       f"{final:.2f}%; {_where(runs)}", Verdict.CONFIRMED if ok else Verdict.CONTRADICTED,
-                      f"{best:.2f}% is {'within' if ok else 'more than'} {FULL_BUDGET_NOISE} points (run-to-run "
-                      f"noise) {'of' if ok else 'below'} {PAPER_BEST_ACC}%", _evidence_runs(runs))
+                      reason(best, ok), _evidence_runs(runs))
+
+
+def check_best_accuracy(inputs: Inputs, entries: list[AccuracyEntry]) -> ClaimCheck:
+    return _full_budget_accuracy(
+        inputs, entries, "4-bit best-epoch accuracy on CIFAR-10",
+        f"{PAPER_BEST_ACC}% (best of {PAPER_EPOCHS} epochs, epoch {PAPER_BEST_EPOCH}; chosen on the test set)",
+        REFERENCE_4BIT, PAPER_BEST_ACC,
+        lambda best, ok: f"{best:.2f}% is {'within' if ok else 'more than'} {FULL_BUDGET_NOISE} points (run-to-run "
+                         f"noise) {'of' if ok else 'below'} {PAPER_BEST_ACC}%")
 
 
 def check_fp32_accuracy(inputs: Inputs, entries: list[AccuracyEntry]) -> ClaimCheck:
-    claim = "FP32 accuracy of the same network"
-    paper = f"{PAPER_FP32_ACC}% (cited to Simonyan & Zisserman; not a run of this network)"
-    runs = _full(inputs, BASELINE)
-    if not runs:
-        return _short_budget(claim, paper, _largest(entries, BASELINE), BASELINE)
-    best, final, at = _best_final(runs)
-    ok = best >= PAPER_FP32_ACC - FULL_BUDGET_NOISE
-    return ClaimCheck(claim, paper, f"best epoch {best:.2f}% (epoch {', '.join(map(str, at))}), final epoch "
-                      f"{final:.2f}%; {_where(runs)}", Verdict.CONFIRMED if ok else Verdict.CONTRADICTED,
-                      f"the same recipe with the quantizer off reaches {best:.2f}%, "
-                      f"{'within' if ok else 'more than'} {FULL_BUDGET_NOISE} points {'of' if ok else 'below'} "
-                      f"the cited {PAPER_FP32_ACC}%", _evidence_runs(runs))
+    return _full_budget_accuracy(
+        inputs, entries, "FP32 accuracy of the same network",
+        f"{PAPER_FP32_ACC}% (cited to Simonyan & Zisserman; not a run of this network)", BASELINE, PAPER_FP32_ACC,
+        lambda best, ok: f"the same recipe with the quantizer off reaches {best:.2f}%, "
+                         f"{'within' if ok else 'more than'} {FULL_BUDGET_NOISE} points {'of' if ok else 'below'} "
+                         f"the cited {PAPER_FP32_ACC}%")
 
 
 def _gap_words(gap: float) -> str:
