@@ -22,7 +22,7 @@ from typing import Callable
 from . import __version__
 from . import data as datamod
 from .errors import UserError
-from .measure import CONV_PASSES, FLOP_CONVENTION, POWERCAP_ROOT, host_fingerprint
+from .measure import CONV_PASSES, FLOP_CONVENTION, POWERCAP_ROOT, host_fingerprint, load_average
 from .profiles import (
     CgroupSlot,
     Profile,
@@ -32,6 +32,9 @@ from .profiles import (
     thread_environment,
     usable_cpus,
 )
+from .scaling import ScalingPlan, measure_scaling, plan_scaling
+from .scaling import summary_line as scaling_summary_line
+from .scaling import unavailable as scaling_unavailable
 from .results import DEFAULT_RESULTS_DIR, SCHEMA_VERSION, result_filename, write_result
 
 BASELINE = "fp32"
@@ -72,6 +75,9 @@ class Tier:
     child_timeout_s: float | None = None
     requires_cifar10: bool = False
     synthetic_images: tuple[int, int] = (2000, 500)  # train, test when running on synthetic data
+    # 1 vs N processes under torchrun (suite/scaling.py): interleaved rounds of 4 windows; 0 skips it
+    scaling_rounds: int = 0
+    scaling_steps: int = 2
 
     def windows_for(self, methods: int) -> int:
         """At least `windows`, rounded up to whole cycles: a cycle gives every method every position once."""
@@ -89,13 +95,13 @@ TIERS = {
         "quick", "real CIFAR-10 when found; 8 timed windows per method and a 1-epoch accuracy run on 4,096 images",
         data="cifar10", sgemm_n=2048, sgemm_repeats=3, warmup_steps=2, windows=8, steps_per_window=2,
         eval_images=1000, footprint_steps=2, accuracy=AccuracyBudget(train_images=4096, epochs=1), kernel_repeats=3,
-        child_timeout_s=1500,
+        child_timeout_s=1500, scaling_rounds=4, scaling_steps=2,
     ),
     "paper": Tier(
         "paper", "the paper's full recipe (150 epochs on CIFAR-10 per method): hours to days, resumable",
         data="cifar10", sgemm_n=2048, sgemm_repeats=5, warmup_steps=3, windows=8, steps_per_window=3,
         eval_images=2000, footprint_steps=2, accuracy=AccuracyBudget(None, None, resumable=True), kernel_repeats=5,
-        requires_cifar10=True,
+        requires_cifar10=True, scaling_rounds=6, scaling_steps=3,
     ),
 }
 
@@ -334,7 +340,7 @@ def measure_profile(
         "dataset": "cifar10", "data_dir": data.data_dir, "batch_size": batch_size, "seed": config.seed,
         "epoch_images": CIFAR10_EPOCH_IMAGES, "device": profile.device,
     }
-    started, load_start = time.perf_counter(), _load_average()
+    started, load_start = time.perf_counter(), load_average()
     arms = arms_for(profile, methods, host_cpu_flags())
     windows = tier.windows_for(len(arms))
     # a GPU's ceiling needs a multiply big enough to fill it
@@ -440,15 +446,8 @@ def measure_profile(
         "methods": entries,
         "seconds": time.perf_counter() - started,
         # Other work on the host slows every figure; the load average lets a reader see it happened.
-        "load_average": {"start": load_start, "end": _load_average()},
+        "load_average": {"start": load_start, "end": load_average()},
     }
-
-
-def _load_average() -> list[float] | None:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return None
 
 
 def _accuracy_eta(budget: AccuracyBudget, throughput: dict) -> float:
@@ -477,7 +476,8 @@ def _cap_detail(profile: Profile, cap: CapPlan) -> str | None:
 
 
 def describe_plan(tier: Tier, profiles: list[Profile], methods: list[str], data: DataPlan,
-                  accuracy_profile: Profile | None, accuracy_reason: str | None) -> list[str]:
+                  accuracy_profile: Profile | None, accuracy_reason: str | None,
+                  scaling_plan: ScalingPlan | None = None, scaling_reason: str | None = None) -> list[str]:
     lines = [f"q4bench bench: tier {tier.name} ({tier.summary})",
              f"  data: {data.source}" + (f"; {data.note}" if data.note else ""),
              f"  methods: {', '.join(methods)} (fp32 is the baseline of step_time_ratio)"]
@@ -495,6 +495,13 @@ def describe_plan(tier: Tier, profiles: list[Profile], methods: list[str], data:
         lines.append(f"  accuracy: per method, {tier.accuracy.describe()}, under profile {accuracy_profile.name}")
     else:
         lines.append(f"  accuracy: not measured ({accuracy_reason})")
+    if scaling_plan is not None:
+        lines.append(f"  scaling: 1 vs {scaling_plan.processes} processes (torchrun, DDP over gloo, "
+                     f"{scaling_plan.threads_per_process} thread each), {scaling_plan.method}, global batch "
+                     f"{scaling_plan.global_batch}, {scaling_plan.rounds} interleaved rounds of 4 windows x "
+                     f"{scaling_plan.steps_per_window} steps")
+    else:
+        lines.append(f"  scaling: not measured ({scaling_reason})")
     return lines
 
 
@@ -537,7 +544,12 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] = _print) -> Path:
         else:
             accuracy_reason = None
         accuracy_profile = pick_accuracy_profile(profiles, host_cpus) if accuracy_reason is None else None
-        for line in describe_plan(tier, profiles, methods, data, accuracy_profile, accuracy_reason):
+        if tier.scaling_rounds == 0:
+            scaling_plan, scaling_reason = None, f"the {tier.name} tier measures no scaling"
+        else:
+            scaling_plan, scaling_reason = plan_scaling(host_cpus, tier.scaling_rounds, tier.scaling_steps)
+        for line in describe_plan(tier, profiles, methods, data, accuracy_profile, accuracy_reason, scaling_plan,
+                                  scaling_reason):
             log(line)
         entries = []
         for profile in profiles:
@@ -547,6 +559,7 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] = _print) -> Path:
                                                                      f"{accuracy_profile.name}")
             entries.append(measure_profile(profile, tier, methods, data, cap, host, config, measured_here, reason,
                                            workdir, log))
+        scaling = scaling_unavailable(scaling_reason) if scaling_plan is None else measure_scaling(scaling_plan, workdir)
     result = {
         "schema_version": SCHEMA_VERSION,
         "suite_version": __version__,
@@ -568,6 +581,7 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] = _print) -> Path:
         "flop_convention": FLOP_CONVENTION,
         "method_costs": method_costs(methods),
         "profiles": entries,
+        "scaling": scaling,
     }
     path = write_result(Path(config.out) / result_filename(result), result)
     log(f"result: {path}")
@@ -638,4 +652,6 @@ def summary_lines(result: dict) -> list[str]:
                 + (f", bf16 {m['precision_support']}" if m.get("precision") == "bf16" else "")
                 + (f", bit ops {bitops:.4f} of FP32 (estimated; simulated here on float kernels)" if bitops else "")
             )
+    if "scaling" in result:
+        lines.append(scaling_summary_line(result["scaling"]))
     return lines

@@ -299,6 +299,7 @@ def _compare(args: argparse.Namespace) -> None:
             hours=args.hours, recipe=args.recipe, subset=args.subset, synthetic=args.synthetic,
             data_dir=args.data_dir, device=args.device, precision=args.precision, parallel=args.parallel,
             threads=args.threads, margin=args.margin, out=args.out, batch_size=args.batch_size,
+            ranks_per_run=args.ranks_per_run,
         )
     )
 
@@ -332,6 +333,8 @@ def _add_compare(sub) -> None:
     p.add_argument("--parallel", type=int,
                    help="children at once (default: cores // threads on cpu, 2 sharing the GPU on cuda)")
     p.add_argument("--threads", type=int, help="torch threads per child (default 1 on cpu, cores // parallel on cuda)")
+    p.add_argument("--ranks-per-run", type=int, default=1,
+                   help="train each run as a torchrun job of N DDP ranks over gloo (default 1: one process)")
     p.add_argument("--margin", type=float, default=DEFAULT_MARGIN,
                    help=f"equivalence margin in accuracy points (default {DEFAULT_MARGIN})")
     p.add_argument("--out", default=DEFAULT_OUT, help=f"folder for the runs and compare.json (default {DEFAULT_OUT})")

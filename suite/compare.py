@@ -57,6 +57,7 @@ class CompareRequest:
     out: str = DEFAULT_OUT
     dataset: str = "cifar10"
     batch_size: int | None = None  # None: the recipe's
+    ranks_per_run: int = 1  # > 1: each run is a torchrun job of that many DDP ranks (suite/distributed.py)
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,14 @@ def validate(req: CompareRequest) -> CompareRequest:
         raise UserError("--data-dir and --synthetic exclude each other")
     if not (req.margin > 0 and math.isfinite(req.margin)):
         raise UserError(f"--margin must be a positive number of accuracy points, got {req.margin}")
-    for option, value in (("--parallel", req.parallel), ("--threads", req.threads), ("--batch-size", req.batch_size)):
+    if "WORLD_SIZE" in os.environ:
+        raise UserError("q4bench compare starts its own runs: do not start it under torchrun; pass "
+                        "--ranks-per-run N to train each run as a torchrun job of N ranks")
+    if req.ranks_per_run > 1 and req.device != "cpu":
+        raise UserError(f"--ranks-per-run {req.ranks_per_run}: runs across processes use gloo on the CPU; "
+                        f"drop it for --device {req.device}")
+    for option, value in (("--parallel", req.parallel), ("--threads", req.threads), ("--batch-size", req.batch_size),
+                          ("--ranks-per-run", req.ranks_per_run)):
         if value is not None and value < 1:
             raise UserError(f"{option} must be at least 1, got {value}")
     from .device import Placement
@@ -127,7 +135,7 @@ def validate(req: CompareRequest) -> CompareRequest:
         # Measured on 2 cores: two 1-thread trainings side by side made 266 img/s together, one 2-thread
         # process 244-254; so by default each child gets one thread and the cores are filled with children.
         threads = req.threads or 1
-        parallel = req.parallel or max(1, cores // threads)
+        parallel = req.parallel or max(1, cores // (threads * req.ranks_per_run))
     data_dir = None
     if not req.synthetic:
         data_dir = str(_data_folder(req))
@@ -168,6 +176,7 @@ def identity(req: CompareRequest) -> dict:
         "threads": req.threads,
         "margin": req.margin,
         "parallel": req.parallel,
+        "ranks_per_run": req.ranks_per_run,
     }
 
 
@@ -178,7 +187,7 @@ def check_identity(out: Path, req: CompareRequest) -> None:
     if path.exists():
         saved = json.loads(path.read_text())
         for key, value in mine.items():
-            old = saved.get(key)
+            old = saved.get(key, 1 if key == "ranks_per_run" else None)  # folders from before --ranks-per-run
             if key in MAY_CHANGE or old == value or (key == "seeds" and value > old):
                 continue
             raise UserError(
@@ -260,7 +269,10 @@ def _device_args(req: CompareRequest) -> list[str]:
 
 
 def train_command(req: CompareRequest, run: Run, epochs: int, out: Path) -> list[str]:
-    cmd = [sys.executable, "-m", "suite", "train", "--method", run.method, "--recipe", req.recipe,
+    launcher = [sys.executable]
+    if req.ranks_per_run > 1:  # PyTorch's own launcher; --standalone: a private rendezvous on a free port
+        launcher += ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(req.ranks_per_run)]
+    cmd = [*launcher, "-m", "suite", "train", "--method", run.method, "--recipe", req.recipe,
            "--epochs", str(epochs), "--seed", str(run.seed), "--threads", str(req.threads),
            "--dataset", req.dataset, *_data_args(req), *_device_args(req), "--out", str(out), "--resume"]
     if req.subset is not None:
@@ -403,7 +415,9 @@ def plan_lines(req: CompareRequest, plan: dict, sizes: tuple[int, int], batch: i
         f"{sum(1 for r in runs if r not in finished and not done[r])} to start)",
         f"  budget: {budget}, {req.recipe} recipe; {epochs} x {train_images:,} = {epochs * train_images:,} training "
         f"images per run ({epochs * steps} steps of batch {batch}); scored on {test_images:,} test images",
-        f"  device: {req.device}, {req.precision}; {req.threads} thread(s) per child, {req.parallel} children in parallel",
+        f"  device: {req.device}, {req.precision}; {req.threads} thread(s) per child, {req.parallel} children in parallel"
+        + (f"; each run a torchrun job of {req.ranks_per_run} DDP ranks ({req.threads} thread(s) each)"
+           if req.ranks_per_run > 1 else ""),
         f"  step time per child: " + ", ".join(f"{m} {1 / s:.0f} img/s" for m, s in spi.items()),
         f"  estimated time: {_fmt_seconds(makespan(remaining, req.parallel))} for what is left "
         f"(a child's start-up {plan['startup_seconds']:.0f} s per run; scoring counted as a third of a training "

@@ -96,6 +96,9 @@ class Split:
     def head(self, n: int) -> "Split":
         return Split(self.images[:n], self.labels[:n])
 
+    def part(self, start: int, stop: int) -> "Split":
+        return Split(self.images[start:stop], self.labels[start:stop])
+
     def to(self, device: str | torch.device) -> "Split":
         """The split on a device (CIFAR-10: 176 MiB of uint8), where batches are then gathered and augmented;
         itself when it is already there."""
@@ -324,10 +327,17 @@ def batches(
     batch_size: int,
     generator: torch.Generator | None = None,
     train: bool = False,
+    shard: tuple[int, int] = (0, 1),
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Shuffled, augmented batches when train (generator required); in order otherwise. The split may sit
     on any device: the random numbers are drawn on the CPU generator for the whole epoch first (the same
-    sequence as drawing them batch by batch) and moved once, so a GPU epoch never waits on the host."""
+    sequence as drawing them batch by batch) and moved once, so a GPU epoch never waits on the host.
+
+    shard = (rank, ranks): training batches of a distributed run. Every rank draws the whole epoch's order
+    and augmentation and keeps positions rank, rank + ranks, ... of each global batch of batch_size: the
+    global batches, and each image's crop and flip, are those of a single process (DistributedSampler's split
+    when ranks divides batch_size)."""
+    rank, ranks = shard
     n = len(split)
     device = split.images.device
     if not train:
@@ -335,19 +345,23 @@ def batches(
             yield normalize(split.images[start : start + batch_size]), split.labels[start : start + batch_size]
         return
     order = torch.randperm(n, generator=generator)
-    starts = [s for s in range(0, n, batch_size) if min(batch_size, n - s) >= 2]  # BatchNorm needs 2 images
+    # BatchNorm needs 2 images per rank: a last global batch too small for that is left out on every rank.
+    starts = [s for s in range(0, n, batch_size) if min(batch_size, n - s) >= 2 * ranks]
     draws = [_draw_augmentation(min(batch_size, n - s), generator) for s in starts]
     if device.type != "cpu":
         order = order.to(device, non_blocking=True)
         draws = [tuple(t.to(device, non_blocking=True) for t in d) for d in draws]
     for start, (dy, dx, flip) in zip(starts, draws):
         index = order[start : start + batch_size]
+        if ranks > 1:
+            index, dy, dx, flip = index[rank::ranks], dy[rank::ranks], dx[rank::ranks], flip[rank::ranks]
         yield normalize(crop_and_flip(split.images[index], dy, dx, flip)), split.labels[index]
 
 
-def num_train_batches(n: int, batch_size: int) -> int:
+def num_train_batches(n: int, batch_size: int, ranks: int = 1) -> int:
+    """Optimizer steps per epoch: a tail batch is kept when every rank gets at least 2 of its images."""
     full, rest = divmod(n, batch_size)
-    return full + (1 if rest >= 2 else 0)
+    return full + (1 if rest >= 2 * ranks else 0)
 
 
 # ---------------------------------------------------------------------------------------------

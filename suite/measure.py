@@ -576,3 +576,11 @@ def ratio_estimates(seconds: dict[str, list[float]], baseline: str) -> dict[str,
         ratios = [sum(times[i] for i in span) / sum(seconds[baseline][i] for i in span) for span in spans]
         out[name] = {"median": statistics.median(ratios), "low": min(ratios), "high": max(ratios), "cycles": len(ratios)}
     return out
+
+
+def load_average() -> list[float] | None:
+    """The 1/5/15-minute load averages, recorded beside every timing (a busy host shows there)."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None

@@ -20,6 +20,8 @@ from .atomic import write_atomic, write_json_atomic
 from .provenance import stamp
 from .errors import UserError
 from .device import Placement
+from . import distributed as dist_mod
+from .distributed import World
 from .methods import Method, get_method, projected_parameters
 from .model import ARCH_NAME, ARCHS, build_arch, check_arch, count_parameters, quant_layers
 
@@ -169,8 +171,11 @@ class Stepper:
     same work."""
 
     def __init__(self, model: torch.nn.Module, method: Method, optimizer, quantizers: list, total_steps: int,
-                 label_smoothing: float = 0.0, placement: Placement | None = None, scheduler=None):
+                 label_smoothing: float = 0.0, placement: Placement | None = None, scheduler=None,
+                 world: World | None = None):
+        # model may be DistributedDataParallel-wrapped: its forward then all-reduces gradients in backward.
         self.model, self.method, self.optimizer = model, method, optimizer
+        self.world = world or World()
         self.quantizers, self.total_steps = quantizers, total_steps
         self.label_smoothing = label_smoothing
         self.placement = placement or Placement("cpu", "fp32")
@@ -195,7 +200,10 @@ class Stepper:
         self.method.project_(self.projected)
         if self.scheduler is not None:
             self.scheduler.step()
-        self.method.after_step(self.quantizers, loss.detach(), self.step_index)  # PFQ's plateau indicator
+        step_loss = loss.detach()
+        if self.method.uses_step_loss:  # PFQ's plateau indicator: every rank must see the same, global loss
+            step_loss = dist_mod.mean_over_ranks(self.world, step_loss)
+        self.method.after_step(self.quantizers, step_loss, self.step_index)
         self.step_index += 1
         return loss.detach(), (logits.argmax(1) == labels).sum()
 
@@ -254,8 +262,10 @@ def _progress(total: int, desc: str):
     return tqdm(total=total, desc=desc, unit="batch", leave=False, dynamic_ncols=True)
 
 
-def _save_checkpoint(path: Path, model, optimizer, scheduler, epoch: int, config: TrainConfig, history: dict) -> None:
+def _save_checkpoint(path: Path, model, optimizer, scheduler, epoch: int, config: TrainConfig, history: dict,
+                     world_size: int = 1) -> None:
     state = {
+        "world_size": world_size,  # a resume needs the same: it sets each rank's batch and BatchNorm statistics
         "arch": {"name": model.arch_name, "num_classes": model.num_classes},
         "method": config.method,
         "epoch": epoch,
@@ -309,10 +319,13 @@ def _check_resume(state: dict, config: TrainConfig, path: Path) -> None:
             )
 
 
-def train(config: TrainConfig, on_batch: Callable[[int, int], None] | None = None, log=print) -> dict:
-    """Train per config; returns the history dict (also written to OUT/history.json).
+def train(config: TrainConfig, on_batch: Callable[[int, int], None] | None = None, log=print,
+          world: World | None = None) -> dict:
+    """Train per config; returns the history dict (also written to OUT/history.json by rank 0).
 
-    on_batch(epoch, batch_index) is called after every step (tests use it to simulate a kill)."""
+    on_batch(epoch, batch_index) is called after every step (tests use it to simulate a kill). world: the
+    ranks of a torchrun job (default: read from the environment; one process when not under torchrun)."""
+    world = world or dist_mod.world_from_env()
     recipe, method = get_recipe(config.recipe), get_method(config.method)
     check_arch(config.arch)  # an unknown --arch fails here, before any data is read
     placement = Placement(config.device, config.precision)
@@ -324,16 +337,75 @@ def train(config: TrainConfig, on_batch: Callable[[int, int], None] | None = Non
         if config.threads < 1:
             raise UserError(f"--threads must be at least 1, got {config.threads}")
         torch.set_num_threads(config.threads)
+    elif world.distributed:  # torchrun's OMP_NUM_THREADS=1 would leave cores idle
+        torch.set_num_threads(dist_mod.threads_per_rank(world, usable_cores()))
+    dist_mod.local_batch_size(batch_size, world)  # refuses a batch the ranks cannot split, before any work
+    if not world.is_main:
+        log = _quiet
     out = Path(config.out)
-    ckpt_path, history_path = out / "checkpoint.pt", out / "history.json"
+    try:
+        with dist_mod.process_group(world), placement.numerics():
+            return _train(config, recipe, method, placement, epochs, batch_size, out, on_batch, log, world)
+    except dist_mod.PeerLost as exc:
+        raise UserError(f"rank {world.rank} of {world.size}: another rank of the job died or became unreachable "
+                        f"({exc}); {out} keeps the last finished epoch: rerun the same torchrun command with "
+                        f"--resume") from None
+    except dist_mod.StoppedByLauncher:
+        raise UserError(f"rank {world.rank} of {world.size}: stopped by torchrun, which ends every rank when one "
+                        f"fails; {out} keeps the last finished epoch: rerun the same command with --resume") from None
+
+
+def _quiet(*args, **kwargs) -> None:
+    """Ranks other than 0 print nothing: one job, one log."""
+
+
+def usable_cores() -> int:
+    from .profiles import usable_cpus
+
+    return usable_cpus()
+
+
+def _open_on_main(config: TrainConfig, recipe: Recipe, epochs: int, batch_size: int, out: Path,
+                  world: World) -> dict | None:
+    """Rank 0 decides whether OUT may be written and, on --resume, reads the checkpoint; every rank gets the
+    verdict (the same one-line error everywhere) and the state. Other ranks never read OUT: on several
+    machines it need not be shared."""
+    verdict: tuple[str | None, dict | None] = (None, None)
+    if world.is_main:
+        try:
+            verdict = (None, _read_resume_state(config, recipe, epochs, batch_size, out, world))
+        except UserError as exc:
+            verdict = (str(exc), None)
+    error, state = dist_mod.broadcast_from_main(world, verdict)
+    if error is not None:
+        raise UserError(error)
+    return state
+
+
+def _read_resume_state(config: TrainConfig, recipe: Recipe, epochs: int, batch_size: int, out: Path,
+                       world: World) -> dict | None:
+    ckpt_path = out / "checkpoint.pt"
     if ckpt_path.exists() and not config.resume:
         raise UserError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-    with placement.numerics():
-        return _train(config, recipe, method, placement, epochs, batch_size, out, on_batch, log)
+    if not (config.resume and ckpt_path.exists()):
+        return None
+    state = load_checkpoint(ckpt_path)
+    _check_resume(state, dataclasses.replace(config, batch_size=batch_size), ckpt_path)
+    saved_epochs = state.get("config", {}).get("epochs")
+    if recipe.per_step and saved_epochs is not None and saved_epochs != epochs:
+        raise UserError(f"{ckpt_path}: cannot resume with --epochs {epochs}: the {recipe.name} recipe's LR "
+                        f"schedule was laid out for {saved_epochs} epochs")
+    saved_world = int(state.get("world_size", 1))
+    if saved_world != world.size:
+        raise UserError(f"{ckpt_path}: cannot resume on {world.size} process(es): the run was trained on "
+                        f"{saved_world}, and the ranks' share of each batch (and so BatchNorm's statistics) depends "
+                        f"on it; start torchrun with --nproc-per-node x --nnodes = {saved_world}")
+    return state
 
 
-def _train(config, recipe, method, placement, epochs, batch_size, out, on_batch, log) -> dict:
+def _train(config, recipe, method, placement, epochs, batch_size, out, on_batch, log, world) -> dict:
     ckpt_path, history_path, predictions_path = out / "checkpoint.pt", out / "history.json", out / "predictions.npy"
+    state = _open_on_main(config, recipe, epochs, batch_size, out, world)
     train_split, test_split, source = datamod.load_data(
         config.dataset, config.data_dir, config.synthetic, config.subset, config.seed
     )
@@ -348,11 +420,8 @@ def _train(config, recipe, method, placement, epochs, batch_size, out, on_batch,
     model, quantizers = build_model(method, num_classes, config.arch)
     model.to(device)
     optimizer = make_optimizer(model, recipe)
-    steps_per_epoch = datamod.num_train_batches(len(train_split), batch_size)
+    steps_per_epoch = datamod.num_train_batches(len(train_split), batch_size, world.size)
     scheduler = make_scheduler(optimizer, recipe, epochs, steps_per_epoch)
-    stepper = Stepper(model, method, optimizer, quantizers, total_steps=epochs * steps_per_epoch,
-                      label_smoothing=recipe.label_smoothing, placement=placement,
-                      scheduler=scheduler if recipe.per_step else None)
 
     history = {
         "method": method.name,
@@ -377,19 +446,15 @@ def _train(config, recipe, method, placement, epochs, batch_size, out, on_batch,
         "torch_version": str(torch.__version__),
         "cuda_version": torch.version.cuda if placement.device == "cuda" else None,
         "provenance": stamp(),
+        "world_size": world.size,  # processes (ranks) of a torchrun job; 1 alone
+        "distributed": _distributed_record(world, batch_size) if world.distributed else None,
         "epochs": [],
         "final_test_acc": None,
         "best_test_acc": None,
         "best_epoch": None,
     }
     start_epoch = 1
-    if config.resume and ckpt_path.exists():
-        state = load_checkpoint(ckpt_path)
-        _check_resume(state, dataclasses.replace(config, batch_size=batch_size), ckpt_path)
-        saved_epochs = state.get("config", {}).get("epochs")
-        if recipe.per_step and saved_epochs is not None and saved_epochs != epochs:
-            raise UserError(f"{ckpt_path}: cannot resume with --epochs {epochs}: the {recipe.name} recipe's LR "
-                            f"schedule was laid out for {saved_epochs} epochs")
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -400,18 +465,26 @@ def _train(config, recipe, method, placement, epochs, batch_size, out, on_batch,
         ]
         history["provenance"] = state["history"].get("provenance", history["provenance"])
         start_epoch = int(state["epoch"]) + 1
-        stepper.step_index = (start_epoch - 1) * steps_per_epoch
         log(f"resuming {out} after epoch {state['epoch']}")
     config = dataclasses.replace(config, batch_size=batch_size, epochs=epochs)
+    trained = dist_mod.wrap(model, world)  # after loading: DDP starts every rank from rank 0's weights
+    stepper = Stepper(trained, method, optimizer, quantizers, total_steps=epochs * steps_per_epoch,
+                      label_smoothing=recipe.label_smoothing, placement=placement,
+                      scheduler=scheduler if recipe.per_step else None, world=world)
+    stepper.step_index = (start_epoch - 1) * steps_per_epoch
+    eval_part = test_split.part(*dist_mod.eval_share(world.rank, world.size, len(test_split)))
 
     log(
         f"training {method.name} ({recipe.name} recipe, {placement.describe()}) on {source}: {len(train_split)} "
         f"train / {len(test_split)} test images, {epochs} epochs of {steps_per_epoch} steps, "
-        f"{torch.get_num_threads()} threads"
+        + (f"{world.describe()}, global batch {batch_size} = {world.size} x {batch_size // world.size} images, "
+           if world.distributed else "")
+        + f"{torch.get_num_threads()} threads" + (" per rank" if world.distributed else "")
     )
     for epoch in range(start_epoch, epochs + 1):
         generator = torch.Generator().manual_seed(_epoch_seed(config.seed, epoch))
-        torch.manual_seed(_epoch_seed(config.seed, epoch))  # dropout (every device)
+        # dropout (every device); each rank its own masks, rank 0 those of a single process
+        torch.manual_seed(_epoch_seed(config.seed, epoch) + _RANK_SEED_STRIDE * world.rank)
         lr = optimizer.param_groups[0]["lr"]
         model.train()
         loss_sum = torch.zeros((), device=device)
@@ -419,7 +492,8 @@ def _train(config, recipe, method, placement, epochs, batch_size, out, on_batch,
         seen = 0
         bar = _progress(steps_per_epoch, f"epoch {epoch}/{epochs}")
         start = time.perf_counter()
-        for index, (images, labels) in enumerate(datamod.batches(train_split, batch_size, generator, train=True)):
+        shard = (world.rank, world.size)
+        for index, (images, labels) in enumerate(datamod.batches(train_split, batch_size, generator, True, shard)):
             loss, right = stepper(images, labels)
             n = labels.shape[0]
             loss_sum += loss.float() * n
@@ -433,16 +507,21 @@ def _train(config, recipe, method, placement, epochs, batch_size, out, on_batch,
                 on_batch(epoch, index)
         loss_total, correct_total = float(loss_sum), int(correct)  # waits for the epoch's last step
         seconds = time.perf_counter() - start
+        loss_total, correct_total, seen = dist_mod.sum_over_ranks(world, loss_total, correct_total, seen)
+        correct_total, seen = int(correct_total), int(seen)
         if bar is not None:
             bar.close()
         if not math.isfinite(loss_total):
             raise RuntimeError(f"training diverged at epoch {epoch}: loss is {loss_total}")
-        predictions = predict(model, test_split, recipe.eval_batch_size, placement)
+        dist_mod.broadcast_buffers_from_main(world, model)  # score (and save) with rank 0's BN statistics
+        predictions = dist_mod.gather_predictions(
+            world, predict(model, eval_part, recipe.eval_batch_size, placement), len(test_split))
         test_acc = accuracy(predictions, test_split.labels)
         tta_acc = None
         if recipe.flip_tta:
-            tta_acc = accuracy(predict(model, test_split, recipe.eval_batch_size, placement, flip_tta=True),
-                               test_split.labels)
+            tta_predictions = dist_mod.gather_predictions(
+                world, predict(model, eval_part, recipe.eval_batch_size, placement, flip_tta=True), len(test_split))
+            tta_acc = accuracy(tta_predictions, test_split.labels)
         if not recipe.per_step:
             scheduler.step()
         entry = {
@@ -459,11 +538,12 @@ def _train(config, recipe, method, placement, epochs, batch_size, out, on_batch,
         }
         history["epochs"].append(entry)
         _summarize(history)
-        # Predictions before the checkpoint: a kill between the two writes then leaves the epoch to rerun,
-        # never a finished checkpoint beside stale predictions.
-        _save_predictions(predictions_path, predictions, num_classes)
-        _save_checkpoint(ckpt_path, model, optimizer, scheduler, epoch, config, history)
-        write_json_atomic(history_path, history)
+        if world.is_main:  # one writer per job
+            # Predictions before the checkpoint: a kill between the two writes then leaves the epoch to rerun,
+            # never a finished checkpoint beside stale predictions.
+            _save_predictions(predictions_path, predictions, num_classes)
+            _save_checkpoint(ckpt_path, model, optimizer, scheduler, epoch, config, history, world.size)
+            write_json_atomic(history_path, history)
         eta = (epochs - epoch) * seconds
         tta = f" (flip TTA {tta_acc:.2f}%)" if tta_acc is not None else ""
         log(
@@ -472,8 +552,26 @@ def _train(config, recipe, method, placement, epochs, batch_size, out, on_batch,
             f"eta {eta / 60:.1f} min"
         )
     _summarize(history)  # also when resuming a run that had already finished
-    write_json_atomic(history_path, history)
+    if world.is_main:
+        write_json_atomic(history_path, history)
     return history
+
+
+_RANK_SEED_STRIDE = 1_000_003  # far from _epoch_seed's own stride, so no two (rank, epoch) pairs share a seed
+
+
+def _distributed_record(world: World, batch_size: int) -> dict:
+    return {
+        "backend": dist_mod.BACKEND,
+        "launcher": "torchrun",
+        "world_size": world.size,
+        "nodes": world.nodes,
+        "local_ranks": world.local_size,
+        "global_batch": batch_size,
+        "batch_per_rank": batch_size // world.size,
+        "threads_per_rank": torch.get_num_threads(),
+        "batchnorm": "per rank (no SyncBatchNorm on gloo/CPU); rank 0's running statistics broadcast before eval",
+    }
 
 
 def _save_predictions(path: Path, predictions: torch.Tensor, num_classes: int) -> None:

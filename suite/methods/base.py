@@ -79,6 +79,7 @@ class Method:
     projection_alpha: float = 3.0
     quantizes_gradients: bool = False  # the saving is then simulated on float kernels
     range_bn: bool = False  # replace every BatchNorm by SBM's Range BN (methods/sbm.py)
+    uses_step_loss: bool = False  # after_step reads the loss (PFQ); under DDP it is then averaged over ranks
 
     def layer_quantizer(self, index: int, count: int) -> LayerQuantizer | None:
         """The quantizer for quantizable layer ``index`` of ``count`` (forward order); None keeps it FP32."""

@@ -150,6 +150,7 @@ class PfqMethod(Method):
     decay: float = 0.3
     quantize_last: bool = False
     quantizes_gradients: bool = True
+    uses_step_loss: bool = True  # the plateau indicator
 
     def __post_init__(self):
         if len(self.forward_bits) != len(self.grad_bits) or not self.forward_bits:

@@ -653,6 +653,54 @@ def section_profiles(inputs: Inputs) -> Section:
     return s
 
 
+def section_scaling(inputs: Inputs) -> Section:
+    """1 vs N processes under torchrun (bench results with a scaling entry; suite/scaling.py has the formulas)."""
+    s = Section("scaling", "Training across processes: 1 vs N under torchrun (DDP over gloo)")
+    table = Table("scaling", ["host", "run", "processes x threads", "method, global batch", "1 process s/step",
+                              "N processes s/step", "speedup (derived)", "efficiency T1/(N TN) (derived)",
+                              "all-reduce share (derived)", "1 process, all threads s/step", "load average",
+                              "source"])
+    table.footnotes["scaling"] = ("Measured in one torchrun job of interleaved windows (the medians over rounds; "
+                                  "brackets: the rounds' range). The all-reduce share is 1 - TN(no_sync) / TN: the "
+                                  "part of a step DDP's gradient all-reduce adds beyond what backward hides.")
+    reasons = []
+    for r in inputs.results:
+        entry = r.data.get("scaling")
+        if entry is None:
+            reasons.append(f"{r.host_id} {run_label(r)}: the result predates the scaling measurement")
+            continue
+        if entry["status"] != "ok":
+            reasons.append(f"{r.host_id} {run_label(r)}: {entry['status']} ({entry['detail']})")
+            continue
+        plan, step, ranges = entry["plan"], entry["step_seconds"], entry["ranges"]
+        load = entry.get("load_average_before"), entry.get("load_average_after")
+        table.add({
+            "host": text(r.host_id), "run": text(run_label(r)),
+            "processes x threads": text(f"1 vs {plan['processes']} x {plan['threads_per_process']}"),
+            "method, global batch": text(f"{plan['method']}, {plan['global_batch']}"),
+            "1 process s/step": number(step["one"], ".3f", fixture=r.fixture),
+            "N processes s/step": number(step["ddp"], ".3f", fixture=r.fixture),
+            "speedup (derived)": number(entry["speedup"], ".2f", kind=Kind.DERIVED, fixture=r.fixture),
+            "efficiency T1/(N TN) (derived)": Cell(
+                f"{entry['efficiency']:.2f} [{ranges['efficiency'][0]:.2f}-{ranges['efficiency'][1]:.2f}]",
+                Kind.DERIVED, entry["efficiency"], "scaling", r.fixture),
+            "all-reduce share (derived)": number(100 * entry["allreduce_share"], ".1f", "%", Kind.DERIVED,
+                                                 fixture=r.fixture),
+            "1 process, all threads s/step": number(step["one_all"], ".3f", f" ({entry['threads_all_cores']} threads)",
+                                                    fixture=r.fixture),
+            "load average": text(" -> ".join(f"{v[0]:.2f}" if v else "?" for v in load)),
+            "source": source_cell(r.fixture, "q4bench bench"),
+        })
+    if table.rows:
+        s.blocks.append(table)
+    else:
+        s.blocks.append(Paragraph(f"Scaling across processes: {NOT_MEASURED} (no result of the quick or paper tier "
+                                  "with it; run `make bench`)."))
+    if reasons:
+        s.blocks.append(Paragraph("Not measured: " + "; ".join(reasons) + "."))
+    return s
+
+
 def _conv_kernel_table(inputs: Inputs) -> Table:
     columns = ["host", "run", "profile", "threads", "batch", *[f"{n.replace('_', '-')} GFLOP/s" for n in CONV_PASSES],
                "convs alone / fp32 step", "source"]
@@ -847,5 +895,5 @@ def section_cross_hardware(inputs: Inputs) -> Section:
 def build_sections(inputs: Inputs) -> list[Section]:
     return [section_answer(inputs), section_claims(inputs), section_compare(inputs), section_runs(inputs),
             section_accuracy(inputs),
-            section_epochs(inputs), section_profiles(inputs), section_methods(inputs), section_onnx(inputs),
+            section_epochs(inputs), section_profiles(inputs), section_scaling(inputs), section_methods(inputs), section_onnx(inputs),
             section_cross_hardware(inputs)]
