@@ -490,7 +490,7 @@ def _train(config, recipe, method, placement, epochs, batch_size, out, on_batch,
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), dtype=torch.int64, device=device)
         seen = 0
-        bar = _progress(steps_per_epoch, f"epoch {epoch}/{epochs}")
+        bar = _progress(steps_per_epoch, f"epoch {epoch}/{epochs}") if world.is_main else None
         start = time.perf_counter()
         shard = (world.rank, world.size)
         for index, (images, labels) in enumerate(datamod.batches(train_split, batch_size, generator, True, shard)):
