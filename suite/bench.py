@@ -32,7 +32,7 @@ from .profiles import (
     thread_environment,
     usable_cpus,
 )
-from .results import DEFAULT_RESULTS_DIR, SCHEMA_VERSION, result_filename, write_result
+from .results import DEFAULT_RESULTS_DIR, SCHEMA_VERSION, write_new_result
 
 BASELINE = "fp32"
 DEFAULT_METHODS = ("fp32", "tathe4")
@@ -569,7 +569,7 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] = _print) -> Path:
         "method_costs": method_costs(methods),
         "profiles": entries,
     }
-    path = write_result(Path(config.out) / result_filename(result), result)
+    path = write_new_result(config.out, result)  # beside, never over, a result of the same second
     log(f"result: {path}")
     return path
 

@@ -19,6 +19,7 @@ from . import data as datamod
 from .atomic import write_atomic, write_json_atomic
 from .provenance import stamp
 from .errors import UserError
+from .locks import hold
 from .device import Placement
 from .methods import Method, get_method, projected_parameters
 from .model import ARCH_NAME, ARCHS, build_arch, check_arch, count_parameters, quant_layers
@@ -326,9 +327,9 @@ def train(config: TrainConfig, on_batch: Callable[[int, int], None] | None = Non
         torch.set_num_threads(config.threads)
     out = Path(config.out)
     ckpt_path, history_path = out / "checkpoint.pt", out / "history.json"
-    if ckpt_path.exists() and not config.resume:
-        raise UserError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-    with placement.numerics():
+    with hold(out, "train"), placement.numerics():  # one writer per run folder (suite.locks)
+        if ckpt_path.exists() and not config.resume:
+            raise UserError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
         return _train(config, recipe, method, placement, epochs, batch_size, out, on_batch, log)
 
 
