@@ -35,7 +35,7 @@ from .profiles import (
 from .scaling import ScalingPlan, measure_scaling, plan_scaling
 from .scaling import summary_line as scaling_summary_line
 from .scaling import unavailable as scaling_unavailable
-from .results import DEFAULT_RESULTS_DIR, SCHEMA_VERSION, result_filename, write_result
+from .results import DEFAULT_RESULTS_DIR, SCHEMA_VERSION, write_new_result
 
 BASELINE = "fp32"
 DEFAULT_METHODS = ("fp32", "tathe4")
@@ -583,7 +583,7 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] = _print) -> Path:
         "profiles": entries,
         "scaling": scaling,
     }
-    path = write_result(Path(config.out) / result_filename(result), result)
+    path = write_new_result(config.out, result)  # beside, never over, a result of the same second
     log(f"result: {path}")
     return path
 

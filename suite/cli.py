@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .atomic import disk_full, disk_full_error
 from .errors import UserError
 
 
@@ -369,6 +370,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("q4bench: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        # A full disk outside write_atomic (a log, a library's own file): still one line, not a traceback.
+        full = disk_full(exc)
+        if full is None:
+            raise
+        print(f"q4bench: error: {disk_full_error(full.filename or 'a file', full)}", file=sys.stderr)
+        return 2
     return 0
 
 

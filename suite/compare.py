@@ -3,16 +3,15 @@ budget, in parallel child processes, and judged with suite.stats. Writes DIR/com
 (schema suite/compare_schema.json, "q4bench-compare/1").
 
 Layout of DIR: request.json (the command's identity: a rerun must match it), plan.json (the measured
-step times and the epochs they gave, so a rerun of an --hours command keeps its budget), .lock, and
-runs/<method>-seed<k>/ holding each run's history.json, predictions.npy, checkpoint.pt, train.log and
-wall.json. Resuming is cheap because every child is started with --resume: a run with a checkpoint
+step times and the epochs they gave, so a rerun of an --hours command keeps its budget), .q4bench.lock
+(suite.locks: one writer at a time), and runs/<method>-seed<k>/ holding each run's history.json,
+predictions.npy, checkpoint.pt, train.log and wall.json. Resuming is cheap because every child is started with --resume: a run with a checkpoint
 continues after its last finished epoch, a finished run is skipped, a fresh folder starts fresh."""
 
 from __future__ import annotations
 
 import ctypes
 import dataclasses
-import fcntl
 import json
 import math
 import os
@@ -26,6 +25,7 @@ from typing import Callable
 
 from .atomic import write_json_atomic
 from .errors import UserError
+from .locks import hold
 
 SCHEMA = "q4bench-compare/1"
 DEFAULT_MARGIN = 0.5
@@ -195,33 +195,6 @@ def check_identity(out: Path, req: CompareRequest) -> None:
                 f"(rerun the original command to resume it, or choose another --out)"
             )
     write_json_atomic(path, mine)
-
-
-class Lock:
-    """An exclusive flock on DIR/.lock for the lifetime of one compare; the kernel drops it when the
-    process dies, however it dies, so a killed compare never leaves a stale lock."""
-
-    def __init__(self, out: Path):
-        self.path = out / ".lock"
-        self.fd: int | None = None
-
-    def __enter__(self) -> "Lock":
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
-            raise UserError(f"{self.path.parent} is busy: another q4bench compare (pid {holder}) is running on it") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self.fd = fd
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
 
 
 def all_runs(req: CompareRequest) -> list[Run]:
@@ -604,7 +577,7 @@ def run_compare(req: CompareRequest, log: Callable[[str], None] = print) -> dict
     req = validate(req)
     out = Path(req.out)
     out.mkdir(parents=True, exist_ok=True)
-    with Lock(out):
+    with hold(out, "compare"):
         check_identity(out, req)
         train_images, test_images, batch = _sizes(req)
         plan = make_plan(req, out, (train_images, test_images, batch), log)

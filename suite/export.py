@@ -42,6 +42,7 @@ from torch import nn
 from . import data as datamod
 from .atomic import write_atomic
 from .errors import UserError
+from .locks import hold
 from .provenance import stamp
 from .threads import torch_threads
 from .methods import RangeBatchNorm, SymmetricWeightQuantizer, symmetric_codes
@@ -558,11 +559,16 @@ def calibration_images(checkpoint_state: dict, data_dir: str | None, count: int,
     return datamod.normalize(train_split.images[order])
 
 
-def save_model(model: onnx.ModelProto, path: Path) -> int:
-    onnx.checker.check_model(model, full_check=True)
-    blob = model.SerializeToString()
-    write_atomic(path, lambda f: f.write(blob))
-    return len(blob)
+def save_models(models: dict[str, onnx.ModelProto], out: Path) -> dict[str, int]:
+    """Check and serialize every file first, then write each atomically: a refused model writes nothing, and
+    a kill can only fall between renames (each file whole; the set may mix old and new until a rerun)."""
+    blobs = {}
+    for name, model in models.items():
+        onnx.checker.check_model(model, full_check=True)
+        blobs[name] = model.SerializeToString()
+    for name, blob in blobs.items():
+        write_atomic(out / f"{name}.onnx", lambda f, blob=blob: f.write(blob))
+    return {name: len(blob) for name, blob in blobs.items()}
 
 
 def export(
@@ -588,11 +594,10 @@ def _export(checkpoint: str | Path, out_dir: str | Path, data_dir: str | None, c
     images = calibration_images(state, data_dir, calibration_count)
     calibration = calibrate(model, stages, images)
     out = Path(out_dir)
-    sizes = {
-        "fp32": save_model(build_fp32(stages, meta), out / "fp32.onnx"),
-        "int4": save_model(build_int4(stages, meta), out / "int4.onnx"),
-        "int8": save_model(build_int8(stages, calibration, meta), out / "int8.onnx"),
-    }
+    models = {"fp32": build_fp32(stages, meta), "int4": build_int4(stages, meta),
+              "int8": build_int8(stages, calibration, meta)}
+    with hold(out, "export"):  # taken only now: a refused checkpoint leaves no folder behind
+        sizes = save_models(models, out)
     return ExportResult(str(out), sizes, calibration.images, method.name)
 
 

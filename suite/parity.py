@@ -24,6 +24,7 @@ from typing import Callable
 
 from .atomic import write_atomic, write_json_atomic
 from .errors import UserError
+from .locks import hold
 from .provenance import stamp
 
 DEFAULT_CONFIG = Path("parity.toml")
@@ -366,6 +367,13 @@ def _pairs(doc: dict, method: str) -> tuple[list[dict], dict]:
 
 
 def run_parity(request: ParityRequest, log: Callable[[str], None] = print) -> ParityOutcome:
+    # The lock spans the whole gate (training, export, verify, the page): a second parity on OUT must not
+    # clear the folder under this one.
+    with hold(request.out, "parity"):
+        return _run_parity(request, log)
+
+
+def _run_parity(request: ParityRequest, log: Callable[[str], None]) -> ParityOutcome:
     from . import compare as comparemod
     from . import export as exportmod
     from . import verify as verifymod
@@ -384,18 +392,16 @@ def run_parity(request: ParityRequest, log: Callable[[str], None] = print) -> Pa
         out=str(out),
     ))
     started = time.perf_counter()
-    out.mkdir(parents=True, exist_ok=True)
-    with comparemod.Lock(out):
-        _clear(out)
-        comparemod.check_identity(out, creq)
-        runs = comparemod.all_runs(creq)
-        log(f"parity: {len(runs)} runs ({', '.join(r.name for r in runs)}): {budget.epochs} epoch(s) of the "
-            f"{budget.recipe} recipe on {budget.train_images} training images, batch {budget.batch_size}; "
-            f"{budget.parallel} children of {budget.threads} thread(s) side by side; tolerance {tol:.2f} points")
-        comparemod.execute(creq, runs, budget.epochs, out / "runs", lambda line: log(f"  {line}"))
-        doc = comparemod.build_result(creq, budget.epochs, out)
-        comparemod.validate_result(doc)
-        write_json_atomic(out / "compare.json", doc)
+    _clear(out)
+    comparemod.check_identity(out, creq)
+    runs = comparemod.all_runs(creq)
+    log(f"parity: {len(runs)} runs ({', '.join(r.name for r in runs)}): {budget.epochs} epoch(s) of the "
+        f"{budget.recipe} recipe on {budget.train_images} training images, batch {budget.batch_size}; "
+        f"{budget.parallel} children of {budget.threads} thread(s) side by side; tolerance {tol:.2f} points")
+    comparemod.execute(creq, runs, budget.epochs, out / "runs", lambda line: log(f"  {line}"))
+    doc = comparemod.build_result(creq, budget.epochs, out)
+    comparemod.validate_result(doc)
+    write_json_atomic(out / "compare.json", doc)
     seconds = {"train": time.perf_counter() - started}
     pairs, comparison = _pairs(doc, candidate)
     outcome = ParityOutcome(

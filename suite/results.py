@@ -9,7 +9,7 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
-from .atomic import write_json_atomic
+from .atomic import write_json_atomic, write_json_new
 from .errors import UserError
 from .provenance import stamp
 
@@ -97,9 +97,27 @@ def with_provenance(result: dict) -> dict:
 def write_result(path: str | os.PathLike, result: dict) -> Path:
     """Stamp provenance, validate, then write atomically: a reader never sees half a file, an invalid
     result is never written."""
+    return write_json_atomic(path, _ready(result, path))
+
+
+def _ready(result: dict, where: str | os.PathLike) -> dict:
     result = with_provenance(result)
-    validate_result(result, str(path))
-    return write_json_atomic(path, result)
+    validate_result(result, str(where))
+    return result
+
+
+def write_new_result(folder: str | os.PathLike, result: dict) -> Path:
+    """write_result under result_filename in ``folder``, never replacing a file: when another bench took the
+    name (same host, tier and second) this one lands beside it as NAME-2.json, NAME-3.json, ..."""
+    result = _ready(result, folder)
+    name = Path(folder) / result_filename(result)
+    for n in range(1, 1000):
+        path = name if n == 1 else name.with_stem(f"{name.stem}-{n}")
+        try:
+            return write_json_new(path, result)
+        except FileExistsError:
+            continue
+    raise UserError(f"{folder}: 999 results named {name.name} already; choose another --out")
 
 
 def result_filename(result: dict) -> str:
@@ -113,15 +131,19 @@ def submit(path: str | os.PathLike, store: str | os.PathLike = DEFAULT_STORE) ->
     result = read_result(path)
     host_id = result["host"]["host_id"]  # the schema's pattern keeps it a plain folder name
     target = Path(store) / host_id / result_filename(result)
-    if target.exists():
-        try:
-            same = json.loads(target.read_text()) == result
-        except (OSError, json.JSONDecodeError):
-            same = False
-        if not same:
-            raise UserError(f"{target} already exists with different content; refusing to overwrite it")
-        return target
-    return write_json_atomic(target, result)
+    try:
+        # Created only if absent (no check-then-write race): of two concurrent submits one files, and the
+        # other finds the file complete (a link appears whole) and compares.
+        return write_json_new(target, result)
+    except FileExistsError:
+        pass
+    try:
+        same = json.loads(target.read_text()) == result
+    except (OSError, json.JSONDecodeError):
+        same = False
+    if not same:
+        raise UserError(f"{target} already exists with different content; refusing to overwrite it")
+    return target
 
 
 def load_results(paths: list[str | os.PathLike]) -> list[dict]:

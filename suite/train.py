@@ -3,6 +3,7 @@ history and checkpoint written atomically after every epoch; resume."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -19,6 +20,7 @@ from . import data as datamod
 from .atomic import write_atomic, write_json_atomic
 from .provenance import stamp
 from .errors import UserError
+from .locks import hold
 from .device import Placement
 from . import distributed as dist_mod
 from .distributed import World
@@ -344,8 +346,8 @@ def train(config: TrainConfig, on_batch: Callable[[int, int], None] | None = Non
         log = _quiet
     out = Path(config.out)
     try:
-        with dist_mod.process_group(world), placement.numerics():
-            return _train(config, recipe, method, placement, epochs, batch_size, out, on_batch, log, world)
+        with dist_mod.process_group(world), placement.numerics(), contextlib.ExitStack() as held:
+            return _train(config, recipe, method, placement, epochs, batch_size, out, on_batch, log, world, held)
     except dist_mod.PeerLost as exc:
         raise UserError(f"rank {world.rank} of {world.size}: another rank of the job died or became unreachable "
                         f"({exc}); {out} keeps the last finished epoch: rerun the same torchrun command with "
@@ -366,13 +368,14 @@ def usable_cores() -> int:
 
 
 def _open_on_main(config: TrainConfig, recipe: Recipe, epochs: int, batch_size: int, out: Path,
-                  world: World) -> dict | None:
-    """Rank 0 decides whether OUT may be written and, on --resume, reads the checkpoint; every rank gets the
-    verdict (the same one-line error everywhere) and the state. Other ranks never read OUT: on several
-    machines it need not be shared."""
+                  world: World, held: contextlib.ExitStack) -> dict | None:
+    """Rank 0 takes OUT's lock for the run's lifetime (one writer per run folder, suite.locks), decides whether
+    OUT may be written and, on --resume, reads the checkpoint; every rank gets the verdict (the same one-line
+    error everywhere) and the state. Other ranks never touch OUT: on several machines it need not be shared."""
     verdict: tuple[str | None, dict | None] = (None, None)
     if world.is_main:
         try:
+            held.enter_context(hold(out, "train"))
             verdict = (None, _read_resume_state(config, recipe, epochs, batch_size, out, world))
         except UserError as exc:
             verdict = (str(exc), None)
@@ -403,9 +406,9 @@ def _read_resume_state(config: TrainConfig, recipe: Recipe, epochs: int, batch_s
     return state
 
 
-def _train(config, recipe, method, placement, epochs, batch_size, out, on_batch, log, world) -> dict:
+def _train(config, recipe, method, placement, epochs, batch_size, out, on_batch, log, world, held) -> dict:
     ckpt_path, history_path, predictions_path = out / "checkpoint.pt", out / "history.json", out / "predictions.npy"
-    state = _open_on_main(config, recipe, epochs, batch_size, out, world)
+    state = _open_on_main(config, recipe, epochs, batch_size, out, world, held)
     train_split, test_split, source = datamod.load_data(
         config.dataset, config.data_dir, config.synthetic, config.subset, config.seed
     )

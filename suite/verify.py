@@ -30,6 +30,7 @@ from onnx import TensorProto
 from . import data as datamod
 from .atomic import write_json_atomic
 from .errors import UserError
+from .locks import hold
 from .provenance import stamp
 from .threads import torch_threads
 from .export import FILES, INPUT_NAME, METADATA_KEY, OUTPUT_NAME, checkpoint_data, network_stages, unpack_int4
@@ -324,7 +325,10 @@ def verify(config: VerifyConfig, log=print) -> dict:
            config.profile_runs) < 1:
         raise UserError("--agreement-images, --speed-rounds, --throughput-runs, --latency-runs and --profile-runs "
                         "must be at least 1")
-    with torch_threads(config.threads):
+    if not Path(config.onnx_dir).is_dir():
+        raise UserError(f"{config.onnx_dir}: no such folder (pass the --out folder of q4bench export)")
+    # Locked like export's folder, so an export cannot replace the files while they are being verified.
+    with hold(config.onnx_dir, "verify-onnx"), torch_threads(config.threads):
         return _verify(config, log)
 
 

@@ -19,8 +19,9 @@ import torch
 from suite import compare as comparemod
 from suite import train as trainmod
 from suite.cli import main as cli_main
-from suite.compare import CompareRequest, Lock, check_identity, makespan, validate, validate_result
+from suite.compare import CompareRequest, check_identity, makespan, validate, validate_result
 from suite.errors import UserError
+from suite.locks import hold
 
 # The recipe every compare test trains with; 32 images (one step) and the 256 synthetic test images.
 RECIPE = "short"
@@ -156,10 +157,11 @@ def test_another_command_on_the_same_folder_is_refused(tmp_path):
 def test_a_busy_folder_is_refused(tmp_path, capsys):
     out = tmp_path / "cmp"
     out.mkdir()
-    with Lock(out):
+    with hold(out, "compare"):
         code = cli_main(["compare", "--method", "tathe4", *TINY, "--out", str(out)])
     err = capsys.readouterr().err
-    assert code == 2 and f"{out} is busy: another q4bench compare (pid {os.getpid()})" in err
+    assert code == 2 and f"{out} is busy: another q4bench compare (pid {os.getpid()}, started " in err
+    assert "is writing it; wait for it or choose another --out" in err
     assert err.count("\n") == 1
 
 

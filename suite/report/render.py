@@ -11,7 +11,8 @@ import os
 import re
 from pathlib import Path
 
-from ..atomic import write_atomic
+from ..atomic import remove_stale_temps, write_atomic
+from ..locks import hold
 from ..provenance import stamp
 from .inputs import Inputs, ReportSources, describe_code, load_inputs
 from .sections import Cell, Figure, Kind, Paragraph, Section, Table, build_sections
@@ -191,11 +192,19 @@ def render_html(sections: list[Section], fixture: bool, provenance: dict) -> str
 
 
 def render_report(sources: ReportSources, out: str | os.PathLike) -> list[Path]:
-    """Write OUT/report.md, OUT/figures/*.png and OUT/report.html; returns the paths written."""
+    """Write OUT/report.md, OUT/figures/*.png and OUT/report.html; returns the paths written.
+
+    Each file is written atomically, figures first and report.html last, under OUT's lock (one report at a
+    time); after a kill the set may mix the old report and the new one until the command is rerun."""
     inputs: Inputs = load_inputs(sources)
     sections = build_sections(inputs)
     provenance = stamp()
-    out = Path(out)
+    with hold(out, "report"):
+        remove_stale_temps(Path(out) / "figures")
+        return _write_report(sections, inputs, provenance, Path(out))
+
+
+def _write_report(sections: list[Section], inputs: Inputs, provenance: dict, out: Path) -> list[Path]:
     written = []
     figures = [b for s in sections for b in s.blocks if isinstance(b, Figure)]
     for f in figures:
