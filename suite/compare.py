@@ -25,7 +25,9 @@ from pathlib import Path
 from typing import Callable
 
 from .atomic import write_json_atomic
+from .bounds import MAX_HOURS, check_count, check_number, check_optional_count
 from .errors import UserError
+from .userfiles import CONFIG_MAX_BYTES, check_output_dir, read_user_json
 
 SCHEMA = "q4bench-compare/1"
 DEFAULT_MARGIN = 0.5
@@ -57,6 +59,14 @@ class CompareRequest:
     out: str = DEFAULT_OUT
     dataset: str = "cifar10"
     batch_size: int | None = None  # None: the recipe's
+
+    def __post_init__(self):  # ranges shared with the CLI (suite.bounds); the rest is checked by validate()
+        check_count(self.seeds, "seeds")
+        for name in ("epochs", "subset", "parallel", "threads", "batch_size"):
+            check_optional_count(getattr(self, name), name)
+        if self.hours is not None:
+            check_number(self.hours, "--hours", 0, MAX_HOURS)
+        check_number(self.margin, "--margin", 0, 100)
 
 
 @dataclass(frozen=True)
@@ -99,23 +109,10 @@ def validate(req: CompareRequest) -> CompareRequest:
         get_recipe(req.recipe)
     except UserError as exc:
         raise UserError(f"--recipe: {exc}") from None
-    if req.seeds < 1:
-        raise UserError(f"--seeds must be at least 1, got {req.seeds}")
     if (req.epochs is None) == (req.hours is None):
         raise UserError("give the budget as exactly one of --epochs E or --hours H")
-    if req.epochs is not None and req.epochs < 1:
-        raise UserError(f"--epochs must be at least 1, got {req.epochs}")
-    if req.hours is not None and not (req.hours > 0 and math.isfinite(req.hours)):
-        raise UserError(f"--hours must be a positive number, got {req.hours}")
-    if req.subset is not None and req.subset < 2:
-        raise UserError(f"--subset must be at least 2, got {req.subset}")
     if req.synthetic and req.data_dir:
         raise UserError("--data-dir and --synthetic exclude each other")
-    if not (req.margin > 0 and math.isfinite(req.margin)):
-        raise UserError(f"--margin must be a positive number of accuracy points, got {req.margin}")
-    for option, value in (("--parallel", req.parallel), ("--threads", req.threads), ("--batch-size", req.batch_size)):
-        if value is not None and value < 1:
-            raise UserError(f"{option} must be at least 1, got {value}")
     from .device import Placement
 
     Placement(req.device, req.precision)  # one-line errors for a bad device, precision, or no visible GPU
@@ -176,10 +173,10 @@ def check_identity(out: Path, req: CompareRequest) -> None:
     More seeds are allowed (they only add runs), as are another margin and another --parallel."""
     path, mine = out / "request.json", identity(req)
     if path.exists():
-        saved = json.loads(path.read_text())
+        saved = read_user_json(path, "compare request", CONFIG_MAX_BYTES)
         for key, value in mine.items():
             old = saved.get(key)
-            if key in MAY_CHANGE or old == value or (key == "seeds" and value > old):
+            if key in MAY_CHANGE or old == value or (key == "seeds" and isinstance(old, int) and value > old):
                 continue
             raise UserError(
                 f"{out} holds a compare with {key} = {old!r}; this command asks for {value!r} "
@@ -352,7 +349,9 @@ def make_plan(req: CompareRequest, out: Path, sizes: tuple[int, int, int], log: 
     """plan.json: reused on a rerun (so --hours keeps the epochs it first gave), else measured now."""
     path = out / "plan.json"
     if path.exists():
-        plan = json.loads(path.read_text())
+        plan = read_user_json(path, "compare plan", CONFIG_MAX_BYTES)
+        if not isinstance(plan.get("seconds_per_image"), dict) or not isinstance(plan.get("epochs"), int):
+            raise UserError(f"{path}: not a compare plan (no seconds_per_image or epochs); delete it to measure anew")
         missing = [m for m in (req.reference, *req.methods) if m not in plan["seconds_per_image"]]
         if not missing:
             return plan
@@ -588,7 +587,7 @@ def summary_line(doc: dict, comparison: dict) -> str:
 
 def run_compare(req: CompareRequest, log: Callable[[str], None] = print) -> dict:
     req = validate(req)
-    out = Path(req.out)
+    out = check_output_dir(req.out, "--out")
     out.mkdir(parents=True, exist_ok=True)
     with Lock(out):
         check_identity(out, req)

@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from . import data as datamod
 from .atomic import write_atomic, write_json_atomic
 from .provenance import stamp
+from .userfiles import check_output_dir
+from .bounds import check_count, check_optional_count
 from .errors import UserError
 from .device import Placement
 from .methods import Method, get_method, projected_parameters
@@ -111,6 +113,11 @@ class TrainConfig:
     device: str = "cpu"  # cpu | cuda
     precision: str = "fp32"  # fp32 | bf16 (autocast around forward and loss)
     arch: str = ARCH_NAME  # a key of model.ARCHS
+
+    def __post_init__(self):  # the library API gets the CLI's ranges too (suite.bounds)
+        for name in ("epochs", "threads", "subset", "batch_size"):
+            check_optional_count(getattr(self, name), name)
+        check_count(self.seed, "seed")
 
 
 # Fields that must match between a checkpoint and a --resume call (epochs may grow for epoch-stepped recipes,
@@ -317,17 +324,15 @@ def train(config: TrainConfig, on_batch: Callable[[int, int], None] | None = Non
     check_arch(config.arch)  # an unknown --arch fails here, before any data is read
     placement = Placement(config.device, config.precision)
     epochs = config.epochs if config.epochs is not None else recipe.epochs
-    batch_size = config.batch_size or recipe.batch_size
-    if epochs < 1:
-        raise UserError(f"--epochs must be at least 1, got {epochs}")
+    # `is None`, not `or`: a batch size of 0 once trained silently at the recipe's 128 (now refused above).
+    batch_size = config.batch_size if config.batch_size is not None else recipe.batch_size
     if config.threads is not None:
-        if config.threads < 1:
-            raise UserError(f"--threads must be at least 1, got {config.threads}")
         torch.set_num_threads(config.threads)
     out = Path(config.out)
     ckpt_path, history_path = out / "checkpoint.pt", out / "history.json"
     if ckpt_path.exists() and not config.resume:
         raise UserError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    check_output_dir(out, "--out")
     with placement.numerics():
         return _train(config, recipe, method, placement, epochs, batch_size, out, on_batch, log)
 

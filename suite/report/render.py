@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..atomic import write_atomic
 from ..provenance import stamp
+from ..userfiles import check_output_dir
 from .inputs import Inputs, ReportSources, describe_code, load_inputs
 from .sections import Cell, Figure, Kind, Paragraph, Section, Table, build_sections
 
@@ -192,6 +193,7 @@ def render_html(sections: list[Section], fixture: bool, provenance: dict) -> str
 
 def render_report(sources: ReportSources, out: str | os.PathLike) -> list[Path]:
     """Write OUT/report.md, OUT/figures/*.png and OUT/report.html; returns the paths written."""
+    check_output_dir(out, "--out")
     inputs: Inputs = load_inputs(sources)
     sections = build_sections(inputs)
     provenance = stamp()
