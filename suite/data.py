@@ -123,6 +123,8 @@ class _ArrayOnlyUnpickler(pickle.Unpickler):
         ("numpy", "ndarray"),
         ("numpy", "dtype"),
         ("_codecs", "encode"),
+        ("builtins", "bytes"),  # an empty array's buffer (protocol 2 writes it as __builtin__.bytes)
+        ("__builtin__", "bytes"),
     }
 
     def find_class(self, module: str, name: str):

@@ -280,11 +280,11 @@ def load_checkpoint(path: str | Path) -> dict:
     """A checkpoint dict, loaded with weights_only=True (a checkpoint may come from anyone)."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{path}: checkpoint not found")
+        raise UserError(f"{path}: {'not a file' if path.exists() else 'checkpoint not found'} (expected a checkpoint.pt)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a bad file; all mean the same to a user
-        raise UserError(f"{path}: not a readable q4bench checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+        raise UserError(f"{path}: not a readable q4bench checkpoint ({type(exc).__name__}: {(str(exc).splitlines() or [''])[0]})") from None
     if not isinstance(state, dict) or "model" not in state or "arch" not in state:
         raise UserError(f"{path}: not a q4bench checkpoint (no 'model' or 'arch' entry)")
     arch = state["arch"].get("name") if isinstance(state["arch"], dict) else None
