@@ -473,7 +473,7 @@ def _sizes(req: CompareRequest) -> tuple[int, int, int]:
     from .train import get_recipe
 
     train, test, _ = datamod.load_data(req.dataset, req.data_dir, req.synthetic, req.subset, 0)
-    return len(train), len(test), req.batch_size or get_recipe(req.recipe).batch_size
+    return len(train), len(test), req.batch_size if req.batch_size is not None else get_recipe(req.recipe).batch_size
 
 
 def _labels_loader(req: CompareRequest):

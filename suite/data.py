@@ -210,12 +210,16 @@ def _check_meta(folder: Path, spec: DatasetSpec) -> None:
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path:
-    """--data-dir wins, then $Q4BENCH_DATA, then ~/.cache/q4bench."""
+    """--data-dir wins, then $Q4BENCH_DATA, then ~/.cache/q4bench; a file there is refused (not downloaded into)."""
     if data_dir:
-        return Path(data_dir).expanduser()
-    if os.environ.get(DATA_ENV):
-        return Path(os.environ[DATA_ENV]).expanduser()
-    return DEFAULT_DATA_DIR
+        root, source = Path(data_dir).expanduser(), "--data-dir"
+    elif os.environ.get(DATA_ENV):
+        root, source = Path(os.environ[DATA_ENV]).expanduser(), f"${DATA_ENV}"
+    else:
+        root, source = DEFAULT_DATA_DIR, "the default data folder"
+    if root.exists() and not root.is_dir():
+        raise UserError(f"{source} {root}: not a folder")
+    return root
 
 
 def find_folder(spec: DatasetSpec, root: Path) -> Path | None:

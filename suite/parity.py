@@ -371,7 +371,7 @@ def run_parity(request: ParityRequest, log: Callable[[str], None] = print) -> Pa
         raise UserError("--data-dir and --synthetic exclude each other")
     config = load_config(request.config)
     budget, tol = config.budget, config.max_gap_points
-    candidate = request.candidate or config.candidate
+    candidate = config.candidate if request.candidate is None else request.candidate  # "" is refused, not defaulted
     control = config.control if request.control and config.control not in (None, candidate) else None
     out = Path(request.out)
     creq = comparemod.validate(comparemod.CompareRequest(

@@ -191,6 +191,14 @@ def test_unwritable_output_folder(tmp_path, capsys):
     one_line_error(capsys, ["train", "--synthetic", "--out", locked / "run"], "is not writable")
 
 
+def test_data_dir_that_is_a_file(tmp_path, capsys):
+    path = tmp_path / "cifar.txt"
+    path.write_text("hi\n")
+    one_line_error(capsys, ["train", "--data-dir", path, "--out", tmp_path / "r"], f"--data-dir {path}: not a folder")
+    one_line_error(capsys, ["compare", "--method", "tathe4", "--epochs", "1", "--data-dir", path, "--out", tmp_path / "c"],
+                   f"--data-dir {path}: not a folder")
+
+
 def test_existing_run_without_resume(tmp_path, capsys):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "checkpoint.pt").write_bytes(b"x")
