@@ -149,7 +149,7 @@ def _unpickle(path: Path) -> dict:
         raise UserError(f"{path}: batch file missing") from None
     except OSError as exc:  # a folder in its place, no permission
         raise UserError(f"{path}: cannot read batch file ({exc.strerror or exc})") from None
-    except UserError:
+    except (UserError, MemoryError):  # out of memory is the host's limit, not a bad file (bench reports it as oom)
         raise
     except Exception as exc:  # noqa: BLE001 - any failure to unpickle (refused class, truncation, junk) is a bad file
         detail = str(exc).splitlines()[0][:200] if str(exc) else ""
