@@ -21,6 +21,7 @@ from typing import Callable
 
 from . import __version__
 from . import data as datamod
+from .bounds import check_count
 from .errors import UserError
 from .measure import CONV_PASSES, FLOP_CONVENTION, POWERCAP_ROOT, host_fingerprint, load_average
 from .profiles import (
@@ -36,6 +37,7 @@ from .scaling import ScalingPlan, measure_scaling, plan_scaling
 from .scaling import summary_line as scaling_summary_line
 from .scaling import unavailable as scaling_unavailable
 from .results import DEFAULT_RESULTS_DIR, SCHEMA_VERSION, write_new_result
+from .userfiles import check_output_dir
 
 BASELINE = "fp32"
 DEFAULT_METHODS = ("fp32", "tathe4")
@@ -126,6 +128,9 @@ class BenchConfig:
     powercap_root: str = str(POWERCAP_ROOT)
     runs_dir: str = "runs/bench"  # resumable accuracy runs (paper tier)
     allow_download: bool = True
+
+    def __post_init__(self):
+        check_count(self.seed, "seed")
 
 
 @dataclass(frozen=True)
@@ -512,6 +517,7 @@ def _print(line: str) -> None:
 def run_bench(config: BenchConfig, log: Callable[[str], None] = _print) -> Path:
     """Run the bench; returns the path of the result file."""
     tier = get_tier(config.tier)
+    check_output_dir(config.out, "--out")
     host_cpus = usable_cpus()
     names = config.profiles or list(DEFAULT_PROFILES)
     profiles = [resolve_profile(n, config.profiles_dir, host_cpus) for n in names]

@@ -7,7 +7,17 @@ import argparse
 import sys
 
 from .atomic import disk_full, disk_full_error
+from .bounds import MAX_HOURS, count_type, number_type
 from .errors import UserError
+from .spec import EXIT_USER_ERROR
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's errors as one line (`q4bench train: error: ...`, exit 2) instead of usage plus the error;
+    --help still prints the usage. Subcommand parsers inherit the class."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {' '.join(message.split())}\n")
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -57,14 +67,14 @@ def _add_train(sub) -> None:
     p.add_argument("--arch", default=ARCH_NAME,
                    help=f"network: {', '.join(ARCHS)} (default {ARCH_NAME}; simpleresnet4bit is the code's 73,178-parameter model)")
     p.add_argument("--recipe", default="paper", help="training recipe (default paper)")
-    p.add_argument("--epochs", type=int, help="number of epochs (default: the recipe's, 150 for paper)")
-    p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=count_type("epochs"), help="number of epochs (default: the recipe's, 150 for paper)")
+    p.add_argument("--threads", type=count_type("threads"), help="torch intra-op threads (default: torch's choice)")
+    p.add_argument("--seed", type=count_type("seed"), default=0)
     p.add_argument("--dataset", default="cifar10", choices=["cifar10", "cifar100"])
     p.add_argument("--data-dir", help="folder holding cifar-10-batches-py / cifar-100-python (else $Q4BENCH_DATA)")
     p.add_argument("--synthetic", action="store_true", help="train on generated data in the official format")
-    p.add_argument("--subset", type=int, help="train on the first N training images (the test set stays whole)")
-    p.add_argument("--batch-size", type=int, help="override the recipe's batch size (128)")
+    p.add_argument("--subset", type=count_type("subset"), help="train on the first N training images (the test set stays whole)")
+    p.add_argument("--batch-size", type=count_type("batch_size"), help="override the recipe's batch size (128)")
     p.add_argument("--resume", action="store_true", help="continue the run in OUT from its last checkpoint")
     p.add_argument("--device", default=TrainConfig.device, help="cpu or cuda (default cpu)")
     p.add_argument("--precision", default=TrainConfig.precision,
@@ -98,11 +108,11 @@ def _add_export(sub) -> None:
     p.add_argument("--data-dir", help="CIFAR folder for calibration images (default: the checkpoint's data)")
     p.add_argument(
         "--calibration-images",
-        type=int,
+        type=count_type("calibration_images"),
         default=DEFAULT_CALIBRATION_IMAGES,
         help=f"training images for int8 activation ranges (default {DEFAULT_CALIBRATION_IMAGES})",
     )
-    p.add_argument("--threads", type=int, help="torch threads for calibration")
+    p.add_argument("--threads", type=count_type("threads"), help="torch threads for calibration")
     p.set_defaults(func=_export)
 
 
@@ -137,16 +147,16 @@ def _add_verify_onnx(sub) -> None:
     p.add_argument("--checkpoint", required=True, help="the checkpoint the files were exported from")
     p.add_argument("--onnx", required=True, help="folder holding fp32.onnx, int4.onnx, int8.onnx")
     p.add_argument("--data-dir", help="CIFAR folder for the test images (default: the checkpoint's data)")
-    p.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op and torch threads (default 2)")
-    p.add_argument("--limit", type=int, help="evaluate on the first N test images only (default: all)")
+    p.add_argument("--threads", type=count_type("threads"), default=2, help="onnxruntime intra-op and torch threads (default 2)")
+    p.add_argument("--limit", type=count_type("limit"), help="evaluate on the first N test images only (default: all)")
     p.add_argument(
-        "--agreement-images", type=int, default=1000, help="images for optimizations off vs on (default 1000)"
+        "--agreement-images", type=count_type("agreement_images"), default=1000, help="images for optimizations off vs on (default 1000)"
     )
-    p.add_argument("--speed-rounds", type=int, default=12, help="interleaved timing rounds (default 12)")
-    p.add_argument("--throughput-runs", type=int, default=3,
+    p.add_argument("--speed-rounds", type=count_type("speed_rounds"), default=12, help="interleaved timing rounds (default 12)")
+    p.add_argument("--throughput-runs", type=count_type("throughput_runs"), default=3,
                    help="timed batch-64 runs per file per round, back to back (default 3)")
-    p.add_argument("--latency-runs", type=int, default=5, help="timed batch-1 runs per file per round (default 5)")
-    p.add_argument("--profile-runs", type=int, default=8,
+    p.add_argument("--latency-runs", type=count_type("latency_runs"), default=5, help="timed batch-1 runs per file per round (default 5)")
+    p.add_argument("--profile-runs", type=count_type("profile_runs"), default=8,
                    help="interleaved profiled batch-64 runs per file for the per-layer kernel times (default 8)")
     p.set_defaults(func=_verify_onnx)
 
@@ -183,7 +193,7 @@ def _add_bench(sub) -> None:
         help="measure training/eval throughput, SGEMM efficiency, memory, energy and accuracy per hardware profile",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=f"Every measurement runs in a fresh child process with the profile's threads and memory cap.\n\n"
-        f"tiers:\n{tiers}\n\nprofiles (hardware_profiles/*.toml): {', '.join(available_profiles())}",
+        f"tiers:\n{tiers}\n\nprofiles (suite/hardware_profiles/*.toml): {', '.join(available_profiles())}",
     )
     p.add_argument("--profile", action="append", metavar="NAME",
                    help=f"a profile name or .toml path; repeatable (default: {' '.join(DEFAULT_PROFILES)})")
@@ -193,7 +203,7 @@ def _add_bench(sub) -> None:
     p.add_argument("--data-dir", help="folder holding cifar-10-batches-py (else $Q4BENCH_DATA, else ~/.cache/q4bench)")
     p.add_argument("--no-download", action="store_true", help="do not try to download CIFAR-10 when it is missing")
     p.add_argument("--out", default="reports/results", help="folder for the result file (default reports/results)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=count_type("seed"), default=0)
     p.add_argument("--cgroup-root", help="a delegated cgroup v2 directory for memory caps (default: detect; else rlimit)")
     p.set_defaults(func=_bench)
 
@@ -319,31 +329,31 @@ def _add_compare(sub) -> None:
     )
     p.add_argument("--method", action="append", metavar="M", help="a candidate method; repeatable (e.g. tathe4)")
     p.add_argument("--reference", default="fp32", help="the reference method (default fp32)")
-    p.add_argument("--seeds", type=int, default=2, help="paired seeds 0..N-1 per method (default 2)")
+    p.add_argument("--seeds", type=count_type("seeds"), default=2, help="paired seeds 0..N-1 per method (default 2)")
     # Exactly one of these two; checked by compare.validate, which says so in one line.
-    p.add_argument("--epochs", type=int, help="epochs per run")
-    p.add_argument("--hours", type=float,
+    p.add_argument("--epochs", type=count_type("epochs"), help="epochs per run")
+    p.add_argument("--hours", type=number_type(0, MAX_HOURS),
                         help="a time box: converted to epochs per run from step times measured in children first")
     p.add_argument("--recipe", default=DEFAULT_RECIPE, help=f"training recipe (default {DEFAULT_RECIPE})")
-    p.add_argument("--subset", type=int, help="train on the first N training images")
-    p.add_argument("--batch-size", type=int, help="override the recipe's batch size")
+    p.add_argument("--subset", type=count_type("subset"), help="train on the first N training images")
+    p.add_argument("--batch-size", type=count_type("batch_size"), help="override the recipe's batch size")
     p.add_argument("--synthetic", action="store_true", help="generated data instead of CIFAR-10 (tests)")
     p.add_argument("--data-dir", help="folder holding cifar-10-batches-py (else $Q4BENCH_DATA, else ~/.cache/q4bench)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--precision", default="fp32", help="fp32 or bf16 (autocast; default fp32)")
-    p.add_argument("--parallel", type=int,
+    p.add_argument("--parallel", type=count_type("parallel"),
                    help="children at once (default: cores // threads on cpu, 2 sharing the GPU on cuda)")
-    p.add_argument("--threads", type=int, help="torch threads per child (default 1 on cpu, cores // parallel on cuda)")
-    p.add_argument("--ranks-per-run", type=int, default=1,
+    p.add_argument("--threads", type=count_type("threads"), help="torch threads per child (default 1 on cpu, cores // parallel on cuda)")
+    p.add_argument("--ranks-per-run", type=count_type("ranks_per_run"), default=1,
                    help="train each run as a torchrun job of N DDP ranks over gloo (default 1: one process)")
-    p.add_argument("--margin", type=float, default=DEFAULT_MARGIN,
+    p.add_argument("--margin", type=number_type(0, 100), default=DEFAULT_MARGIN,
                    help=f"equivalence margin in accuracy points (default {DEFAULT_MARGIN})")
     p.add_argument("--out", default=DEFAULT_OUT, help=f"folder for the runs and compare.json (default {DEFAULT_OUT})")
     p.set_defaults(func=_compare)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="q4bench", description="Does 4-bit training match full precision on this machine, and at what cost?"
     )
     sub = parser.add_subparsers(dest="command", required=True)
@@ -361,7 +371,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a one-line usage error (2): a status, as for every other outcome
+        return exc.code if isinstance(exc.code, int) else EXIT_USER_ERROR
     try:
         args.func(args)
     except UserError as exc:

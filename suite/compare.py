@@ -24,8 +24,10 @@ from pathlib import Path
 from typing import Callable
 
 from .atomic import write_json_atomic
+from .bounds import MAX_HOURS, check_count, check_number, check_optional_count
 from .errors import UserError
 from .locks import hold
+from .userfiles import CONFIG_MAX_BYTES, check_output_dir, read_user_json
 
 SCHEMA = "q4bench-compare/1"
 DEFAULT_MARGIN = 0.5
@@ -58,6 +60,14 @@ class CompareRequest:
     dataset: str = "cifar10"
     batch_size: int | None = None  # None: the recipe's
     ranks_per_run: int = 1  # > 1: each run is a torchrun job of that many DDP ranks (suite/distributed.py)
+
+    def __post_init__(self):  # ranges shared with the CLI (suite.bounds); the rest is checked by validate()
+        check_count(self.seeds, "seeds")
+        for name in ("epochs", "subset", "parallel", "threads", "batch_size", "ranks_per_run"):
+            check_optional_count(getattr(self, name), name)
+        if self.hours is not None:
+            check_number(self.hours, "--hours", 0, MAX_HOURS)
+        check_number(self.margin, "--margin", 0, 100)
 
 
 @dataclass(frozen=True)
@@ -100,30 +110,16 @@ def validate(req: CompareRequest) -> CompareRequest:
         get_recipe(req.recipe)
     except UserError as exc:
         raise UserError(f"--recipe: {exc}") from None
-    if req.seeds < 1:
-        raise UserError(f"--seeds must be at least 1, got {req.seeds}")
     if (req.epochs is None) == (req.hours is None):
         raise UserError("give the budget as exactly one of --epochs E or --hours H")
-    if req.epochs is not None and req.epochs < 1:
-        raise UserError(f"--epochs must be at least 1, got {req.epochs}")
-    if req.hours is not None and not (req.hours > 0 and math.isfinite(req.hours)):
-        raise UserError(f"--hours must be a positive number, got {req.hours}")
-    if req.subset is not None and req.subset < 2:
-        raise UserError(f"--subset must be at least 2, got {req.subset}")
     if req.synthetic and req.data_dir:
         raise UserError("--data-dir and --synthetic exclude each other")
-    if not (req.margin > 0 and math.isfinite(req.margin)):
-        raise UserError(f"--margin must be a positive number of accuracy points, got {req.margin}")
     if "WORLD_SIZE" in os.environ:
         raise UserError("q4bench compare starts its own runs: do not start it under torchrun; pass "
                         "--ranks-per-run N to train each run as a torchrun job of N ranks")
     if req.ranks_per_run > 1 and req.device != "cpu":
         raise UserError(f"--ranks-per-run {req.ranks_per_run}: runs across processes use gloo on the CPU; "
                         f"drop it for --device {req.device}")
-    for option, value in (("--parallel", req.parallel), ("--threads", req.threads), ("--batch-size", req.batch_size),
-                          ("--ranks-per-run", req.ranks_per_run)):
-        if value is not None and value < 1:
-            raise UserError(f"{option} must be at least 1, got {value}")
     from .device import Placement
 
     Placement(req.device, req.precision)  # one-line errors for a bad device, precision, or no visible GPU
@@ -185,10 +181,10 @@ def check_identity(out: Path, req: CompareRequest) -> None:
     More seeds are allowed (they only add runs), as are another margin and another --parallel."""
     path, mine = out / "request.json", identity(req)
     if path.exists():
-        saved = json.loads(path.read_text())
+        saved = read_user_json(path, "compare request", CONFIG_MAX_BYTES)
         for key, value in mine.items():
             old = saved.get(key, 1 if key == "ranks_per_run" else None)  # folders from before --ranks-per-run
-            if key in MAY_CHANGE or old == value or (key == "seeds" and value > old):
+            if key in MAY_CHANGE or old == value or (key == "seeds" and isinstance(old, int) and value > old):
                 continue
             raise UserError(
                 f"{out} holds a compare with {key} = {old!r}; this command asks for {value!r} "
@@ -337,7 +333,9 @@ def make_plan(req: CompareRequest, out: Path, sizes: tuple[int, int, int], log: 
     """plan.json: reused on a rerun (so --hours keeps the epochs it first gave), else measured now."""
     path = out / "plan.json"
     if path.exists():
-        plan = json.loads(path.read_text())
+        plan = read_user_json(path, "compare plan", CONFIG_MAX_BYTES)
+        if not isinstance(plan.get("seconds_per_image"), dict) or not isinstance(plan.get("epochs"), int):
+            raise UserError(f"{path}: not a compare plan (no seconds_per_image or epochs); delete it to measure anew")
         missing = [m for m in (req.reference, *req.methods) if m not in plan["seconds_per_image"]]
         if not missing:
             return plan
@@ -461,7 +459,7 @@ def _sizes(req: CompareRequest) -> tuple[int, int, int]:
     from .train import get_recipe
 
     train, test, _ = datamod.load_data(req.dataset, req.data_dir, req.synthetic, req.subset, 0)
-    return len(train), len(test), req.batch_size or get_recipe(req.recipe).batch_size
+    return len(train), len(test), req.batch_size if req.batch_size is not None else get_recipe(req.recipe).batch_size
 
 
 def _labels_loader(req: CompareRequest):
@@ -575,7 +573,7 @@ def summary_line(doc: dict, comparison: dict) -> str:
 
 def run_compare(req: CompareRequest, log: Callable[[str], None] = print) -> dict:
     req = validate(req)
-    out = Path(req.out)
+    out = check_output_dir(req.out, "--out")
     out.mkdir(parents=True, exist_ok=True)
     with hold(out, "compare"):
         check_identity(out, req)

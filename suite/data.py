@@ -126,6 +126,8 @@ class _ArrayOnlyUnpickler(pickle.Unpickler):
         ("numpy", "ndarray"),
         ("numpy", "dtype"),
         ("_codecs", "encode"),
+        ("builtins", "bytes"),  # an empty array's buffer (protocol 2 writes it as __builtin__.bytes)
+        ("__builtin__", "bytes"),
     }
 
     def find_class(self, module: str, name: str):
@@ -134,14 +136,27 @@ class _ArrayOnlyUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
+# The largest official file, CIFAR-100's train, is 155 MB: anything far above is not a batch file, and the
+# unpickler's memory is bounded by the file's size.
+MAX_BATCH_FILE_BYTES = 256 << 20
+
+
 def _unpickle(path: Path) -> dict:
     try:
         with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > MAX_BATCH_FILE_BYTES:
+                raise UserError(f"{path}: {size:,} bytes, too large for a batch file (limit {MAX_BATCH_FILE_BYTES:,})")
             obj = _ArrayOnlyUnpickler(f, encoding="latin1").load()
     except FileNotFoundError:
         raise UserError(f"{path}: batch file missing") from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as exc:
-        raise UserError(f"{path}: truncated or corrupt batch file ({type(exc).__name__}: {exc})") from None
+    except OSError as exc:  # a folder in its place, no permission
+        raise UserError(f"{path}: cannot read batch file ({exc.strerror or exc})") from None
+    except (UserError, MemoryError):  # out of memory is the host's limit, not a bad file (bench reports it as oom)
+        raise
+    except Exception as exc:  # noqa: BLE001 - any failure to unpickle (refused class, truncation, junk) is a bad file
+        detail = str(exc).splitlines()[0][:200] if str(exc) else ""
+        raise UserError(f"{path}: truncated or corrupt batch file ({type(exc).__name__}: {detail})") from None
     if not isinstance(obj, dict):
         raise UserError(f"{path}: corrupt batch file (expected a dict, found {type(obj).__name__})")
     # Files written by Python 3 with bytes keys, or read with encoding="bytes", carry b"data"; accept both.
@@ -153,10 +168,18 @@ def _read_batch(path: Path, spec: DatasetSpec) -> tuple[np.ndarray, np.ndarray]:
     for key in ("data", spec.label_key):
         if key not in batch:
             raise UserError(f"{path}: corrupt batch file (no {key!r} field)")
-    data = np.asarray(batch["data"])
-    labels = np.asarray(batch[spec.label_key], dtype=np.int64)
-    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
-        raise UserError(f"{path}: field 'data' must be uint8 of shape (N, 3072), found {data.dtype} {data.shape}")
+    data = batch["data"]
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1:] != (3 * 32 * 32,) \
+            or not data.shape[0]:
+        found = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
+        raise UserError(f"{path}: field 'data' must be uint8 of shape (N, 3072), N >= 1, found {found}")
+    try:  # the official files hold a list of ints; floats, strings or nesting are not class ids
+        labels = np.asarray(batch[spec.label_key])
+    except ValueError:
+        labels = np.asarray(None)
+    if labels.dtype.kind not in "iu":
+        raise UserError(f"{path}: field {spec.label_key!r} must be a list of integer class ids, found {labels.dtype}")
+    labels = labels.astype(np.int64)
     if labels.shape != (data.shape[0],):
         raise UserError(f"{path}: field {spec.label_key!r} has {labels.size} labels for {data.shape[0]} images")
     if labels.size and (labels.min() < 0 or labels.max() >= spec.num_classes):
@@ -180,6 +203,8 @@ def _check_meta(folder: Path, spec: DatasetSpec) -> None:
     if not path.exists():
         return  # optional: labels are checked against the class count anyway
     names = _unpickle(path).get(spec.meta_names_key)
+    if names is not None and not isinstance(names, list):
+        raise UserError(f"{path}: {spec.meta_names_key} must be a list of class names, found {type(names).__name__}")
     if names is not None and len(names) != spec.num_classes:
         raise UserError(
             f"{path}: wrong class count: {spec.meta_names_key} lists {len(names)} classes, "
@@ -188,12 +213,16 @@ def _check_meta(folder: Path, spec: DatasetSpec) -> None:
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path:
-    """--data-dir wins, then $Q4BENCH_DATA, then ~/.cache/q4bench."""
+    """--data-dir wins, then $Q4BENCH_DATA, then ~/.cache/q4bench; a file there is refused (not downloaded into)."""
     if data_dir:
-        return Path(data_dir).expanduser()
-    if os.environ.get(DATA_ENV):
-        return Path(os.environ[DATA_ENV]).expanduser()
-    return DEFAULT_DATA_DIR
+        root, source = Path(data_dir).expanduser(), "--data-dir"
+    elif os.environ.get(DATA_ENV):
+        root, source = Path(os.environ[DATA_ENV]).expanduser(), f"${DATA_ENV}"
+    else:
+        root, source = DEFAULT_DATA_DIR, "the default data folder"
+    if root.exists() and not root.is_dir():
+        raise UserError(f"{source} {root}: not a folder")
+    return root
 
 
 def find_folder(spec: DatasetSpec, root: Path) -> Path | None:
@@ -438,5 +467,7 @@ def load_data(
     if subset is not None:
         if subset < 2:
             raise UserError(f"--subset must be at least 2, got {subset}")
+        if subset > len(train):  # never silently train on fewer images than asked
+            raise UserError(f"--subset {subset} is more than the {len(train)} training images of {source}")
         train = train.head(subset)
     return train, test, source

@@ -41,10 +41,12 @@ from torch import nn
 
 from . import data as datamod
 from .atomic import write_atomic
+from .bounds import check_count, check_optional_count
 from .errors import UserError
 from .locks import hold
 from .provenance import stamp
 from .threads import torch_threads
+from .userfiles import check_output_dir
 from .methods import RangeBatchNorm, SymmetricWeightQuantizer, symmetric_codes
 from .model import ARCH_NAME, QuantConv2d, QuantLinear, SimpleResNet4bit, VGG4bit
 from .train import model_from_checkpoint
@@ -578,10 +580,9 @@ def export(
     calibration_count: int = DEFAULT_CALIBRATION_IMAGES,
     threads: int | None = None,
 ) -> ExportResult:
-    if calibration_count < 1:
-        raise UserError(f"--calibration-images must be at least 1, got {calibration_count}")
-    if threads is not None and threads < 1:
-        raise UserError(f"--threads must be at least 1, got {threads}")
+    check_count(calibration_count, "calibration_images")
+    check_optional_count(threads, "threads")
+    check_output_dir(out_dir, "--out")
     with torch_threads(threads):
         return _export(checkpoint, out_dir, data_dir, calibration_count)
 

@@ -17,15 +17,16 @@ import math
 import shutil
 import statistics
 import time
-import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from .atomic import write_atomic, write_json_atomic
+from .bounds import check_count, check_number
 from .errors import UserError
 from .locks import hold
 from .provenance import stamp
+from .userfiles import check_output_dir, check_output_file, read_user_toml
 
 DEFAULT_CONFIG = Path("parity.toml")
 DEFAULT_OUT = Path("reports/parity")
@@ -142,10 +143,9 @@ def _field(table: dict, key: str, kind, where: str):
     return value
 
 
-def _positive(value, key: str, where: str):
-    if value < 1:
-        raise UserError(f"{where}: field '{key}' must be at least 1, got {value}")
-    return value
+def _count(table: dict, key: str, where: str) -> int:
+    """An integer field within its suite.bounds range (the range the same CLI option has)."""
+    return check_count(_field(table, key, int, where), key, label=f"{where}: field '{key}'")
 
 
 def _table(doc: dict, key: str, path: Path) -> dict:
@@ -156,20 +156,17 @@ def _table(doc: dict, key: str, path: Path) -> dict:
 
 
 def _numbers(table: dict, key: str, where: str) -> tuple[float, ...]:
-    values = _field(table, key, list, where)
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-        raise UserError(f"{where}: field '{key}' must list numbers, got {values!r}")
-    return tuple(float(v) for v in values)
+    values = _field(table, key, list, where)  # accuracies in percent (TOML allows nan and inf: refused)
+    return tuple(check_number(v, f"{where}: field '{key}'", 0, 100, low_inclusive=True) for v in values)
+
+
+def _seeds(table: dict, where: str) -> tuple[int, ...]:
+    return tuple(check_count(v, "seed", label=f"{where}: field 'seeds'") for v in _field(table, "seeds", list, where))
 
 
 def load_config(path: str | Path = DEFAULT_CONFIG) -> ParityConfig:
     path = Path(path)
-    try:
-        doc = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{path}: parity config not found (pass --config)") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise UserError(f"{path}: not valid TOML ({exc})") from None
+    doc = read_user_toml(path, "parity config")
     gate = _table(doc, "gate", path)
     where = f"{path} [gate]"
     reference, candidate = _field(gate, "reference", str, where), _field(gate, "candidate", str, where)
@@ -180,20 +177,19 @@ def load_config(path: str | Path = DEFAULT_CONFIG) -> ParityConfig:
     b, where = _table(doc, "budget", path), f"{path} [budget]"
     budget = ParityBudget(
         recipe=_field(b, "recipe", str, where),
-        epochs=_positive(_field(b, "epochs", int, where), "epochs", where),
-        train_images=_positive(_field(b, "train_images", int, where), "train_images", where),
-        batch_size=_positive(_field(b, "batch_size", int, where), "batch_size", where),
-        seeds=_positive(_field(b, "seeds", int, where), "seeds", where),
-        threads=_positive(_field(b, "threads", int, where), "threads", where),
-        parallel=_positive(_field(b, "parallel", int, where), "parallel", where),
+        epochs=_count(b, "epochs", where),
+        train_images=_count(b, "train_images", where),
+        batch_size=_count(b, "batch_size", where),
+        seeds=_count(b, "seeds", where),
+        threads=_count(b, "threads", where),
+        parallel=_count(b, "parallel", where),
     )
 
     t, where = _table(doc, "tolerance", path), f"{path} [tolerance]"
     rule = ToleranceRule(_field(t, "false_fail_rate", float, where), _field(t, "round_up_to", float, where))
-    if not 0 < rule.false_fail_rate < 0.5:
+    if not 0 < rule.false_fail_rate < 0.5:  # also refuses nan
         raise UserError(f"{where}: field 'false_fail_rate' must be in (0, 0.5), got {rule.false_fail_rate}")
-    if rule.round_up_to <= 0:
-        raise UserError(f"{where}: field 'round_up_to' must be positive, got {rule.round_up_to}")
+    check_number(rule.round_up_to, f"{where}: field 'round_up_to'", 0, 100)  # accuracy points; inf overflowed
 
     o, where = _table(doc, "onnx", path), f"{path} [onnx]"
     files = _field(o, "files", list, where)
@@ -201,16 +197,17 @@ def load_config(path: str | Path = DEFAULT_CONFIG) -> ParityConfig:
         raise UserError(f"{where}: field 'files' must list some of fp32, int4, int8, got {files!r}")
     onnx_gate = OnnxGate(
         files=tuple(files),
-        min_top1_agreement=_field(o, "min_top1_agreement", float, where),
-        test_images=_positive(_field(o, "test_images", int, where), "test_images", where),
-        calibration_images=_positive(_field(o, "calibration_images", int, where), "calibration_images", where),
-        speed_rounds=_positive(_field(o, "speed_rounds", int, where), "speed_rounds", where),
-        latency_runs=_positive(_field(o, "latency_runs", int, where), "latency_runs", where),
-        profile_runs=_positive(_field(o, "profile_runs", int, where), "profile_runs", where) if "profile_runs" in o else 1,
+        min_top1_agreement=check_number(_field(o, "min_top1_agreement", float, where),
+                                        f"{where}: field 'min_top1_agreement'", 0, 100, low_inclusive=True),
+        test_images=_count(o, "test_images", where),
+        calibration_images=_count(o, "calibration_images", where),
+        speed_rounds=_count(o, "speed_rounds", where),
+        latency_runs=_count(o, "latency_runs", where),
+        profile_runs=_count(o, "profile_runs", where) if "profile_runs" in o else 1,
     )
 
     s, where = _table(doc, "spread", path), f"{path} [spread]"
-    seeds = tuple(_field(s, "seeds", list, where))
+    seeds = _seeds(s, where)
     ref, cand = _numbers(s, "reference_acc", where), _numbers(s, "candidate_acc", where)
     if not (len(seeds) == len(ref) == len(cand)):
         raise UserError(f"{where}: seeds, reference_acc and candidate_acc must be equally long")
@@ -234,7 +231,7 @@ def load_config(path: str | Path = DEFAULT_CONFIG) -> ParityConfig:
     if "control" in doc:
         c, where = _table(doc, "control", path), f"{path} [control]"
         recorded = RecordedControl(
-            seeds=tuple(_field(c, "seeds", list, where)),
+            seeds=_seeds(c, where),
             reference_acc=_numbers(c, "reference_acc", where),
             control_acc=_numbers(c, "control_acc", where),
             measured_on=_field(c, "measured_on", str, where),
@@ -382,7 +379,7 @@ def _run_parity(request: ParityRequest, log: Callable[[str], None]) -> ParityOut
         raise UserError("--data-dir and --synthetic exclude each other")
     config = load_config(request.config)
     budget, tol = config.budget, config.max_gap_points
-    candidate = request.candidate or config.candidate
+    candidate = config.candidate if request.candidate is None else request.candidate  # "" is refused, not defaulted
     control = config.control if request.control and config.control not in (None, candidate) else None
     out = Path(request.out)
     creq = comparemod.validate(comparemod.CompareRequest(
@@ -391,6 +388,8 @@ def _run_parity(request: ParityRequest, log: Callable[[str], None]) -> ParityOut
         data_dir=request.data_dir, parallel=budget.parallel, threads=budget.threads, batch_size=budget.batch_size,
         out=str(out),
     ))
+    check_output_dir(out, "--out")
+    check_output_file(request.report, "--report")
     started = time.perf_counter()
     _clear(out)
     comparemod.check_identity(out, creq)

@@ -1,4 +1,4 @@
-"""Hardware profiles: hardware_profiles/<name>.toml -> a validated Profile, and what a child process
+"""Hardware profiles: suite/hardware_profiles/<name>.toml -> a validated Profile, and what a child process
 does with one (thread variables before torch is imported, the memory cap).
 
 A profile file holds:
@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import os
 import resource
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from .bounds import MAX_WATTS_PER_THREAD, check_count, check_number
 from .errors import UserError
+from .userfiles import CONFIG_MAX_BYTES, parse_user_toml, read_user_text
 
-PROFILES_DIR = Path(__file__).resolve().parent.parent / "hardware_profiles"
+# Inside the package, so a non-editable install ships them (package data in pyproject.toml).
+PROFILES_DIR = Path(__file__).resolve().parent / "hardware_profiles"
 PROFILES_ENV = "Q4BENCH_PROFILES"
 
 # CIFAR-10 held in memory as uint8 (50,000 train + 10,000 test images of 3x32x32 bytes): a cap below this
@@ -75,21 +77,13 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def _int_field(path: Path, data: dict, key: str, minimum: int) -> int:
-    value = data[key]
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise UserError(f"{path}: key {key!r} must be an integer, found {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise UserError(f"{path}: key {key!r} must be at least {minimum}, found {value}")
-    return value
+def _int_field(path: Path, data: dict, key: str) -> int:
+    return check_count(data[key], key, label=f"{path}: key {key!r}")
 
 
 def parse_profile(path: Path, text: str, host_cpus: int | None = None) -> Profile:
     """Validate one profile's TOML text; every error names the file and the key."""
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise UserError(f"{path}: not valid TOML ({exc})") from None
+    data = parse_user_toml(path, text, "profile")
     unknown = sorted(set(data) - _KEYS)
     if unknown:
         raise UserError(f"{path}: unknown key {unknown[0]!r}; known keys: {', '.join(sorted(_KEYS))}")
@@ -105,22 +99,20 @@ def parse_profile(path: Path, text: str, host_cpus: int | None = None) -> Profil
     elif isinstance(threads_value, str):
         raise UserError(f"{path}: key 'threads' must be an integer or \"all\", found {threads_value!r}")
     else:
-        threads = _int_field(path, data, "threads", 1)
+        threads = _int_field(path, data, "threads")
         threads_spec = str(threads)
     cap = None
     if "memory_cap_mib" in data:
-        cap = _int_field(path, data, "memory_cap_mib", 1)
+        cap = _int_field(path, data, "memory_cap_mib")
         if cap < MIN_MEMORY_CAP_MIB:
             raise UserError(
                 f"{path}: key 'memory_cap_mib' = {cap} is too small to load the data: CIFAR-10 alone takes "
                 f"{MIN_MEMORY_CAP_MIB} MiB in memory"
             )
-    batch_size = _int_field(path, data, "batch_size", 2) if "batch_size" in data else 128
+    batch_size = _int_field(path, data, "batch_size") if "batch_size" in data else 128
     watts = data.get("watts_per_busy_thread")
     if watts is not None:
-        if isinstance(watts, bool) or not isinstance(watts, (int, float)) or not watts > 0:
-            raise UserError(f"{path}: key 'watts_per_busy_thread' must be a positive number, found {watts!r}")
-        watts = float(watts)
+        watts = check_number(watts, f"{path}: key 'watts_per_busy_thread'", 0, MAX_WATTS_PER_THREAD)
     device = _choice(path, data, "device", DEVICE_CHOICES, "cpu")
     precision = _choice(path, data, "precision", PRECISION_CHOICES, "auto")
     return Profile(path.stem, description.strip(), threads, cap, batch_size, watts, path, threads_spec, device,
@@ -136,11 +128,7 @@ def _choice(path: Path, data: dict, key: str, choices: tuple[str, ...], default:
 
 def load_profile(path: str | os.PathLike, host_cpus: int | None = None) -> Profile:
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read profile ({exc.strerror})") from None
-    return parse_profile(path, text, host_cpus)
+    return parse_profile(path, read_user_text(path, "profile", CONFIG_MAX_BYTES), host_cpus)
 
 
 def profiles_dir(directory: str | os.PathLike | None = None) -> Path:
@@ -154,11 +142,9 @@ def available_profiles(directory: str | os.PathLike | None = None) -> list[str]:
 
 
 def resolve_profile(name_or_path: str, directory: str | os.PathLike | None = None, host_cpus: int | None = None) -> Profile:
-    """A profile by name (hardware_profiles/<name>.toml) or by path to a .toml file."""
+    """A profile by name (suite/hardware_profiles/<name>.toml) or by path to a .toml file."""
     candidate = Path(name_or_path)
     if candidate.suffix == ".toml" or os.sep in name_or_path:
-        if not candidate.is_file():
-            raise UserError(f"{candidate}: profile file not found")
         return load_profile(candidate, host_cpus)
     path = profiles_dir(directory) / f"{name_or_path}.toml"
     if not path.is_file():

@@ -12,6 +12,7 @@ from pathlib import Path
 from .atomic import write_json_atomic, write_json_new
 from .errors import UserError
 from .provenance import stamp
+from .userfiles import RESULT_MAX_BYTES, check_output_dir, read_user_json
 
 SCHEMA_PATH = Path(__file__).resolve().parent / "result_schema.json"
 # 2: every new result names the code that made it (a "provenance" block); version-1 files, written
@@ -70,16 +71,7 @@ def validate_result(result: object, source: str = "result") -> None:
 
 def read_result(path: str | os.PathLike) -> dict:
     """Parse and strictly validate one result file; a truncated or invalid file is a UserError with the reason."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read result file ({exc.strerror})") from None
-    try:
-        result = json.loads(text)
-    except json.JSONDecodeError as exc:
-        hint = " (truncated?)" if not text.rstrip().endswith("}") or exc.pos >= len(text.rstrip()) else ""
-        raise UserError(f"{path}: not valid JSON{hint}: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    result = read_user_json(path, "result file", RESULT_MAX_BYTES)
     validate_result(result, str(path))
     return result
 
@@ -129,6 +121,7 @@ def submit(path: str | os.PathLike, store: str | os.PathLike = DEFAULT_STORE) ->
     """File a validated result under STORE/<host-id>/ for a pull request. Nothing in the store changes
     when the file is refused; resubmitting an identical file is a no-op."""
     result = read_result(path)
+    check_output_dir(store, "--store")
     host_id = result["host"]["host_id"]  # the schema's pattern keeps it a plain folder name
     target = Path(store) / host_id / result_filename(result)
     try:

@@ -19,6 +19,8 @@ import torch.nn.functional as F
 from . import data as datamod
 from .atomic import write_atomic, write_json_atomic
 from .provenance import stamp
+from .userfiles import check_output_dir
+from .bounds import check_count, check_optional_count
 from .errors import UserError
 from .locks import hold
 from .device import Placement
@@ -115,6 +117,11 @@ class TrainConfig:
     device: str = "cpu"  # cpu | cuda
     precision: str = "fp32"  # fp32 | bf16 (autocast around forward and loss)
     arch: str = ARCH_NAME  # a key of model.ARCHS
+
+    def __post_init__(self):  # the library API gets the CLI's ranges too (suite.bounds)
+        for name in ("epochs", "threads", "subset", "batch_size"):
+            check_optional_count(getattr(self, name), name)
+        check_count(self.seed, "seed")
 
 
 # Fields that must match between a checkpoint and a --resume call (epochs may grow for epoch-stepped recipes,
@@ -285,11 +292,11 @@ def load_checkpoint(path: str | Path) -> dict:
     """A checkpoint dict, loaded with weights_only=True (a checkpoint may come from anyone)."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{path}: checkpoint not found")
+        raise UserError(f"{path}: {'not a file' if path.exists() else 'checkpoint not found'} (expected a checkpoint.pt)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a bad file; all mean the same to a user
-        raise UserError(f"{path}: not a readable q4bench checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+        raise UserError(f"{path}: not a readable q4bench checkpoint ({type(exc).__name__}: {(str(exc).splitlines() or [''])[0]})") from None
     if not isinstance(state, dict) or "model" not in state or "arch" not in state:
         raise UserError(f"{path}: not a q4bench checkpoint (no 'model' or 'arch' entry)")
     arch = state["arch"].get("name") if isinstance(state["arch"], dict) else None
@@ -332,12 +339,9 @@ def train(config: TrainConfig, on_batch: Callable[[int, int], None] | None = Non
     check_arch(config.arch)  # an unknown --arch fails here, before any data is read
     placement = Placement(config.device, config.precision)
     epochs = config.epochs if config.epochs is not None else recipe.epochs
-    batch_size = config.batch_size or recipe.batch_size
-    if epochs < 1:
-        raise UserError(f"--epochs must be at least 1, got {epochs}")
+    # `is None`, not `or`: a batch size of 0 once trained silently at the recipe's 128 (now refused above).
+    batch_size = config.batch_size if config.batch_size is not None else recipe.batch_size
     if config.threads is not None:
-        if config.threads < 1:
-            raise UserError(f"--threads must be at least 1, got {config.threads}")
         torch.set_num_threads(config.threads)
     elif world.distributed:  # torchrun's OMP_NUM_THREADS=1 would leave cores idle
         torch.set_num_threads(dist_mod.threads_per_rank(world, usable_cores()))
@@ -375,6 +379,7 @@ def _open_on_main(config: TrainConfig, recipe: Recipe, epochs: int, batch_size: 
     verdict: tuple[str | None, dict | None] = (None, None)
     if world.is_main:
         try:
+            check_output_dir(out, "--out")
             held.enter_context(hold(out, "train"))
             verdict = (None, _read_resume_state(config, recipe, epochs, batch_size, out, world))
         except UserError as exc:

@@ -29,6 +29,7 @@ from onnx import TensorProto
 
 from . import data as datamod
 from .atomic import write_json_atomic
+from .bounds import check_count, check_optional_count
 from .errors import UserError
 from .locks import hold
 from .provenance import stamp
@@ -60,6 +61,11 @@ class VerifyConfig:
     throughput_runs: int = 3
     latency_runs: int = 5
     profile_runs: int = 8  # interleaved profiled batch-64 runs per file for the per-layer kernel times
+
+    def __post_init__(self):  # the CLI's ranges (suite.bounds) for library callers too
+        for name in ("threads", "agreement_images", "speed_rounds", "throughput_runs", "latency_runs", "profile_runs"):
+            check_count(getattr(self, name), name)
+        check_optional_count(self.limit, "limit")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -317,14 +323,6 @@ def _cpu_flags() -> dict[str, bool]:
 
 
 def verify(config: VerifyConfig, log=print) -> dict:
-    if config.threads < 1:
-        raise UserError(f"--threads must be at least 1, got {config.threads}")
-    if config.limit is not None and config.limit < 1:
-        raise UserError(f"--limit must be at least 1, got {config.limit}")
-    if min(config.agreement_images, config.speed_rounds, config.latency_runs, config.throughput_runs,
-           config.profile_runs) < 1:
-        raise UserError("--agreement-images, --speed-rounds, --throughput-runs, --latency-runs and --profile-runs "
-                        "must be at least 1")
     if not Path(config.onnx_dir).is_dir():
         raise UserError(f"{config.onnx_dir}: no such folder (pass the --out folder of q4bench export)")
     # Locked like export's folder, so an export cannot replace the files while they are being verified.

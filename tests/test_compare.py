@@ -206,14 +206,14 @@ def test_schema_rejects_a_malformed_result():
         (["--method", "fp32", "--epochs", "1"], "--method fp32: it is the reference"),
         (["--method", "tathe4"], "exactly one of --epochs E or --hours H"),
         (["--method", "tathe4", "--epochs", "1", "--hours", "1"], "exactly one of --epochs E or --hours H"),
-        (["--method", "tathe4", "--epochs", "0"], "--epochs must be at least 1, got 0"),
-        (["--method", "tathe4", "--hours", "-1"], "--hours must be a positive number, got -1"),
-        (["--method", "tathe4", "--epochs", "1", "--seeds", "0"], "--seeds must be at least 1, got 0"),
+        (["--method", "tathe4", "--epochs", "0"], "argument --epochs: must be from 1 to 10,000, got 0"),
+        (["--method", "tathe4", "--hours", "-1"], "argument --hours: must be a number in (0, 8760], got -1"),
+        (["--method", "tathe4", "--epochs", "1", "--seeds", "0"], "argument --seeds: must be from 1 to 1,000, got 0"),
         (["--method", "tathe4", "--epochs", "1", "--device", "tpu"], "--device 'tpu' is not one of: cpu, cuda"),
         (["--method", "tathe4", "--epochs", "1", "--precision", "fp16"], "--precision 'fp16' is not one of: fp32, bf16"),
-        (["--method", "tathe4", "--epochs", "1", "--margin", "0"], "--margin must be a positive number"),
-        (["--method", "tathe4", "--epochs", "1", "--parallel", "0"], "--parallel must be at least 1, got 0"),
-        (["--method", "tathe4", "--epochs", "1", "--subset", "1"], "--subset must be at least 2, got 1"),
+        (["--method", "tathe4", "--epochs", "1", "--margin", "0"], "argument --margin: must be a number in (0, 100], got 0"),
+        (["--method", "tathe4", "--epochs", "1", "--parallel", "0"], "argument --parallel: must be from 1 to 1,024, got 0"),
+        (["--method", "tathe4", "--epochs", "1", "--subset", "1"], "argument --subset: must be from 2 to 50,000, got 1"),
         (["--method", "tathe4", "--epochs", "1", "--recipe", "nope"], "--recipe: unknown recipe 'nope'"),
         (["--method", "tathe4", "--epochs", "1", "--data-dir", "/nonexistent/q4"], "--data-dir /nonexistent/q4: no CIFAR-10"),
     ],
@@ -223,5 +223,6 @@ def test_bad_options_are_one_line_errors(args, message, tmp_path, capsys):
         args = [*args, "--synthetic"]
     assert cli_main(["compare", *args, "--out", str(tmp_path / "cmp")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("q4bench: error: ") and message in err and err.count("\n") == 1, err
+    prefix = "q4bench compare: error: " if message.startswith("argument ") else "q4bench: error: "
+    assert err.startswith(prefix) and message in err and err.count("\n") == 1, err
     assert not (tmp_path / "cmp").exists()  # refused before anything was written

@@ -9,13 +9,13 @@ report knows): what it lacks becomes a one-line note, never a crash."""
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
 from ..errors import UserError
+from ..userfiles import read_user_json
 from ..spec import (CIFAR10_TEST_IMAGES, CIFAR10_TRAIN_IMAGES, COMPARE_SCHEMA_PREFIX, FIXTURE_MARK, HISTORY_FILE,
                     PAPER_EPOCHS, PAPER_RECIPE, VERIFY_FILE)
 
@@ -255,18 +255,6 @@ def _files(paths: Iterable[Path], pattern: str) -> list[Path]:
     return out
 
 
-def read_json(path: Path, what: str) -> dict:
-    try:
-        doc = json.loads(path.read_text())
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read {what} ({exc.strerror})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: {what} is not valid JSON: {getattr(exc, 'msg', exc)}") from None
-    if not isinstance(doc, dict):
-        raise UserError(f"{path}: {what} is not a JSON object")
-    return doc
-
-
 def _require(doc: dict, path: Path, what: str, keys: Iterable[str]) -> None:
     for key in keys:
         if key not in doc:
@@ -275,7 +263,7 @@ def _require(doc: dict, path: Path, what: str, keys: Iterable[str]) -> None:
 
 def read_history(path: Path) -> RunHistory | None:
     """A history.json, checked for the fields the report uses; None for a run before its first epoch."""
-    doc = read_json(path, HISTORY_FILE)
+    doc = read_user_json(path, HISTORY_FILE)
     _require(doc, path, HISTORY_FILE, ("method", "recipe", "data_source", "train_images", "test_images", "epochs"))
     if not isinstance(doc["epochs"], list) or not doc["epochs"]:
         return None
@@ -358,7 +346,7 @@ def load_inputs(sources: ReportSources) -> Inputs:
             continue
         if path.name == VERIFY_FILE:
             continue  # read with --onnx below; a results folder may hold a parity run's checks
-        doc = read_json(path, "result file")
+        doc = read_user_json(path, "result file")
         if str(doc.get("schema", "")).startswith(COMPARE_SCHEMA_PREFIX):
             compare = read_compare(path, doc)
             inputs.compares.append(compare)
@@ -383,7 +371,7 @@ def load_inputs(sources: ReportSources) -> Inputs:
             seen_histories.add(path.resolve())
             inputs.runs.append(run)
     for path in _files(sources.onnx, VERIFY_FILE):
-        doc = read_json(path, VERIFY_FILE)
+        doc = read_user_json(path, VERIFY_FILE)
         _require(doc, path, VERIFY_FILE, ("files", "method", "test_images"))
         inputs.verifies.append(VerifyFile(path, doc, is_fixture(doc)))
     return inputs

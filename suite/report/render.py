@@ -14,6 +14,7 @@ from pathlib import Path
 from ..atomic import remove_stale_temps, write_atomic
 from ..locks import hold
 from ..provenance import stamp
+from ..userfiles import check_output_dir
 from .inputs import Inputs, ReportSources, describe_code, load_inputs
 from .sections import Cell, Figure, Kind, Paragraph, Section, Table, build_sections
 
@@ -196,6 +197,7 @@ def render_report(sources: ReportSources, out: str | os.PathLike) -> list[Path]:
 
     Each file is written atomically, figures first and report.html last, under OUT's lock (one report at a
     time); after a kill the set may mix the old report and the new one until the command is rerun."""
+    check_output_dir(out, "--out")
     inputs: Inputs = load_inputs(sources)
     sections = build_sections(inputs)
     provenance = stamp()
