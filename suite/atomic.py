@@ -55,10 +55,24 @@ def disk_full_error(path: str | os.PathLike, exc: OSError) -> UserError:
                      f"({os.strerror(exc.errno)}); the previous file, if any, is unchanged")
 
 
+_MODE: list[int] = []
+
+
+def _file_mode() -> int:
+    """0666 less the process's umask, what open() would give a new file (the umask read once: os.umask
+    can only be read by setting it)."""
+    if not _MODE:
+        mask = os.umask(0o022)
+        os.umask(mask)
+        _MODE.append(0o666 & ~mask)
+    return _MODE[0]
+
+
 def _write_temp(path: Path, write: Callable[[Any], None], mode: str) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, _file_mode())  # mkstemp makes 0600; a result or report is as readable as any new file
         with os.fdopen(fd, mode) as f:
             write(f)
             f.flush()

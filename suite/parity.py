@@ -365,7 +365,9 @@ def _pairs(doc: dict, method: str) -> tuple[list[dict], dict]:
 
 def run_parity(request: ParityRequest, log: Callable[[str], None] = print) -> ParityOutcome:
     # The lock spans the whole gate (training, export, verify, the page): a second parity on OUT must not
-    # clear the folder under this one.
+    # clear the folder under this one. A bad --out or --report is refused before the lock creates anything.
+    check_output_dir(request.out, "--out")
+    check_output_file(request.report, "--report")
     with hold(request.out, "parity"):
         return _run_parity(request, log)
 

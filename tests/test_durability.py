@@ -274,3 +274,15 @@ def test_a_full_disk_files_nothing_into_the_store(tmp_path):
     code, _, err = q4bench(["submit", _result_file(tmp_path), "--store", store], preexec_fn=_file_limit(1000))
     assert code == 2 and "cannot write: no space left" in one_line(err) and SUBMITTED in err
     assert assert_whole(store) == [] and not list(store.rglob("*.json"))
+
+
+def test_atomic_files_get_the_mode_open_would_give(tmp_path):
+    """mkstemp creates 0600; a written result, history or report must be as readable as any new file."""
+    import os
+
+    from suite.atomic import write_json_atomic
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    path = write_json_atomic(tmp_path / "r.json", {"a": 1})
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask
