@@ -8,6 +8,7 @@ disk or a file size limit becomes a one-line UserError naming the file; the old 
 from __future__ import annotations
 
 import errno
+import fnmatch
 import json
 import os
 import signal
@@ -20,7 +21,7 @@ from .errors import UserError
 # errnos that mean "the disk (or a quota or RLIMIT_FSIZE) is full", not a bug
 DISK_FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
 TEMP_GLOB = ".*.tmp"
-# Test-only: Q4BENCH_TEST_KILL_AT=NAME[#N][:STOP] sends this process SIGKILL (or SIGSTOP) just before the
+# Test-only: Q4BENCH_TEST_KILL_AT=NAME[#N][:STOP] (NAME may be a glob) sends this process SIGKILL (or SIGSTOP) just before the
 # Nth (default 1st) rename of a temporary onto a file called NAME. Inert unless the variable is set.
 KILL_ENV = "Q4BENCH_TEST_KILL_AT"
 _reached: dict[str, int] = {}
@@ -32,7 +33,7 @@ def _test_kill_point(name: str) -> None:
         return
     spec, _, sig = spec.partition(":")
     label, _, nth = spec.partition("#")
-    if label != name:
+    if not fnmatch.fnmatchcase(name, label):  # a pattern, for names made at run time (a bench result's)
         return
     _reached[name] = _reached.get(name, 0) + 1
     if _reached[name] == int(nth or 1):

@@ -195,6 +195,36 @@ def test_kill_9_leaves_whole_files_and_a_rerun_completes(tmp_path, trained, comm
         assert "2 runs (2 finished" in stdout  # the finished runs were kept, not retrained
 
 
+def test_kill_9_of_bench_at_its_result_leaves_no_result_and_a_rerun_writes_one(tmp_path):
+    out = tmp_path / "results"
+    args = ["bench", "--tier", "smoke", "--profile", "single-thread", "--no-download", "--out", out]
+    code, _, err = q4bench(args, kill_at="*-smoke.json")
+    assert code == -signal.SIGKILL, err
+    temps = assert_whole(out)
+    assert len(temps) == 1 and not list(out.glob("*.json"))  # the complete result in its temporary only
+    code, _, err = q4bench(args)
+    assert code == 0, err
+    assert_whole(out)
+    [written] = out.glob("*-smoke.json")
+    results.validate_result(json.loads(written.read_text()), str(written))
+
+
+def test_kill_9_of_parity_at_its_verdict_and_a_rerun_completes(tmp_path):
+    from tests.test_parity import _config
+
+    out, report = tmp_path / "parity", tmp_path / "parity.md"
+    args = ["parity", "--config", _config(tmp_path), "--synthetic", "--no-control", "--out", out, "--report", report]
+    code, _, err = q4bench(args, kill_at="parity.json")
+    assert code == -signal.SIGKILL, err
+    assert not (out / "parity.json").exists() and not report.exists()
+    assert_whole(out)
+    code, stdout, err = q4bench(args)  # the gate starts afresh (README): the dead run's lock does not block
+    assert code == 0, err
+    assert "parity: PASS" in stdout and report.read_text().startswith("# Parity gate: PASS")
+    assert json.loads((out / "parity.json").read_text())["passed"] is True
+    assert assert_whole(out) == []
+
+
 # ---------------------------------------------------------------------------------------------
 # Two writers
 
