@@ -663,8 +663,11 @@ def section_scaling(inputs: Inputs) -> Section:
     table.footnotes["scaling"] = ("Measured in one torchrun job of interleaved windows (the medians over rounds; "
                                   "brackets: the rounds' range). The all-reduce share is 1 - TN(no_sync) / TN: the "
                                   "part of a step DDP's gradient all-reduce adds beyond what backward hides.")
-    reasons = []
+    reasons, seen = [], set()
     for r in inputs.results:
+        if (r.host_id, r.created) in seen:  # a result both in reports/results and, submitted, in the store
+            continue
+        seen.add((r.host_id, r.created))
         entry = r.data.get("scaling")
         if entry is None:
             reasons.append(f"{r.host_id} {run_label(r)}: the result predates the scaling measurement")
