@@ -344,7 +344,9 @@ def train(config: TrainConfig, on_batch: Callable[[int, int], None] | None = Non
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     elif world.distributed:  # torchrun's OMP_NUM_THREADS=1 would leave cores idle
-        torch.set_num_threads(dist_mod.threads_per_rank(world, usable_cores()))
+        from .profiles import usable_cpus
+
+        torch.set_num_threads(dist_mod.threads_per_rank(world, usable_cpus()))
     dist_mod.local_batch_size(batch_size, world)  # refuses a batch the ranks cannot split, before any work
     if not world.is_main:
         log = _quiet
@@ -363,12 +365,6 @@ def train(config: TrainConfig, on_batch: Callable[[int, int], None] | None = Non
 
 def _quiet(*args, **kwargs) -> None:
     """Ranks other than 0 print nothing: one job, one log."""
-
-
-def usable_cores() -> int:
-    from .profiles import usable_cpus
-
-    return usable_cpus()
 
 
 def _open_on_main(config: TrainConfig, recipe: Recipe, epochs: int, batch_size: int, out: Path,
