@@ -44,6 +44,7 @@ from .atomic import write_atomic
 from .bounds import check_count, check_optional_count
 from .errors import UserError
 from .locks import hold
+from .spec import VERIFY_FILE
 from .provenance import stamp
 from .threads import torch_threads
 from .userfiles import check_output_dir
@@ -538,6 +539,7 @@ class ExportResult:
     files: dict[str, int]  # name -> bytes
     calibration_images: int
     method: str
+    removed_stale_verify: bool = False  # OUT held a verify.json of the models this export replaced
 
 
 def checkpoint_data(checkpoint_state: dict, data_dir: str | None) -> tuple[datamod.Split, datamod.Split, str]:
@@ -598,8 +600,13 @@ def _export(checkpoint: str | Path, out_dir: str | Path, data_dir: str | None, c
     models = {"fp32": build_fp32(stages, meta), "int4": build_int4(stages, meta),
               "int8": build_int8(stages, calibration, meta)}
     with hold(out, "export"):  # taken only now: a refused checkpoint leaves no folder behind
+        # A verify.json already here checked the models this export replaces; removed first, so that a kill
+        # at any point leaves either no check or the old check beside the old files, never one beside new files.
+        stale = out / VERIFY_FILE
+        removed = stale.exists()
+        stale.unlink(missing_ok=True)
         sizes = save_models(models, out)
-    return ExportResult(str(out), sizes, calibration.images, method.name)
+    return ExportResult(str(out), sizes, calibration.images, method.name, removed)
 
 
 def describe(result: ExportResult) -> str:
@@ -607,5 +614,7 @@ def describe(result: ExportResult) -> str:
     return (
         f"exported {result.method} checkpoint to {result.out_dir}: {files} "
         f"(int8 calibrated on {result.calibration_images} training images)"
+        + (f"; removed the {VERIFY_FILE} there, which checked the replaced files: rerun verify-onnx"
+           if result.removed_stale_verify else "")
     )
 

@@ -11,9 +11,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import UserError
+from .spec import PAPER_ARCH
 from .methods.base import LayerQuantizer
 
-ARCH_NAME = "vgg4bit"  # the default architecture (the paper's)
+ARCH_NAME = PAPER_ARCH  # the default architecture (the paper's)
 
 
 class QuantConv2d(nn.Conv2d):

@@ -483,7 +483,8 @@ def _train(config, recipe, method, placement, epochs, batch_size, out, on_batch,
         f"train / {len(test_split)} test images, {epochs} epochs of {steps_per_epoch} steps, "
         + (f"{world.describe()}, global batch {batch_size} = {world.size} x {batch_size // world.size} images, "
            if world.distributed else "")
-        + f"{torch.get_num_threads()} threads" + (" per rank" if world.distributed else "")
+        + f"{torch.get_num_threads()} thread{'s' if torch.get_num_threads() != 1 else ''}"
+        + (" per rank" if world.distributed else "")
     )
     for epoch in range(start_epoch, epochs + 1):
         generator = torch.Generator().manual_seed(_epoch_seed(config.seed, epoch))

@@ -116,6 +116,17 @@ def test_export_writes_three_valid_files(exported):
     assert meta["provenance"]["code"]["commit"] and meta["provenance"]["versions"]["torch"]
 
 
+def test_reexport_removes_the_verify_json_of_the_replaced_files(exported, tmp_path, capsys):
+    checkpoint, onnx_dir, _ = exported
+    again = tmp_path / "onnx"
+    shutil.copytree(onnx_dir, again)
+    assert (again / "verify.json").exists()
+    assert main(["export", "--checkpoint", str(checkpoint), "--out", str(again), "--calibration-images", "64",
+                 "--threads", "2"]) == 0
+    assert not (again / "verify.json").exists() and all((again / f"{n}.onnx").exists() for n in ("fp32", "int4", "int8"))
+    assert "removed the verify.json there, which checked the replaced files: rerun verify-onnx" in capsys.readouterr().out
+
+
 def test_int4_codes_roundtrip_exactly(exported):
     """The codes read back from int4.onnx equal the PyTorch quantizer's codes, layer by layer."""
     checkpoint, onnx_dir, _ = exported

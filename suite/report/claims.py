@@ -151,8 +151,8 @@ def _best_final(runs: list[RunHistory]) -> tuple[float, float, list[int]]:
 
 
 def _largest(entries: list[AccuracyEntry], method: str) -> AccuracyEntry | None:
-    """The real-CIFAR-10 entry of a method with the largest budget (measurements before fixtures)."""
-    mine = [e for e in entries if e.method == method and e.budget.real_cifar10]
+    """The real-CIFAR-10 entry of the paper's network for a method with the largest budget (measurements before fixtures)."""
+    mine = [e for e in entries if e.method == method and e.budget.paper_data_and_network]
     if not mine:
         return None
     return max(mine, key=lambda e: (not e.fixture, e.budget.epochs * e.budget.train_images, e.budget.test_images))
@@ -163,7 +163,7 @@ def _short_budget(claim: str, paper: str, e: AccuracyEntry | None, method: str) 
             f"{CIFAR10_TRAIN_IMAGES:,} CIFAR-10 training images")
     if e is None:
         return ClaimCheck(claim, paper, "not measured", Verdict.NOT_MEASURABLE,
-                          f"{need}; no {method} accuracy on real CIFAR-10 in the inputs", "none")
+                          f"{need}; no {method} accuracy on real CIFAR-10 with the paper's network in the inputs", "none")
     best = e.best if e.best is not None else e.final
     measured = (f"{best:.2f}% best, {e.final:.2f}% final epoch after {e.budget.describe()}" if e.best is not None
                 else f"{e.final:.2f}% (final epoch; best not recorded) after {e.budget.describe()}")
@@ -233,10 +233,10 @@ def check_gap(inputs: Inputs, entries: list[AccuracyEntry]) -> ClaimCheck:
                           _evidence_runs(runs))
     found = gaps(entries)
     pairs = [(entries[i], g) for i, g in found.items() if entries[i].method == REFERENCE_4BIT
-             and entries[i].budget.real_cifar10]
+             and entries[i].budget.paper_data_and_network]
     if not pairs:
         return ClaimCheck(claim, paper, "not measured", Verdict.NOT_MEASURABLE, f"no fp32 and {REFERENCE_4BIT} pair at "
-                          "equal budget on real CIFAR-10 in the inputs", "none")
+                          "equal budget on real CIFAR-10 with the paper's network in the inputs", "none")
     e, (final_gap, best_gap) = max(pairs, key=lambda p: (not p[0].fixture, p[0].budget.epochs * p[0].budget.train_images))
     measured = (f"best epoch {_gap_words(best_gap) if best_gap is not None else 'not recorded'}, final epoch "
                 f"{_gap_words(final_gap)} points after {e.budget.describe()}")
@@ -273,7 +273,7 @@ def check_codes(runs: list[RunHistory], verifies: list[VerifyFile]) -> ClaimChec
         return ClaimCheck(claim, paper, "not measured", Verdict.NOT_MEASURABLE,
                           f"no {REFERENCE_4BIT} run folder or verify.json in the inputs", "none")
     if mine:
-        run = max(mine, key=lambda r: (not r.fixture, len(r.epochs) * r.history["train_images"]))
+        run = max(mine, key=lambda r: (r.budget.paper_network, not r.fixture, len(r.epochs) * r.history["train_images"]))
         last = run.epochs[-1]
         counts = list(last["distinct_codes"].values())
         where = f"epoch {last['epoch']} of {run.budget.describe()}"
@@ -368,11 +368,11 @@ def check_hours(results: list[ResultFile]) -> list[ClaimCheck]:
 def check_phone(runs: list[RunHistory]) -> ClaimCheck:
     claim = f"accuracy after {PAPER_PHONE_EPOCHS} epochs on a phone (OnePlus 9R)"
     paper = f"{PAPER_PHONE_ACC}% (the paper's own Colab log has 81.91% at epoch 6; no phone log exists)"
-    mine = [r for r in runs if r.method == REFERENCE_4BIT and r.budget.real_cifar10
+    mine = [r for r in runs if r.method == REFERENCE_4BIT and r.budget.paper_data_and_network
             and r.history["train_images"] >= CIFAR10_TRAIN_IMAGES and r.history["recipe"] == "paper"
             and len(r.epochs) >= PAPER_PHONE_EPOCHS]
     if not mine:
-        longest = max((r for r in runs if r.method == REFERENCE_4BIT), default=None, key=lambda r: len(r.epochs))
+        longest = max((r for r in runs if r.method == REFERENCE_4BIT and r.budget.paper_network), default=None, key=lambda r: len(r.epochs))
         have = f"; the longest {REFERENCE_4BIT} run here: {longest.budget.describe()}" if longest else ""
         return ClaimCheck(claim, paper, "not measured", Verdict.NOT_MEASURABLE, f"needs a {REFERENCE_4BIT} run of at "
                           f"least {PAPER_PHONE_EPOCHS} epochs on all {CIFAR10_TRAIN_IMAGES:,} images (no phone here: "

@@ -9,6 +9,7 @@ report knows): what it lacks becomes a one-line note, never a crash."""
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Iterable
 from ..errors import UserError
 from ..userfiles import read_user_json
 from ..spec import (CIFAR10_TEST_IMAGES, CIFAR10_TRAIN_IMAGES, COMPARE_SCHEMA_PREFIX, FIXTURE_MARK, HISTORY_FILE,
-                    PAPER_EPOCHS, PAPER_RECIPE, VERIFY_FILE)
+                    PAPER_ARCH, PAPER_EPOCHS, PAPER_RECIPE, VERIFY_FILE)
 
 DEFAULT_RESULTS = ("reports/results", "reports/submitted")
 # reports/submitted holds committed full-budget histories too (reports/submitted/<host>/paper-<method>-seed<k>/).
@@ -55,22 +56,33 @@ class Budget:
     test_images: int
     recipe: str
     planned_epochs: int | None = None
+    arch: str = PAPER_ARCH  # histories before the --arch option trained the paper's network
 
     def describe(self) -> str:
         data = "CIFAR-10" if self.real_cifar10 else f"NOT CIFAR-10 ({self.data})"
         planned = f" of {self.planned_epochs} planned" if self.planned_epochs and self.planned_epochs != self.epochs else ""
+        network = "" if self.paper_network else f", network {self.arch} (NOT the paper's {PAPER_ARCH})"
         return (f"{self.epochs} epoch(s){planned} x {self.train_images:,} train images, {self.recipe} recipe, "
-                f"{self.test_images:,} test images, {data}")
+                f"{self.test_images:,} test images, {data}{network}")
+
+    @property
+    def paper_network(self) -> bool:
+        return self.arch == PAPER_ARCH
+
+    @property
+    def paper_data_and_network(self) -> bool:
+        """Real CIFAR-10 on the paper's network: the only accuracies the paper's claims can be held against."""
+        return self.real_cifar10 and self.paper_network
 
     @property
     def full_paper_budget(self) -> bool:
         """The budget the paper's accuracy claims are about: the paper recipe with all 150 epochs done,
         on all of real CIFAR-10. Anything less cannot decide them."""
-        return (self.real_cifar10 and self.recipe == PAPER_RECIPE and self.epochs >= PAPER_EPOCHS
+        return (self.paper_data_and_network and self.recipe == PAPER_RECIPE and self.epochs >= PAPER_EPOCHS
                 and self.train_images >= CIFAR10_TRAIN_IMAGES and self.test_images >= CIFAR10_TEST_IMAGES)
 
     def key(self) -> tuple:
-        return (self.data, self.train_images, self.epochs, self.test_images, self.recipe)
+        return (self.data, self.train_images, self.epochs, self.test_images, self.recipe, self.arch)
 
 
 def is_real_cifar10(dataset: str | None, source: str) -> bool:
@@ -131,7 +143,12 @@ class RunHistory:
     def budget(self) -> Budget:
         h = self.history
         return Budget(h["data_source"], is_real_cifar10(h.get("dataset"), h["data_source"]), h["train_images"],
-                      len(h["epochs"]), h["test_images"], h["recipe"], h.get("planned_epochs"))
+                      len(h["epochs"]), h["test_images"], h["recipe"], h.get("planned_epochs"), self.arch)
+
+    @property
+    def arch(self) -> str:
+        """The network trained (history["arch"], checked by read_history); the paper's in histories before --arch."""
+        return self.history.get("arch") or PAPER_ARCH
 
     @property
     def full_paper_budget(self) -> bool:
@@ -271,6 +288,10 @@ def read_history(path: Path) -> RunHistory | None:
         if not isinstance(e, dict):
             raise UserError(f"{path}: {HISTORY_FILE} epochs[{i}] is not an object")
         _require(e, path, f"{HISTORY_FILE} epochs[{i}]", ("epoch", "test_acc"))
+    arch = doc.get("arch")
+    if arch is not None and not (isinstance(arch, str) and arch):
+        raise UserError(f"{path}: {HISTORY_FILE} arch must be a network's name such as \"{PAPER_ARCH}\"; "
+                        f"got {json.dumps(arch)[:60]}")
     return RunHistory(path, doc, is_fixture(doc))
 
 

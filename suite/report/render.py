@@ -16,7 +16,8 @@ from ..locks import hold
 from ..provenance import stamp
 from ..userfiles import check_output_dir
 from .inputs import Inputs, ReportSources, describe_code, load_inputs
-from .sections import Cell, Figure, Kind, Paragraph, Section, Table, build_sections
+from .contents import build_sections
+from .sections import Cell, Figure, Kind, Paragraph, Section, Table
 
 TITLE = "q4bench report: 4-bit vs FP32 training"
 FIGURE_NAMES = {"accuracy_per_epoch", "distinct_codes", "throughput", "accuracy_vs_time", "paper_curves"}

@@ -893,10 +893,3 @@ def section_cross_hardware(inputs: Inputs) -> Section:
                 })
     s.blocks.append(table)
     return s
-
-
-def build_sections(inputs: Inputs) -> list[Section]:
-    return [section_answer(inputs), section_claims(inputs), section_compare(inputs), section_runs(inputs),
-            section_accuracy(inputs),
-            section_epochs(inputs), section_profiles(inputs), section_scaling(inputs), section_methods(inputs), section_onnx(inputs),
-            section_cross_hardware(inputs)]

@@ -1,0 +1,132 @@
+"""Time to accuracy: what each budget of the short recipe buys on each device, from finished runs.
+
+A row is one (device, threads, budget, method): every history of the short recipe on all of CIFAR-10 with the
+paper's network whose schedule ended at its budget (each budget its own run, the LR reaching 0 at its last
+step), from `q4bench train --recipe short --epochs N` folders and from compare results alike. A run stopped
+before its planned epochs is left out: its accuracy is that of a schedule cut short, not of the budget.
+
+The targets are q4bench's (issue 12: >= 85% after 5 epochs, >= 90% after 15); the paper's own 150-epoch log
+first reaches 85% at epoch 13 and 90% at about epoch 50, with an LR still high there."""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+
+from ..spec import BASELINE, CIFAR10_TEST_IMAGES, CIFAR10_TRAIN_IMAGES
+from . import figures
+from .inputs import Inputs, RunHistory, relative
+from .sections import Cell, Figure, Kind, Paragraph, Section, Table, number, text
+
+SHORT_RECIPE = "short"
+TARGETS = {5: 85.0, 15: 90.0}  # budget in epochs -> final test accuracy, % (issue 12's targets)
+
+
+def finished_short_runs(inputs: Inputs) -> list[RunHistory]:
+    """Each history once, whether read as a run folder or as a run of a compare result."""
+    seen, out = set(), []
+    histories = list(inputs.runs) + [r.history for c in inputs.compares for r in c.runs if r.history]
+    for run in histories:
+        key = run.path.resolve()
+        if key in seen:
+            continue
+        seen.add(key)
+        h, budget = run.history, run.budget
+        if (h["recipe"] == SHORT_RECIPE and budget.paper_data_and_network
+                and h["train_images"] >= CIFAR10_TRAIN_IMAGES and h["test_images"] >= CIFAR10_TEST_IMAGES
+                and h.get("planned_epochs") == len(run.epochs)):
+            out.append(run)
+    return out
+
+
+def device_label(run: RunHistory) -> str:
+    h = run.history
+    name = f" ({h['device_name']})" if h.get("device_name") else ""
+    threads = h.get("threads")
+    per = f", {threads} thread{'s' if threads != 1 else ''}" if isinstance(threads, int) and run.device == "cpu" else ""
+    return f"{run.device}{name}, {run.precision}{per}"
+
+
+def _training_seconds(run: RunHistory) -> float | None:
+    wall = run.wall_seconds()
+    return wall[-1] if wall else None
+
+
+def _folders(members: list[RunHistory]) -> str:
+    """Where the runs are: a single run's folder, else the folders holding the run folders, with counts."""
+    if len(members) == 1:
+        return relative(members[0].path.parent)
+    counts: dict[str, int] = defaultdict(int)
+    for r in members:
+        counts[relative(r.path.parent.parent)] += 1
+    return "; ".join(f"{folder}/ ({n} run{'s' if n != 1 else ''})" for folder, n in sorted(counts.items()))
+
+
+def _line(method: str, points: list[tuple[float, float, int]]) -> dict:
+    """(minutes, accuracy, epochs) per budget -> one line of figures.curves."""
+    return {"method": method, "label": f"{method} ({', '.join(str(p[2]) for p in points)} epochs)",
+            "x": [p[0] for p in points], "y": [p[1] for p in points], "dashed": method == BASELINE}
+
+
+def section_time_to_accuracy(inputs: Inputs) -> Section:
+    s = Section("time_to_accuracy", "Time to accuracy: the short recipe at each budget")
+    runs = finished_short_runs(inputs)
+    if not runs:
+        s.blocks.append(Paragraph(
+            "No finished short-recipe run on all of CIFAR-10 in the inputs. `q4bench train --recipe short --epochs 5 "
+            "--method tathe4 --out runs/short5-tathe4` (and the same with --method fp32) makes one; each budget is its "
+            "own run, since the schedule ends at the budget."))
+        return s
+    groups: dict[tuple, list[RunHistory]] = defaultdict(list)
+    for run in runs:
+        groups[(device_label(run), len(run.epochs), run.method)].append(run)
+    table = Table("time_to_accuracy", ["device", "budget", "method", "runs", "final test acc", "flip TTA",
+                                       "training time per run", "s per epoch", "target", "histories"], sortable=True)
+    table.footnotes["acc"] = "Mean over the runs (seeds) of the final epoch's test accuracy, [lowest, highest]; measured."
+    table.footnotes["time"] = ("The history's summed epoch seconds (training only; evaluation excluded), median over "
+                               "the runs; measured as run: runs side by side share the host (each folder's README "
+                               "says what ran beside it), so this is not a controlled timing.")
+    table.footnotes["target"] = ("q4bench's targets for the short recipe (issue 12): >= 85% after 5 epochs, >= 90% "
+                                 "after 15. The paper's log (150-epoch schedule) first reaches 85% at epoch 13.")
+    panels: dict[str, dict[str, list[tuple[float, float, int]]]] = defaultdict(lambda: defaultdict(list))
+    order = lambda kv: (kv[0][0], kv[0][1], kv[0][2] != BASELINE, kv[0][2])  # noqa: E731  fp32 first per budget
+    for (device, epochs, method), members in sorted(groups.items(), key=order):
+        fixture = any(r.fixture for r in members)
+        finals = [r.epochs[-1]["test_acc"] for r in members]
+        ttas = [r.epochs[-1].get("test_acc_tta") for r in members]
+        ttas = [t for t in ttas if isinstance(t, (int, float))]
+        seconds = [t for t in map(_training_seconds, members) if t is not None]
+        per_epoch = [e["seconds"] for r in members for e in r.epochs if isinstance(e.get("seconds"), (int, float))]
+        mean = statistics.fmean(finals)
+        spread = f" [{min(finals):.2f}, {max(finals):.2f}]" if len(finals) > 1 else ""
+        target = TARGETS.get(epochs)
+        seeds = ", ".join(sorted({str(r.history.get("seed")) for r in members}, key=lambda x: (len(x), x)))
+        table.add({
+            "device": text(device, fixture=fixture),
+            "budget": text(f"{epochs} epoch{'s' if epochs != 1 else ''} x {members[0].history['train_images']:,} images"),
+            "method": text(method), "runs": text(f"{len(members)} (seed {seeds})"),
+            "final test acc": Cell(f"{mean:.2f}%{spread}", Kind.MEASURED, mean, "acc", fixture),
+            "flip TTA": number(statistics.fmean(ttas) if ttas else None, ".2f", "%", fixture=fixture, missing="-"),
+            "training time per run": number(statistics.median(seconds) / 60 if seconds else None, ".1f", " min",
+                                            note="time", fixture=fixture),
+            "s per epoch": number(statistics.median(per_epoch) if per_epoch else None, ".1f", " s", fixture=fixture),
+            "target": (text(f">= {target:g}%: {'met' if mean >= target else 'not met'}", note="target")
+                       if target else text("-")),
+            "histories": text(_folders(members))})
+        if seconds:
+            panels[device][method].append((statistics.median(seconds) / 60, mean, epochs))
+    s.blocks.append(Paragraph(
+        "Finished runs of the short recipe (its LR schedule ends at each budget; each budget is its own run) on all "
+        "50,000 CIFAR-10 training images with the paper's network, scored on all 10,000 test images."))
+    s.blocks.append(table)
+    drawn = [{"title": device, "lines": [_line(method, sorted(points)) for method, points in sorted(methods.items())]}
+             for device, methods in list(panels.items())[:4]]
+    if drawn:
+        png = figures.curves(drawn, "Final test accuracy against training time, one point per budget",
+                             "training time per run, minutes (measured)", "final test accuracy, %")
+        s.blocks.append(Figure("time_to_accuracy", png, "Time to accuracy",
+                               "Each point: the mean final accuracy of one budget's runs against their median training "
+                               "time (fp32 dashed); measured.",
+                               {"panels": len(drawn), "points": sum(len(line["x"]) for p in drawn for line in p["lines"])}))
+    return s
+
