@@ -306,7 +306,8 @@ def _compare(args: argparse.Namespace) -> None:
 
     run_compare(
         CompareRequest(
-            methods=tuple(args.method or ()), reference=args.reference, seeds=args.seeds, epochs=args.epochs,
+            methods=tuple(args.method or ()), reference=args.reference, seeds=args.seeds, first_seed=args.first_seed,
+            epochs=args.epochs,
             hours=args.hours, recipe=args.recipe, subset=args.subset, synthetic=args.synthetic,
             data_dir=args.data_dir, device=args.device, precision=args.precision, parallel=args.parallel,
             threads=args.threads, margin=args.margin, out=args.out, batch_size=args.batch_size,
@@ -329,7 +330,9 @@ def _add_compare(sub) -> None:
     )
     p.add_argument("--method", action="append", metavar="M", help="a candidate method; repeatable (e.g. tathe4)")
     p.add_argument("--reference", default="fp32", help="the reference method (default fp32)")
-    p.add_argument("--seeds", type=count_type("seeds"), default=2, help="paired seeds 0..N-1 per method (default 2)")
+    p.add_argument("--seeds", type=count_type("seeds"), default=2, help="paired seeds per method (default 2): 0..N-1")
+    p.add_argument("--first-seed", type=count_type("seed"), default=0,
+                   help="start the seeds here instead of 0 (S..S+N-1), e.g. fresh seeds beside a study made elsewhere")
     # Exactly one of these two; checked by compare.validate, which says so in one line.
     p.add_argument("--epochs", type=count_type("epochs"), help="epochs per run")
     p.add_argument("--hours", type=number_type(0, MAX_HOURS),

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Callable
 
 from .atomic import write_json_atomic
-from .bounds import MAX_HOURS, check_count, check_number, check_optional_count
+from .bounds import MAX_HOURS, MAX_SEED, check_count, check_number, check_optional_count
 from .errors import UserError
 from .locks import hold
 from .userfiles import CONFIG_MAX_BYTES, check_output_dir, read_user_json
@@ -38,6 +38,7 @@ DEFAULT_GPU_CHILDREN = 2
 EVAL_COST_PER_IMAGE = 1 / 3
 # Fields of request.json a rerun may change: statistics and scheduling only, never what a run trains.
 MAY_CHANGE = ("margin", "parallel")
+OLD_FOLDER_DEFAULTS = {"ranks_per_run": 1, "first_seed": 0}  # what a request.json without the key meant
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class CompareRequest:
     methods: tuple[str, ...]  # the candidates
     reference: str = "fp32"
     seeds: int = 2
+    first_seed: int = 0  # seeds first_seed .. first_seed + seeds - 1: fresh seeds beside a study made elsewhere
     epochs: int | None = None
     hours: float | None = None
     recipe: str = DEFAULT_RECIPE
@@ -63,11 +65,17 @@ class CompareRequest:
 
     def __post_init__(self):  # ranges shared with the CLI (suite.bounds); the rest is checked by validate()
         check_count(self.seeds, "seeds")
+        check_count(self.first_seed, "seed", label="--first-seed", bounds=(0, MAX_SEED - self.seeds + 1))
         for name in ("epochs", "subset", "parallel", "threads", "batch_size", "ranks_per_run"):
             check_optional_count(getattr(self, name), name)
         if self.hours is not None:
             check_number(self.hours, "--hours", 0, MAX_HOURS)
         check_number(self.margin, "--margin", 0, 100)
+
+
+    @property
+    def seed_numbers(self) -> range:
+        return range(self.first_seed, self.first_seed + self.seeds)
 
 
 @dataclass(frozen=True)
@@ -160,6 +168,7 @@ def identity(req: CompareRequest) -> dict:
         "reference": req.reference,
         "methods": list(req.methods),
         "seeds": req.seeds,
+        "first_seed": req.first_seed,
         "epochs": req.epochs,
         "hours": req.hours,
         "recipe": req.recipe,
@@ -183,7 +192,7 @@ def check_identity(out: Path, req: CompareRequest) -> None:
     if path.exists():
         saved = read_user_json(path, "compare request", CONFIG_MAX_BYTES)
         for key, value in mine.items():
-            old = saved.get(key, 1 if key == "ranks_per_run" else None)  # folders from before --ranks-per-run
+            old = saved.get(key, OLD_FOLDER_DEFAULTS.get(key))  # folders from before --ranks-per-run, --first-seed
             if key in MAY_CHANGE or old == value or (key == "seeds" and isinstance(old, int) and value > old):
                 continue
             raise UserError(
@@ -195,7 +204,7 @@ def check_identity(out: Path, req: CompareRequest) -> None:
 
 def all_runs(req: CompareRequest) -> list[Run]:
     # Seed-major, reference first: with two children the two halves of a pair run side by side.
-    return [Run(m, s) for s in range(req.seeds) for m in (req.reference, *req.methods)]
+    return [Run(m, s) for s in req.seed_numbers for m in (req.reference, *req.methods)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -381,7 +390,7 @@ def plan_lines(req: CompareRequest, plan: dict, sizes: tuple[int, int], batch: i
         budget = f"{epochs} epoch(s) per run"
     return [
         "q4bench compare plan:",
-        f"  runs: {req.reference} (reference) and {', '.join(req.methods)}, seeds 0..{req.seeds - 1}: {len(runs)} runs "
+        f"  runs: {req.reference} (reference) and {', '.join(req.methods)}, seeds {req.first_seed}..{req.seed_numbers[-1]}: {len(runs)} runs "
         f"({len(finished)} finished, {sum(1 for r in runs if r not in finished and done[r])} to resume, "
         f"{sum(1 for r in runs if r not in finished and not done[r])} to start)",
         f"  budget: {budget}, {req.recipe} recipe; {epochs} x {train_images:,} = {epochs * train_images:,} training "
@@ -487,6 +496,18 @@ def _device_name(req: CompareRequest, history: dict) -> str:
     return Placement(req.device, req.precision).device_name()
 
 
+def _check_run_matches(run_dir: Path, history: dict, run: Run, req: CompareRequest, epochs: int) -> None:
+    """A finished run folder counts only if it is the run this compare would have trained (it may have been
+    trained by `q4bench train` beforehand, or copied in): same method, seed, recipe, budget and precision."""
+    expected = {"method": run.method, "seed": run.seed, "recipe": req.recipe, "planned_epochs": epochs,
+                "precision": req.precision}
+    for key, want in expected.items():
+        got = history.get(key, {"precision": "fp32", "planned_epochs": want}.get(key))  # older histories lack these
+        if got != want:
+            raise UserError(f"{run_dir / 'history.json'}: {key} is {got!r}, this compare needs {want!r}; move that "
+                            "run folder away (or choose another --out) and rerun")
+
+
 def build_result(req: CompareRequest, epochs: int, out: Path) -> dict:
     """The compare.json document from the finished runs in OUT/runs (every statistic from suite.stats)."""
     import numpy as np
@@ -500,6 +521,7 @@ def build_result(req: CompareRequest, epochs: int, out: Path) -> dict:
     for run in all_runs(req):
         run_dir = runs_dir / run.name
         history = json.loads((run_dir / "history.json").read_text())
+        _check_run_matches(run_dir, history, run, req, epochs)
         preds = np.load(run_dir / "predictions.npy", allow_pickle=False)
         labels = labels_of(run.seed)
         if preds.shape != labels.shape:
@@ -524,12 +546,12 @@ def build_result(req: CompareRequest, epochs: int, out: Path) -> dict:
     comparisons = []
     for cand in req.methods:
         pairs = []
-        for seed in range(req.seeds):
+        for seed in req.seed_numbers:
             r, c = Run(req.reference, seed), Run(cand, seed)
             pairs.append(stats.make_pair(seed, histories[r]["final_test_acc"], histories[c]["final_test_acc"],
                                          labels_of(seed), predictions[r], predictions[c]))
         comparisons.append(stats.compare(cand, pairs, req.margin).to_json())
-    first = histories[Run(req.reference, 0)]
+    first = histories[Run(req.reference, req.first_seed)]
     train_images, test_images, batch = first["train_images"], first["test_images"], first["batch_size"]
     return {
         "schema": SCHEMA,

@@ -134,6 +134,47 @@ def test_compare_end_to_end_survives_a_kill(tmp_path):
     assert summary in done.stdout and f"-> {comparison['verdict']}" in done.stdout
 
 
+def test_first_seed_counts_runs_trained_beforehand_and_refuses_foreign_ones(tmp_path, capsys):
+    """--first-seed 7 --seeds 1: the pair is seed 7; runs `q4bench train` made there count, untouched; a
+    finished folder from another seed or recipe is refused in one line instead of being compared."""
+    out = tmp_path / "cmp"
+    for method in ("fp32", "tathe4"):
+        trainmod.train(trainmod.TrainConfig(method=method, recipe=RECIPE, epochs=1, threads=1, seed=7, synthetic=True,
+                                            subset=32, out=str(out / "runs" / f"{method}-seed7")), log=lambda _: None)
+    before = {m: (out / "runs" / f"{m}-seed7" / "history.json").read_bytes() for m in ("fp32", "tathe4")}
+    args = ["compare", "--method", "tathe4", "--synthetic", "--subset", "32", "--seeds", "1", "--first-seed", "7",
+            "--epochs", "1", "--threads", "1", "--parallel", "2", "--recipe", RECIPE, "--out", str(out)]
+    assert cli_main(args) == 0
+    printed = capsys.readouterr().out
+    assert "seeds 7..7: 2 runs (2 finished, 0 to resume, 0 to start)" in printed
+    assert all((out / "runs" / f"{m}-seed7" / "history.json").read_bytes() == before[m] for m in before)
+    doc = json.loads((out / "compare.json").read_text())
+    assert [p["seed"] for p in doc["comparisons"][0]["pairs"]] == [7]
+    assert sorted(r["seed"] for r in doc["runs"]) == [7, 7]
+    # The same folder with another first seed is another study.
+    assert cli_main([*args[:-2], "--out", str(out), "--first-seed", "8"]) == 2
+    assert "holds a compare with first_seed = 7; this command asks for 8" in capsys.readouterr().err
+    # A run folder whose history says another seed is not this compare's run.
+    history = json.loads(before["tathe4"])
+    history["seed"] = 3
+    (out / "runs" / "tathe4-seed7" / "history.json").write_text(json.dumps(history))
+    assert cli_main(args) == 2
+    err = capsys.readouterr().err
+    assert "tathe4-seed7/history.json: seed is 3, this compare needs 7" in err and err.count("\n") == 1
+
+
+def test_a_folder_from_before_first_seed_resumes(tmp_path):
+    out = tmp_path / "cmp"
+    out.mkdir()
+    check_identity(out, _request(tmp_path))
+    saved = json.loads((out / "request.json").read_text())
+    del saved["first_seed"]
+    (out / "request.json").write_text(json.dumps(saved))
+    check_identity(out, _request(tmp_path))  # no first_seed recorded meant seeds from 0
+    with pytest.raises(UserError, match=r"first_seed = 0; this command asks for 5"):
+        check_identity(out, _request(tmp_path, first_seed=5))
+
+
 def _request(tmp_path, **kw) -> CompareRequest:
     base = dict(methods=("tathe4",), seeds=2, epochs=1, recipe=RECIPE, synthetic=True, subset=32, threads=1,
                 parallel=2, out=str(tmp_path / "cmp"))
@@ -209,6 +250,7 @@ def test_schema_rejects_a_malformed_result():
         (["--method", "tathe4", "--epochs", "0"], "argument --epochs: must be from 1 to 10,000, got 0"),
         (["--method", "tathe4", "--hours", "-1"], "argument --hours: must be a number in (0, 8760], got -1"),
         (["--method", "tathe4", "--epochs", "1", "--seeds", "0"], "argument --seeds: must be from 1 to 1,000, got 0"),
+        (["--method", "tathe4", "--epochs", "1", "--first-seed", "-1"], "argument --first-seed: must be from 0 to"),
         (["--method", "tathe4", "--epochs", "1", "--device", "tpu"], "--device 'tpu' is not one of: cpu, cuda"),
         (["--method", "tathe4", "--epochs", "1", "--precision", "fp16"], "--precision 'fp16' is not one of: fp32, bf16"),
         (["--method", "tathe4", "--epochs", "1", "--margin", "0"], "argument --margin: must be a number in (0, 100], got 0"),
