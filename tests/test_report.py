@@ -291,6 +291,15 @@ def test_compare_result_gives_the_verdict_line_and_accuracy_against_time(two_hos
     assert _row(runs, kind="compare result")["code"].text == "c0ffeec0ff"
 
 
+def test_a_host_with_several_compares_leads_with_the_most_seed_epochs_each_with_its_reason(tmp_path):
+    fixture_compare("fixture-host-a", [0.4, -0.2, 0.7], tmp_path, name="a-three")  # 3 seeds x 3 epochs
+    fixture_compare("fixture-host-a", [0.5, 0.6, 0.4, 0.5, 0.6], tmp_path, name="b-five")  # 5 seeds x 3 epochs
+    cell = _row(_sections(_inputs(tmp_path))["answer"].tables()["answer"], host="fixture-host-a")
+    lines = cell["accuracy: tathe4 vs fp32"].text.split("\n")
+    assert len(lines) == 4 and ", 5 seed(s), " in lines[0] and lines[1].startswith("why: ")
+    assert ", 3 seed(s), " in lines[2] and lines[3].startswith("why: ")
+
+
 def test_negative_gap_is_worded_as_the_4bit_method_doing_better(tmp_path):
     fixture_compare("fixture-host-a", [-0.5, -0.3, -0.4], tmp_path)
     cell = _row(_sections(_inputs(tmp_path))["answer"].tables()["answer"], host="fixture-host-a")

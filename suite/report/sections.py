@@ -181,19 +181,27 @@ def verdict_line(c: CompareResult, comp) -> str:
             f"→ **{comp.verdict or 'no verdict recorded'}**")
 
 
-def _host_verdicts(compares: list[CompareResult], host: str) -> tuple[list[str], list[str]]:
-    lines, reasons = [], []
-    for c in sorted((c for c in compares if c.host_id == host), key=lambda c: str(c.path)):
+def reason_with_seeds(comp) -> str:
+    """The comparison's reason, with the seeds that would decide it unless the reason already says so."""
+    if comp.seeds_needed and "would decide" not in comp.reason:
+        return f"{comp.reason} ({comp.seeds_needed} seeds would decide it)"
+    return comp.reason
+
+
+def _host_verdicts(compares: list[CompareResult], host: str) -> list[str]:
+    """One verdict line per comparison of the host, each followed by its reason; the most seed-epochs first."""
+    entries = []
+    for c in (c for c in compares if c.host_id == host):
         for comp in c.comparisons:
-            lines.append(("FIXTURE: " if c.fixture else "") + verdict_line(c, comp))
-            why = comp.reason
-            if comp.seeds_needed:
-                why += f" ({comp.seeds_needed} seeds would decide it)"
-            if why:
-                reasons.append(why)
+            why = reason_with_seeds(comp)
+            epochs = c.budget.get("epochs")
+            weight = (comp.n_seeds or 0) * (epochs if isinstance(epochs, int) else 0)
+            entries.append((-weight, str(c.path), ("FIXTURE: " if c.fixture else "") + verdict_line(c, comp)
+                            + (f"\nwhy: {why}" if why else "")))
         if not c.comparisons:
-            lines.append(f"{relative(c.path)}: no comparisons recorded ({'; '.join(c.notes[:2]) or 'empty'})")
-    return lines, reasons
+            entries.append((0, str(c.path), f"{relative(c.path)}: no comparisons recorded "
+                                            f"({'; '.join(c.notes[:2]) or 'empty'})"))
+    return [line for *_, line in sorted(entries)]
 
 
 def _step_costs(results: list[ResultFile]) -> list[str]:
@@ -259,7 +267,7 @@ def section_answer(inputs: Inputs) -> Section:
     table.footnotes["cost"] = ("Measured: the median over balanced cycles of interleaved timed windows in one "
                                "process; the bracket is the lowest and highest cycle.")
     for host, results in hosts.items():
-        lines, reasons = _host_verdicts(inputs.compares, host)
+        lines = _host_verdicts(inputs.compares, host)
         cpu = results[-1].data["host"]["cpu_model"] if results else next(
             (c.cpu_model for c in inputs.compares if c.host_id == host and c.cpu_model), "?")
         gpus = sorted({c.device_name for c in inputs.compares
@@ -267,7 +275,7 @@ def section_answer(inputs: Inputs) -> Section:
         if gpus:  # a GPU host is named by its GPU first; its CPU only fed it
             cpu = f"{', '.join(gpus)} (host CPU: {cpu})"
         fixture = any(r.fixture for r in results) or any(c.fixture for c in inputs.compares if c.host_id == host)
-        verdict = (Cell("\n".join(lines + [f"why: {r}" for r in reasons]), Kind.MEASURED, note="verdict", fixture=fixture)
+        verdict = (Cell("\n".join(lines), Kind.MEASURED, note="verdict", fixture=fixture)
                    if lines else Cell(f"No verdict yet: no compare result for this host.\nRun `{COMPARE_COMMAND}` "
                                       "to get one.", Kind.UNAVAILABLE))
         costs = _step_costs(results)
@@ -377,8 +385,7 @@ def section_compare(inputs: Inputs) -> Section:
                                 fixture=c.fixture) if comp.ci95 else unavailable("too few seeds")),
                 "TOST p": number(comp.tost_p, ".3f", kind=Kind.DERIVED, missing="-"),
                 "verdict": text(comp.verdict or "not recorded"),
-                "reason": text(comp.reason + (f" ({comp.seeds_needed} seeds would decide it)"
-                                              if comp.seeds_needed else "")),
+                "reason": text(reason_with_seeds(comp)),
                 "file": text(relative(c.path))})
         for r in c.runs:
             runs.add({"host": host, "method": text(r.method), "seed": text(str(r.seed)),
