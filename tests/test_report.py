@@ -458,6 +458,9 @@ def test_time_to_accuracy_shows_each_finished_budget_once(tmp_path):
     assert row["flip TTA"].text == "91.00%" and row["s per epoch"].text == "100.0 s"
     assert row["device"].text == "cpu (Fixture CPU), fp32, 1 thread"
     assert section.figures()["time_to_accuracy"].data == {"panels": 1, "points": 6}
+    # One budget per device: the table only, no plot of single points.
+    one = _sections(_inputs(tmp_path, (), ("runs/short5-fp32", "runs/short5-tathe4")))["time_to_accuracy"]
+    assert len(one.tables()["time_to_accuracy"].rows) == 2 and not one.figures()
     md, _ = _render(tmp_path, "--results", str(tmp_path / "results"), "--runs", str(tmp_path / "runs"))
     assert "## Time to accuracy: the short recipe at each budget" in md and "figures/time_to_accuracy.png" in md
     # Nothing finished: the section says how to make a run.

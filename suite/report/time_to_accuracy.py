@@ -64,7 +64,8 @@ def _folders(members: list[RunHistory]) -> str:
 
 def _line(method: str, points: list[tuple[float, float, int]]) -> dict:
     """(minutes, accuracy, epochs) per budget -> one line of figures.curves."""
-    return {"method": method, "label": f"{method} ({', '.join(str(p[2]) for p in points)} epochs)",
+    epochs = ", ".join(str(p[2]) for p in points)
+    return {"method": method, "label": f"{method} ({epochs} epoch{'s' if epochs != '1' else ''})",
             "x": [p[0] for p in points], "y": [p[1] for p in points], "dashed": method == BASELINE}
 
 
@@ -119,14 +120,15 @@ def section_time_to_accuracy(inputs: Inputs) -> Section:
         "Finished runs of the short recipe (its LR schedule ends at each budget; each budget is its own run) on all "
         "50,000 CIFAR-10 training images with the paper's network, scored on all 10,000 test images."))
     s.blocks.append(table)
+    # A device with one budget only is a single point per method: the table says it all, no panel.
     drawn = [{"title": device, "lines": [_line(method, sorted(points)) for method, points in sorted(methods.items())]}
-             for device, methods in list(panels.items())[:4]]
+             for device, methods in panels.items() if any(len(points) > 1 for points in methods.values())][:4]
     if drawn:
         png = figures.curves(drawn, "Final test accuracy against training time, one point per budget",
                              "training time per run, minutes (measured)", "final test accuracy, %")
         s.blocks.append(Figure("time_to_accuracy", png, "Time to accuracy",
                                "Each point: the mean final accuracy of one budget's runs against their median training "
-                               "time (fp32 dashed); measured.",
+                               "time (fp32 dashed); measured. Devices with a single budget are in the table only.",
                                {"panels": len(drawn), "points": sum(len(line["x"]) for p in drawn for line in p["lines"])}))
     return s
 
