@@ -72,7 +72,6 @@ class CompareRequest:
             check_number(self.hours, "--hours", 0, MAX_HOURS)
         check_number(self.margin, "--margin", 0, 100)
 
-
     @property
     def seed_numbers(self) -> range:
         return range(self.first_seed, self.first_seed + self.seeds)
@@ -390,7 +389,8 @@ def plan_lines(req: CompareRequest, plan: dict, sizes: tuple[int, int], batch: i
         budget = f"{epochs} epoch(s) per run"
     return [
         "q4bench compare plan:",
-        f"  runs: {req.reference} (reference) and {', '.join(req.methods)}, seeds {req.first_seed}..{req.seed_numbers[-1]}: {len(runs)} runs "
+        f"  runs: {req.reference} (reference) and {', '.join(req.methods)}, "
+        f"seeds {req.first_seed}..{req.seed_numbers[-1]}: {len(runs)} runs "
         f"({len(finished)} finished, {sum(1 for r in runs if r not in finished and done[r])} to resume, "
         f"{sum(1 for r in runs if r not in finished and not done[r])} to start)",
         f"  budget: {budget}, {req.recipe} recipe; {epochs} x {train_images:,} = {epochs * train_images:,} training "

@@ -69,6 +69,31 @@ def _line(method: str, points: list[tuple[float, float, int]]) -> dict:
             "x": [p[0] for p in points], "y": [p[1] for p in points], "dashed": method == BASELINE}
 
 
+def _row(device: str, epochs: int, method: str, members: list[RunHistory]) -> dict[str, Cell]:
+    """One budget of one method on one device: the runs' mean accuracy, its range, time and the target."""
+    fixture = any(r.fixture for r in members)
+    finals = [r.epochs[-1]["test_acc"] for r in members]
+    ttas = [t for t in (r.epochs[-1].get("test_acc_tta") for r in members) if isinstance(t, (int, float))]
+    seconds = [t for t in map(_training_seconds, members) if t is not None]
+    per_epoch = [e["seconds"] for r in members for e in r.epochs if isinstance(e.get("seconds"), (int, float))]
+    mean = statistics.fmean(finals)
+    spread = f" [{min(finals):.2f}, {max(finals):.2f}]" if len(finals) > 1 else ""
+    target = TARGETS.get(epochs)
+    seeds = ", ".join(sorted({str(r.history.get("seed")) for r in members}, key=lambda x: (len(x), x)))
+    return {
+        "device": text(device, fixture=fixture),
+        "budget": text(f"{epochs} epoch{'s' if epochs != 1 else ''} x {members[0].history['train_images']:,} images"),
+        "method": text(method), "runs": text(f"{len(members)} (seed {seeds})"),
+        "final test acc": Cell(f"{mean:.2f}%{spread}", Kind.MEASURED, mean, "acc", fixture),
+        "flip TTA": number(statistics.fmean(ttas) if ttas else None, ".2f", "%", fixture=fixture, missing="-"),
+        "training time per run": number(statistics.median(seconds) / 60 if seconds else None, ".1f", " min",
+                                        note="time", fixture=fixture),
+        "s per epoch": number(statistics.median(per_epoch) if per_epoch else None, ".1f", " s", fixture=fixture),
+        "target": (text(f">= {target:g}%: {'met' if mean >= target else 'not met'}", note="target")
+                   if target else text("-")),
+        "histories": text(_folders(members))}
+
+
 def section_time_to_accuracy(inputs: Inputs) -> Section:
     s = Section("time_to_accuracy", "Time to accuracy: the short recipe at each budget")
     runs = finished_short_runs(inputs)
@@ -92,29 +117,10 @@ def section_time_to_accuracy(inputs: Inputs) -> Section:
     panels: dict[str, dict[str, list[tuple[float, float, int]]]] = defaultdict(lambda: defaultdict(list))
     order = lambda kv: (kv[0][0], kv[0][1], kv[0][2] != BASELINE, kv[0][2])  # noqa: E731  fp32 first per budget
     for (device, epochs, method), members in sorted(groups.items(), key=order):
-        fixture = any(r.fixture for r in members)
-        finals = [r.epochs[-1]["test_acc"] for r in members]
-        ttas = [r.epochs[-1].get("test_acc_tta") for r in members]
-        ttas = [t for t in ttas if isinstance(t, (int, float))]
+        table.add(_row(device, epochs, method, members))
         seconds = [t for t in map(_training_seconds, members) if t is not None]
-        per_epoch = [e["seconds"] for r in members for e in r.epochs if isinstance(e.get("seconds"), (int, float))]
-        mean = statistics.fmean(finals)
-        spread = f" [{min(finals):.2f}, {max(finals):.2f}]" if len(finals) > 1 else ""
-        target = TARGETS.get(epochs)
-        seeds = ", ".join(sorted({str(r.history.get("seed")) for r in members}, key=lambda x: (len(x), x)))
-        table.add({
-            "device": text(device, fixture=fixture),
-            "budget": text(f"{epochs} epoch{'s' if epochs != 1 else ''} x {members[0].history['train_images']:,} images"),
-            "method": text(method), "runs": text(f"{len(members)} (seed {seeds})"),
-            "final test acc": Cell(f"{mean:.2f}%{spread}", Kind.MEASURED, mean, "acc", fixture),
-            "flip TTA": number(statistics.fmean(ttas) if ttas else None, ".2f", "%", fixture=fixture, missing="-"),
-            "training time per run": number(statistics.median(seconds) / 60 if seconds else None, ".1f", " min",
-                                            note="time", fixture=fixture),
-            "s per epoch": number(statistics.median(per_epoch) if per_epoch else None, ".1f", " s", fixture=fixture),
-            "target": (text(f">= {target:g}%: {'met' if mean >= target else 'not met'}", note="target")
-                       if target else text("-")),
-            "histories": text(_folders(members))})
         if seconds:
+            mean = statistics.fmean(r.epochs[-1]["test_acc"] for r in members)
             panels[device][method].append((statistics.median(seconds) / 60, mean, epochs))
     s.blocks.append(Paragraph(
         "Finished runs of the short recipe (its LR schedule ends at each budget; each budget is its own run) on all "
