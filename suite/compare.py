@@ -27,12 +27,13 @@ from .atomic import write_json_atomic
 from .bounds import MAX_HOURS, MAX_SEED, check_count, check_number, check_optional_count
 from .errors import UserError
 from .locks import hold
+from .spec import SHORT_RECIPE
 from .userfiles import CONFIG_MAX_BYTES, check_output_dir, read_user_json
 
 SCHEMA = "q4bench-compare/1"
 DEFAULT_MARGIN = 0.5
 DEFAULT_OUT = "reports/compare"
-DEFAULT_RECIPE = "short"
+DEFAULT_RECIPE = SHORT_RECIPE
 DEFAULT_GPU_CHILDREN = 2
 # Scoring an image is a forward pass only, about a third of a training step's forward + backward.
 EVAL_COST_PER_IMAGE = 1 / 3

@@ -14,6 +14,7 @@ BASELINE = "fp32"  # the reference every ratio and gap is taken against
 REFERENCE_4BIT = "tathe4"  # the paper's method: the claim checks are about it
 
 PAPER_RECIPE = "paper"
+SHORT_RECIPE = "short"  # the converged recipe: compare's default and the report's time-to-accuracy rows
 PAPER_ARCH = "vgg4bit"  # the paper's network (3,251,018 parameters); its claims are about no other
 PAPER_EPOCHS = 150  # the paper's code trains 150 epochs; its claims are about that budget
 

@@ -13,12 +13,11 @@ from __future__ import annotations
 import statistics
 from collections import defaultdict
 
-from ..spec import BASELINE, CIFAR10_TEST_IMAGES, CIFAR10_TRAIN_IMAGES
+from ..spec import BASELINE, CIFAR10_TEST_IMAGES, CIFAR10_TRAIN_IMAGES, SHORT_RECIPE
 from . import figures
 from .inputs import Inputs, RunHistory, relative
 from .sections import Cell, Figure, Kind, Paragraph, Section, Table, number, text
 
-SHORT_RECIPE = "short"
 TARGETS = {5: 85.0, 15: 90.0}  # budget in epochs -> final test accuracy, % (issue 12's targets)
 
 
