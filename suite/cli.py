@@ -311,13 +311,14 @@ def _compare(args: argparse.Namespace) -> None:
             hours=args.hours, recipe=args.recipe, subset=args.subset, synthetic=args.synthetic,
             data_dir=args.data_dir, device=args.device, precision=args.precision, parallel=args.parallel,
             threads=args.threads, margin=args.margin, out=args.out, batch_size=args.batch_size,
-            ranks_per_run=args.ranks_per_run,
+            ranks_per_run=args.ranks_per_run, arch=args.arch,
         )
     )
 
 
 def _add_compare(sub) -> None:
     from .compare import DEFAULT_MARGIN, DEFAULT_OUT, DEFAULT_RECIPE
+    from .model import ARCH_NAME, ARCHS
 
     p = sub.add_parser(
         "compare",
@@ -337,6 +338,7 @@ def _add_compare(sub) -> None:
     p.add_argument("--epochs", type=count_type("epochs"), help="epochs per run")
     p.add_argument("--hours", type=number_type(0, MAX_HOURS),
                         help="a time box: converted to epochs per run from step times measured in children first")
+    p.add_argument("--arch", default=ARCH_NAME, help=f"the network every run trains: {' or '.join(ARCHS)} (default {ARCH_NAME})")
     p.add_argument("--recipe", default=DEFAULT_RECIPE, help=f"training recipe (default {DEFAULT_RECIPE})")
     p.add_argument("--subset", type=count_type("subset"), help="train on the first N training images")
     p.add_argument("--batch-size", type=count_type("batch_size"), help="override the recipe's batch size")

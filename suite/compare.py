@@ -27,7 +27,7 @@ from .atomic import write_json_atomic
 from .bounds import MAX_HOURS, MAX_SEED, check_count, check_number, check_optional_count
 from .errors import UserError
 from .locks import hold
-from .spec import SHORT_RECIPE
+from .spec import PAPER_ARCH, SHORT_RECIPE
 from .userfiles import CONFIG_MAX_BYTES, check_output_dir, read_user_json
 
 SCHEMA = "q4bench-compare/1"
@@ -39,7 +39,8 @@ DEFAULT_GPU_CHILDREN = 2
 EVAL_COST_PER_IMAGE = 1 / 3
 # Fields of request.json a rerun may change: statistics and scheduling only, never what a run trains.
 MAY_CHANGE = ("margin", "parallel")
-OLD_FOLDER_DEFAULTS = {"ranks_per_run": 1, "first_seed": 0}  # what a request.json without the key meant
+# What a request.json without the key meant (folders from before --ranks-per-run, --first-seed, --arch).
+OLD_FOLDER_DEFAULTS = {"ranks_per_run": 1, "first_seed": 0, "arch": PAPER_ARCH}
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ class CompareRequest:
     dataset: str = "cifar10"
     batch_size: int | None = None  # None: the recipe's
     ranks_per_run: int = 1  # > 1: each run is a torchrun job of that many DDP ranks (suite/distributed.py)
+    arch: str = PAPER_ARCH  # a key of model.ARCHS: the network every run trains
 
     def __post_init__(self):  # ranges shared with the CLI (suite.bounds); the rest is checked by validate()
         check_count(self.seeds, "seeds")
@@ -114,6 +116,12 @@ def validate(req: CompareRequest) -> CompareRequest:
         raise UserError(f"--method {req.reference}: it is the reference; name candidates only")
     if len(set(req.methods)) != len(req.methods):
         raise UserError(f"--method: a candidate is named twice ({' '.join(req.methods)})")
+    from .model import check_arch
+
+    try:
+        check_arch(req.arch)
+    except UserError as exc:
+        raise UserError(f"--arch: {exc}") from None
     try:
         get_recipe(req.recipe)
     except UserError as exc:
@@ -182,6 +190,7 @@ def identity(req: CompareRequest) -> dict:
         "margin": req.margin,
         "parallel": req.parallel,
         "ranks_per_run": req.ranks_per_run,
+        "arch": req.arch,
     }
 
 
@@ -192,14 +201,22 @@ def check_identity(out: Path, req: CompareRequest) -> None:
     if path.exists():
         saved = read_user_json(path, "compare request", CONFIG_MAX_BYTES)
         for key, value in mine.items():
-            old = saved.get(key, OLD_FOLDER_DEFAULTS.get(key))  # folders from before --ranks-per-run, --first-seed
-            if key in MAY_CHANGE or old == value or (key == "seeds" and isinstance(old, int) and value > old):
+            old = saved.get(key, OLD_FOLDER_DEFAULTS.get(key))
+            if key in MAY_CHANGE or _same_setting(key, old, value):
                 continue
             raise UserError(
                 f"{out} holds a compare with {key} = {old!r}; this command asks for {value!r} "
                 f"(rerun the original command to resume it, or choose another --out)"
             )
     write_json_atomic(path, mine)
+
+
+def _same_setting(key: str, old, new) -> bool:
+    if key == "seeds":  # more seeds only add runs
+        return isinstance(old, int) and new >= old
+    if key == "data":  # the real data's folder differs from machine to machine; a study moves between them
+        return (old == "synthetic") == (new == "synthetic")
+    return old == new
 
 
 def all_runs(req: CompareRequest) -> list[Run]:
@@ -250,7 +267,7 @@ def train_command(req: CompareRequest, run: Run, epochs: int, out: Path) -> list
     launcher = [sys.executable]
     if req.ranks_per_run > 1:  # PyTorch's own launcher; --standalone: a private rendezvous on a free port
         launcher += ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(req.ranks_per_run)]
-    cmd = [*launcher, "-m", "suite", "train", "--method", run.method, "--recipe", req.recipe,
+    cmd = [*launcher, "-m", "suite", "train", "--method", run.method, "--arch", req.arch, "--recipe", req.recipe,
            "--epochs", str(epochs), "--seed", str(run.seed), "--threads", str(req.threads),
            "--dataset", req.dataset, *_data_args(req), *_device_args(req), "--out", str(out), "--resume"]
     if req.subset is not None:
@@ -309,7 +326,7 @@ def measure_step_times(req: CompareRequest, out: Path, batch: int,
         wave = methods[start : start + req.parallel]
         procs = {}
         for m in wave:
-            cmd = [sys.executable, "-m", "suite.compare_child", str(tmp / f"{m}.json"), m, req.recipe, req.device,
+            cmd = [sys.executable, "-m", "suite.compare_child", str(tmp / f"{m}.json"), m, req.arch, req.recipe, req.device,
                    req.precision, str(req.data_dir) if req.data_dir else "-", str(req.threads), str(batch)]
             if req.synthetic:
                 cmd.append("--synthetic")
@@ -500,10 +517,11 @@ def _device_name(req: CompareRequest, history: dict) -> str:
 def _check_run_matches(run_dir: Path, history: dict, run: Run, req: CompareRequest, epochs: int) -> None:
     """A finished run folder counts only if it is the run this compare would have trained (it may have been
     trained by `q4bench train` beforehand, or copied in): same method, seed, recipe, budget and precision."""
-    expected = {"method": run.method, "seed": run.seed, "recipe": req.recipe, "planned_epochs": epochs,
-                "precision": req.precision}
+    expected = {"method": run.method, "seed": run.seed, "arch": req.arch, "recipe": req.recipe,
+                "planned_epochs": epochs, "precision": req.precision}
+    older = {"precision": "fp32", "planned_epochs": epochs, "arch": PAPER_ARCH}  # what older histories lacking a key meant
     for key, want in expected.items():
-        got = history.get(key, {"precision": "fp32", "planned_epochs": want}.get(key))  # older histories lack these
+        got = history.get(key, older.get(key))
         if got != want:
             raise UserError(f"{run_dir / 'history.json'}: {key} is {got!r}, this compare needs {want!r}; move that "
                             "run folder away (or choose another --out) and rerun")
@@ -561,6 +579,7 @@ def build_result(req: CompareRequest, epochs: int, out: Path) -> dict:
         "device": req.device,
         "device_name": _device_name(req, first),
         "precision": req.precision,
+        "arch": req.arch,
         "budget": {"recipe": req.recipe, "epochs": epochs, "train_images": train_images,
                    "test_images": test_images, "batch_size": batch, "hours": req.hours},
         "data_source": first["data_source"],
@@ -590,7 +609,7 @@ def summary_line(doc: dict, comparison: dict) -> str:
     ci = comparison["ci95"]
     ci_text = f"[95% CI {ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else "[no 95% CI from 1 seed]"
     return (f"{comparison['candidate']} vs {doc['reference']}: gap {comparison['mean_gap']:+.2f} points {ci_text}, "
-            f"{n} seed{'s' if n != 1 else ''}, budget {b['recipe']} recipe {b['epochs']} epoch(s) x "
+            f"{n} seed{'s' if n != 1 else ''}, {doc.get('arch', PAPER_ARCH)}, budget {b['recipe']} recipe {b['epochs']} epoch(s) x "
             f"{b['train_images']:,} images -> {comparison['verdict']}")
 
 

@@ -1,5 +1,5 @@
 """Time a few training steps of one method in a fresh process, for `q4bench compare`'s plan:
-`python -m suite.compare_child RESULT.json METHOD RECIPE DEVICE PRECISION DATA THREADS BATCH [--synthetic]`.
+`python -m suite.compare_child RESULT.json METHOD ARCH RECIPE DEVICE PRECISION DATA THREADS BATCH [--synthetic]`.
 
 It runs the real training loop (train.train, so the device, precision and recipe are exactly those of
 the runs) and stops it after WARMUP + TIMED steps through the per-step callback; the parent sets the
@@ -19,7 +19,7 @@ class _Enough(Exception):
     pass
 
 
-def time_steps(method: str, recipe: str, device: str, precision: str, data_dir: str | None, synthetic: bool,
+def time_steps(method: str, arch: str, recipe: str, device: str, precision: str, data_dir: str | None, synthetic: bool,
                threads: int, batch: int) -> dict:
     """Seconds per step and per image at ``batch`` images a step (the runs' first step: the recipe's batch,
     or the whole subset when that is smaller)."""
@@ -34,7 +34,7 @@ def time_steps(method: str, recipe: str, device: str, precision: str, data_dir: 
 
     with tempfile.TemporaryDirectory(prefix="q4bench-time-") as tmp:
         # Just enough images for the timed steps, each a full batch.
-        config = TrainConfig(method=method, recipe=recipe, epochs=1, threads=threads, seed=0, data_dir=data_dir,
+        config = TrainConfig(method=method, arch=arch, recipe=recipe, epochs=1, threads=threads, seed=0, data_dir=data_dir,
                              synthetic=synthetic, subset=batch * (WARMUP + TIMED), batch_size=batch, out=tmp,
                              device=device, precision=precision)
         try:
@@ -49,9 +49,9 @@ def time_steps(method: str, recipe: str, device: str, precision: str, data_dir: 
 
 
 def main(argv: list[str]) -> int:
-    result, method, recipe, device, precision, data, threads, batch = argv[:8]
-    synthetic = "--synthetic" in argv[8:]
-    out = time_steps(method, recipe, device, precision, None if data == "-" else data, synthetic, int(threads),
+    result, method, arch, recipe, device, precision, data, threads, batch = argv[:9]
+    synthetic = "--synthetic" in argv[9:]
+    out = time_steps(method, arch, recipe, device, precision, None if data == "-" else data, synthetic, int(threads),
                      int(batch))
     from .atomic import write_json_atomic
 

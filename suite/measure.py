@@ -38,6 +38,16 @@ ISA_FLAGS = {
 }
 
 
+# Environment variables that cap the instruction set oneDNN and MKL may use (set to test AVX2 code paths on an
+# AVX-512 host). A result made under a cap records it, so it is never taken for the host's full speed.
+ISA_CAP_VARS = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
+
+
+def isa_caps() -> dict[str, str]:
+    """The ISA caps in force for this process's kernels: {variable: value}, empty when uncapped."""
+    return {var: os.environ[var].strip() for var in ISA_CAP_VARS if os.environ.get(var, "").strip()}
+
+
 def _cpuinfo_linux(path: str = "/proc/cpuinfo") -> tuple[str | None, set[str]]:
     model, flags = None, set()
     try:
@@ -76,6 +86,7 @@ def host_fingerprint() -> dict:
         "logical_cpus": logical,
         "usable_cpus": usable_cpus(),
         "isa": {name: any(f in flags for f in names) for name, names in ISA_FLAGS.items()},
+        "isa_caps": isa_caps(),
         "memory_bytes": psutil.virtual_memory().total,
         "os": platform.platform(),
         "python": platform.python_version(),

@@ -457,6 +457,7 @@ def _train(config, recipe, method, placement, epochs, batch_size, out, on_batch,
         "best_test_acc": None,
         "best_epoch": None,
     }
+    trained_on = _trained_on()
     start_epoch = 1
     if state is not None:
         model.load_state_dict(state["model"])
@@ -540,6 +541,7 @@ def _train(config, recipe, method, placement, epochs, batch_size, out, on_batch,
             "images_per_s": seen / seconds,
             "distinct_codes": distinct_codes(model),
             **method.epoch_report(quantizers),  # e.g. PFQ's switch points, DFQ's chosen bits per layer
+            "trained_on": trained_on,  # a study resumed on another machine or commit says so, epoch by epoch
         }
         history["epochs"].append(entry)
         _summarize(history)
@@ -560,6 +562,15 @@ def _train(config, recipe, method, placement, epochs, batch_size, out, on_batch,
     if world.is_main:
         write_json_atomic(history_path, history)
     return history
+
+
+def _trained_on() -> dict:
+    """The host and code that train this process's epochs (a resumed run may have begun elsewhere)."""
+    from .measure import host_fingerprint
+
+    host, code = host_fingerprint(), stamp()["code"]
+    return {"host_id": host["host_id"], "cpu_model": host["cpu_model"], "isa_caps": host["isa_caps"],
+            "commit": code["commit"], "dirty": code["dirty"]}
 
 
 _RANK_SEED_STRIDE = 1_000_003  # far from _epoch_seed's own stride, so no two (rank, epoch) pairs share a seed
