@@ -9,7 +9,7 @@ import sys
 from .atomic import disk_full, disk_full_error
 from .bounds import MAX_HOURS, count_type, number_type
 from .errors import UserError
-from .spec import EXIT_USER_ERROR
+from .spec import EXIT_GATE_FAILED, EXIT_OK, EXIT_USER_ERROR
 
 
 class _Parser(argparse.ArgumentParser):
@@ -266,7 +266,7 @@ def _add_report(sub) -> None:
     p.set_defaults(func=_report)
 
 
-def _parity(args: argparse.Namespace) -> None:
+def _parity(args: argparse.Namespace) -> int:
     from .parity import ParityRequest, run_parity
 
     outcome = run_parity(
@@ -276,7 +276,8 @@ def _parity(args: argparse.Namespace) -> None:
     if not outcome.passed:
         for reason in outcome.reasons:
             print(f"q4bench parity: FAIL: {reason}", file=sys.stderr)
-        raise SystemExit(1)
+        return EXIT_GATE_FAILED
+    return EXIT_OK
 
 
 def _add_parity(sub) -> None:
@@ -322,7 +323,7 @@ def _add_compare(sub) -> None:
 
     p = sub.add_parser(
         "compare",
-        help="train a reference and candidates for N paired seeds in parallel children; gap, 95% CI, TOST, verdict",
+        help="train a reference and candidates for N paired seeds in parallel children; gap, 95%% CI, TOST, verdict",
         description="Seed k of every method starts from the same weights, data order and augmentation, so seeds "
         "pair. Prints its plan (runs, budget, threads, children, estimated time) before anything starts, trains "
         "every run in a child process (OUT/runs/<method>-seed<k>/), and writes OUT/compare.json. Resumable: rerun "
@@ -381,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # --help (0) or a one-line usage error (2): a status, as for every other outcome
         return exc.code if isinstance(exc.code, int) else EXIT_USER_ERROR
     try:
-        args.func(args)
+        status = args.func(args)  # None: success; a command that can say no (the gate) returns its status
     except UserError as exc:
         print(f"q4bench: error: {exc}", file=sys.stderr)
         return 2
@@ -395,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"q4bench: error: {disk_full_error(full.filename or 'a file', full)}", file=sys.stderr)
         return 2
-    return 0
+    return EXIT_OK if status is None else status
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import json
 import math
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -196,8 +197,13 @@ def identity(req: CompareRequest) -> dict:
 
 def check_identity(out: Path, req: CompareRequest) -> None:
     """Refuse a command that would train something else into this folder; record it when new.
-    More seeds are allowed (they only add runs), as are another margin and another --parallel."""
+    More seeds are allowed (they only add runs), as are another margin and another --parallel.
+
+    Besides the identity, request.json keeps "seeds_first" (the seed count first recorded) and
+    "seeds_raised_after_result" (seeds were raised while a compare.json existed: a look before extending,
+    which the result's reason mentions, since it bends the nominal error rates)."""
     path, mine = out / "request.json", identity(req)
+    history = {"seeds_first": req.seeds, "seeds_raised_after_result": False}
     if path.exists():
         saved = read_user_json(path, "compare request", CONFIG_MAX_BYTES)
         for key, value in mine.items():
@@ -208,7 +214,25 @@ def check_identity(out: Path, req: CompareRequest) -> None:
                 f"{out} holds a compare with {key} = {old!r}; this command asks for {value!r} "
                 f"(rerun the original command to resume it, or choose another --out)"
             )
-    write_json_atomic(path, mine)
+        history = _seed_history_after(saved, req, (out / "compare.json").exists())
+    write_json_atomic(path, {**mine, **history})
+
+
+def _seed_history_after(saved: dict, req: CompareRequest, result_exists: bool) -> dict:
+    first = saved.get("seeds_first", saved["seeds"])  # a folder from before seeds_first: its count then
+    raised_now = req.seeds > saved["seeds"] and result_exists
+    return {"seeds_first": first if isinstance(first, int) else saved["seeds"],
+            "seeds_raised_after_result": saved.get("seeds_raised_after_result") is True or raised_now}
+
+
+def seed_history(out: Path) -> tuple[int | None, bool]:
+    """(seeds first recorded, raised after a result?) from OUT/request.json; (None, False) when unknown."""
+    try:
+        saved = json.loads((out / "request.json").read_text())
+    except (OSError, ValueError):
+        return None, False
+    first = saved.get("seeds_first") if isinstance(saved, dict) else None
+    return (first, saved.get("seeds_raised_after_result") is True) if isinstance(first, int) else (None, False)
 
 
 def _same_setting(key: str, old, new) -> bool:
@@ -420,8 +444,39 @@ def plan_lines(req: CompareRequest, plan: dict, sizes: tuple[int, int], batch: i
         f"  estimated time: {_fmt_seconds(makespan(remaining, req.parallel))} for what is left "
         f"(a child's start-up {plan['startup_seconds']:.0f} s per run; scoring counted as a third of a training "
         f"step per image)",
+        *_power_lines(req, epochs, runs_dir),
         f"  folder: {runs_dir.parent} (rerun the same command to resume)",
     ]
+
+
+def _finished_gaps(req: CompareRequest, candidate: str, epochs: int, runs_dir: Path) -> list[float]:
+    """Reference minus candidate final accuracy of the seed pairs already finished in this folder."""
+    gaps = []
+    for seed in req.seed_numbers:
+        dirs = [runs_dir / Run(m, seed).name for m in (req.reference, candidate)]
+        if not all(run_finished(d, epochs) for d in dirs):
+            continue
+        try:
+            ref, cand = (json.loads((d / "history.json").read_text())["final_test_acc"] for d in dirs)
+        except (OSError, ValueError, KeyError):
+            continue  # a broken history is refused later, by build_result, with its path
+        gaps.append(ref - cand)
+    return gaps
+
+
+def _power_lines(req: CompareRequest, epochs: int, runs_dir: Path) -> list[str]:
+    """Per candidate, what the planned seed count can show: with the sd of the pairs already finished here
+    when there are stats.MIN_PAIRS_FOR_SD of them, else with the assumed pilot sd."""
+    from . import stats
+
+    lines = []
+    for cand in req.methods:
+        gaps = _finished_gaps(req, cand, epochs, runs_dir)
+        sd = statistics.stdev(gaps) if len(gaps) >= stats.MIN_PAIRS_FOR_SD else 0.0
+        source = f"sd of the {len(gaps)} finished pairs here" if sd > 0 else stats.PILOT_SD_SOURCE
+        power = stats.plan_power(req.seeds, sd if sd > 0 else stats.PILOT_SD, req.margin, source)
+        lines.append(f"  power, {cand}: {stats.power_text(power, req.margin)}")
+    return lines
 
 
 # ---------------------------------------------------------------------------------------------
@@ -562,6 +617,8 @@ def build_result(req: CompareRequest, epochs: int, out: Path) -> dict:
             "history": os.path.relpath(run_dir / "history.json", out),
             "predictions": os.path.relpath(run_dir / "predictions.npy", out),
         })
+    seeds_first, raised_after_result = seed_history(out)
+    extended_from = seeds_first if seeds_first is not None and req.seeds > seeds_first else None
     comparisons = []
     for cand in req.methods:
         pairs = []
@@ -569,7 +626,8 @@ def build_result(req: CompareRequest, epochs: int, out: Path) -> dict:
             r, c = Run(req.reference, seed), Run(cand, seed)
             pairs.append(stats.make_pair(seed, histories[r]["final_test_acc"], histories[c]["final_test_acc"],
                                          labels_of(seed), predictions[r], predictions[c]))
-        comparisons.append(stats.compare(cand, pairs, req.margin).to_json())
+        comparisons.append(stats.compare(cand, pairs, req.margin,
+                                         extended_from if raised_after_result else None).to_json())
     first = histories[Run(req.reference, req.first_seed)]
     train_images, test_images, batch = first["train_images"], first["test_images"], first["batch_size"]
     return {
@@ -585,9 +643,27 @@ def build_result(req: CompareRequest, epochs: int, out: Path) -> dict:
         "data_source": first["data_source"],
         "reference": req.reference,
         "margin_points": req.margin,
+        "seeds_extended_from": extended_from,
+        "trained_on": trained_on(histories.values()),
         "runs": runs,
         "comparisons": comparisons,
     }
+
+
+def trained_on(histories) -> list[dict]:
+    """The hosts that trained the runs' epochs (a study may move from machine to machine), with epochs and
+    commits per host; histories from before epochs recorded it count under "unrecorded"."""
+    hosts: dict[str, dict] = {}
+    for history in histories:
+        for entry in history["epochs"]:
+            where = entry.get("trained_on") or {"host_id": "unrecorded", "cpu_model": "unrecorded", "commit": None}
+            host = hosts.setdefault(where["host_id"], {"host_id": where["host_id"], "cpu_model": where["cpu_model"],
+                                                       "isa_caps": where.get("isa_caps") or {}, "epochs": 0,
+                                                       "commits": []})
+            host["epochs"] += 1
+            if where.get("commit") and where["commit"] not in host["commits"]:
+                host["commits"].append(where["commit"])
+    return list(hosts.values())
 
 
 def schema() -> dict:
@@ -606,8 +682,9 @@ def validate_result(doc: dict) -> None:
 
 def summary_line(doc: dict, comparison: dict) -> str:
     b, n = doc["budget"], comparison["n_seeds"]
-    ci = comparison["ci95"]
-    ci_text = f"[95% CI {ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else "[no 95% CI from 1 seed]"
+    ci, method = comparison["ci95"], comparison.get("ci95_method") or ""
+    kind = "; seeds x test images" if method.startswith("two-way") else ("; t" if method else "")
+    ci_text = f"[95% CI {ci[0]:+.2f}, {ci[1]:+.2f}{kind}]" if ci else "[no 95% CI from 1 seed]"
     return (f"{comparison['candidate']} vs {doc['reference']}: gap {comparison['mean_gap']:+.2f} points {ci_text}, "
             f"{n} seed{'s' if n != 1 else ''}, {doc.get('arch', PAPER_ARCH)}, budget {b['recipe']} recipe {b['epochs']} epoch(s) x "
             f"{b['train_images']:,} images -> {comparison['verdict']}")

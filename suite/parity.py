@@ -26,12 +26,15 @@ from .bounds import check_count, check_number
 from .errors import UserError
 from .locks import hold
 from .provenance import stamp
+from .spec import PAPER_ARCH
 from .userfiles import check_output_dir, check_output_file, read_user_toml
 
 DEFAULT_CONFIG = Path("parity.toml")
 DEFAULT_OUT = Path("reports/parity")
 DEFAULT_REPORT = Path("reports/parity.md")
 MIN_SPREAD_PAIRS = 2  # the arithmetic's minimum; the repository's config is held to 6 by its test
+# The gate's sensitivity is stated as its chance to fail a candidate this many points worse than the measured one.
+POWER_AT_POINTS = (0.5, 1.0, 2.0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -47,10 +50,14 @@ class ParityBudget:
     seeds: int  # the gate trains seeds 0..seeds-1 of every method (pairs)
     threads: int  # per child process
     parallel: int  # child processes at once
+    arch: str = PAPER_ARCH  # the network every run trains
 
     def same_training(self, other: dict) -> list[str]:
-        """The fields of a recorded budget that differ from this one's training (seeds and threads aside)."""
-        return [k for k in ("recipe", "epochs", "train_images", "batch_size") if other.get(k) != getattr(self, k)]
+        """The fields of a recorded budget that differ from this one's training (seeds and threads aside).
+        A recorded budget without "arch" was measured on the paper's VGG, the only network then."""
+        recorded = {"arch": PAPER_ARCH, **other}
+        return [k for k in ("arch", "recipe", "epochs", "train_images", "batch_size")
+                if recorded.get(k) != getattr(self, k)]
 
 
 @dataclass(frozen=True)
@@ -121,6 +128,11 @@ class ParityConfig:
     onnx: OnnxGate
     spread: SpreadEvidence
     recorded_control: RecordedControl | None = None
+    near_control: str | None = None  # a milder degradation, between the tolerance and about twice it: must fail too
+
+    @property
+    def controls(self) -> tuple[str, ...]:
+        return tuple(c for c in (self.control, self.near_control) if c)
 
     @property
     def max_gap_points(self) -> float:
@@ -129,6 +141,16 @@ class ParityConfig:
         bound = prediction_upper_bound(self.spread.gaps, self.budget.seeds, self.rule.false_fail_rate)
         step = self.rule.round_up_to
         return round(math.ceil(bound / step - 1e-9) * step, 6)
+
+    def fail_probability(self, worse_by: float) -> float:
+        """The chance the gate fails a candidate whose true mean gap is the measured mean + ``worse_by`` points:
+        P(mean of k new gaps > tolerance), the k gaps normal with the measured sd (the sd taken as known, so an
+        approximation; worse_by 0 gives the false-fail rate the rounded-up tolerance really has)."""
+        from scipy.stats import norm
+
+        gaps, k = self.spread.gaps, self.budget.seeds
+        sd_of_mean = statistics.stdev(gaps) / math.sqrt(k)
+        return float(norm.sf((self.max_gap_points - statistics.fmean(gaps) - worse_by) / sd_of_mean))
 
 
 def _field(table: dict, key: str, kind, where: str):
@@ -171,6 +193,7 @@ def load_config(path: str | Path = DEFAULT_CONFIG) -> ParityConfig:
     where = f"{path} [gate]"
     reference, candidate = _field(gate, "reference", str, where), _field(gate, "candidate", str, where)
     control = _field(gate, "control", str, where) if "control" in gate else None
+    near_control = _field(gate, "near_control", str, where) if "near_control" in gate else None
     if "max_gap_points" in gate:
         raise UserError(f"{where}: 'max_gap_points' is computed from [spread] by the rule in [tolerance]; remove it")
 
@@ -183,6 +206,7 @@ def load_config(path: str | Path = DEFAULT_CONFIG) -> ParityConfig:
         seeds=_count(b, "seeds", where),
         threads=_count(b, "threads", where),
         parallel=_count(b, "parallel", where),
+        arch=_field(b, "arch", str, where) if "arch" in b else PAPER_ARCH,
     )
 
     t, where = _table(doc, "tolerance", path), f"{path} [tolerance]"
@@ -242,7 +266,8 @@ def load_config(path: str | Path = DEFAULT_CONFIG) -> ParityConfig:
         if differ:
             raise UserError(f"{where}: the control was measured at another budget than [budget] ({', '.join(differ)} "
                             f"differ): remeasure it at the gate's budget")
-    return ParityConfig(str(path), reference, candidate, control, budget, rule, onnx_gate, spread, recorded)
+    return ParityConfig(str(path), reference, candidate, control, budget, rule, onnx_gate, spread, recorded,
+                        near_control)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -267,7 +292,7 @@ class ParityOutcome:
     train_images: int
     test_images: int
     epochs: int
-    control_pairs: list[dict] = field(default_factory=list)  # the same for the control; empty: not run
+    controls: dict[str, list[dict]] = field(default_factory=dict)  # control -> its pairs; empty: not run
     control_source: str = "trained"  # "trained" by this gate run, or "recorded" in the config ([control])
     comparison: dict | None = None  # suite.stats over the candidate's pairs (CI, verdict): reported, not gated
     onnx: list[OnnxFigures] = field(default_factory=list)
@@ -291,8 +316,8 @@ class ParityOutcome:
         return statistics.fmean(p["gap"] for p in self.pairs)
 
     @property
-    def control_gap(self) -> float | None:
-        return statistics.fmean(p["gap"] for p in self.control_pairs) if self.control_pairs else None
+    def control_gaps(self) -> dict[str, float]:
+        return {name: statistics.fmean(p["gap"] for p in pairs) for name, pairs in self.controls.items()}
 
     @property
     def passed(self) -> bool:
@@ -310,11 +335,12 @@ def decide(outcome: ParityOutcome) -> list[str]:
             f"{outcome.reference_acc:.2f}% - {outcome.candidate} {outcome.candidate_acc:.2f}%, final epoch) exceeds "
             f"the tolerance of {tol:.2f} points computed from the {len(cfg.spread.seeds)} measured pairs in {cfg.path}"
         )
-    if outcome.control_gap is not None and outcome.control_gap <= tol:
-        reasons.append(
-            f"the degraded control {cfg.control} passed (mean gap {outcome.control_gap:.2f} <= tolerance {tol:.2f} "
-            f"points): at this budget the gate cannot tell a degraded method from a sound one"
-        )
+    for name, gap in outcome.control_gaps.items():
+        if gap <= tol:
+            reasons.append(
+                f"the degraded control {name} passed (mean gap {gap:.2f} <= tolerance {tol:.2f} points): at this "
+                f"budget the gate cannot tell a degraded method from a sound one"
+            )
     if outcome.onnx_error:
         reasons.append(f"ONNX export/verify of {outcome.candidate} failed: {outcome.onnx_error}")
     for f in outcome.onnx:
@@ -382,10 +408,10 @@ def _run_parity(request: ParityRequest, log: Callable[[str], None]) -> ParityOut
     config = load_config(request.config)
     budget, tol = config.budget, config.max_gap_points
     candidate = config.candidate if request.candidate is None else request.candidate  # "" is refused, not defaulted
-    control = config.control if request.control and config.control not in (None, candidate) else None
+    controls = tuple(c for c in config.controls if c != candidate) if request.control else ()
     out = Path(request.out)
     creq = comparemod.validate(comparemod.CompareRequest(
-        methods=(candidate,) + ((control,) if control else ()), reference=config.reference, seeds=budget.seeds,
+        methods=(candidate, *controls), reference=config.reference, seeds=budget.seeds, arch=budget.arch,
         epochs=budget.epochs, recipe=budget.recipe, subset=budget.train_images, synthetic=request.synthetic,
         data_dir=request.data_dir, parallel=budget.parallel, threads=budget.threads, batch_size=budget.batch_size,
         out=str(out),
@@ -396,8 +422,8 @@ def _run_parity(request: ParityRequest, log: Callable[[str], None]) -> ParityOut
     _clear(out)
     comparemod.check_identity(out, creq)
     runs = comparemod.all_runs(creq)
-    log(f"parity: {len(runs)} runs ({', '.join(r.name for r in runs)}): {budget.epochs} epoch(s) of the "
-        f"{budget.recipe} recipe on {budget.train_images} training images, batch {budget.batch_size}; "
+    log(f"parity: {len(runs)} runs ({', '.join(r.name for r in runs)}): {budget.arch}, {budget.epochs} epoch(s) "
+        f"of the {budget.recipe} recipe on {budget.train_images} training images, batch {budget.batch_size}; "
         f"{budget.parallel} children of {budget.threads} thread(s) side by side; tolerance {tol:.2f} points")
     comparemod.execute(creq, runs, budget.epochs, out / "runs", lambda line: log(f"  {line}"))
     doc = comparemod.build_result(creq, budget.epochs, out)
@@ -408,12 +434,12 @@ def _run_parity(request: ParityRequest, log: Callable[[str], None]) -> ParityOut
     outcome = ParityOutcome(
         config=config, candidate=candidate, data=doc["data_source"], pairs=pairs,
         train_images=doc["budget"]["train_images"], test_images=doc["budget"]["test_images"], epochs=budget.epochs,
-        control_pairs=_pairs(doc, control)[0] if control else [], comparison=comparison,
+        controls={c: _pairs(doc, c)[0] for c in controls}, comparison=comparison,
     )
-    if not control and config.control and config.recorded_control and candidate == config.candidate:
+    if not controls and config.control and config.recorded_control and candidate == config.candidate:
         # Not retrained: judge the control's recorded pairs by today's tolerance, so the output still shows the
         # gate failing a degraded method (and fails the gate if someone loosens the tolerance past it).
-        outcome.control_pairs, outcome.control_source = config.recorded_control.pairs(), "recorded"
+        outcome.controls, outcome.control_source = {config.control: config.recorded_control.pairs()}, "recorded"
 
     onnx_dir = out / "onnx"
     checkpoint = out / "runs" / f"{candidate}-seed0" / "checkpoint.pt"
@@ -448,10 +474,10 @@ def _run_parity(request: ParityRequest, log: Callable[[str], None]) -> ParityOut
     write_json_atomic(out / "parity.json", {**outcome_json(outcome), "provenance": stamp()})
     text = render_markdown(outcome, out)
     write_atomic(Path(request.report), lambda f: f.write(text.encode()))
-    control_text = (f"; control {config.control} gap {outcome.control_gap:+.2f}"
-                    + (" (recorded in the config, not retrained)" if outcome.control_source == "recorded" else "")
-                    + f" ({'fails as it must' if outcome.control_gap > tol else 'PASSES: no teeth'})"
-                    if outcome.control_pairs else "")
+    recorded = " (recorded in the config, not retrained)" if outcome.control_source == "recorded" else ""
+    control_text = "".join(f"; control {name} gap {gap:+.2f}{recorded} "
+                           f"({'fails as it must' if gap > tol else 'PASSES: no teeth'})"
+                           for name, gap in outcome.control_gaps.items())
     log(f"parity: {'PASS' if outcome.passed else 'FAIL'}; {candidate} mean gap {outcome.gap:+.2f} points over "
         f"{len(pairs)} seed pair(s) (tolerance {tol:.2f}){control_text}; {seconds['total']:.0f} s; wrote {request.report}")
     return outcome
@@ -467,20 +493,20 @@ def outcome_json(outcome: ParityOutcome) -> dict:
         "reasons": outcome.reasons,
         "reference": cfg.reference,
         "candidate": outcome.candidate,
-        "control": cfg.control if outcome.control_pairs else None,
         "data": outcome.data,
         "budget": asdict(cfg.budget),
         "train_images": outcome.train_images,
         "test_images": outcome.test_images,
         "epochs": outcome.epochs,
         "pairs": outcome.pairs,
-        "control_pairs": outcome.control_pairs,
-        "control_source": outcome.control_source if outcome.control_pairs else None,
+        "controls": [{"method": name, "pairs": pairs, "gap_points": outcome.control_gaps[name],
+                      "source": outcome.control_source} for name, pairs in outcome.controls.items()],
         "reference_final_acc": outcome.reference_acc,
         "candidate_final_acc": outcome.candidate_acc,
         "gap_points": outcome.gap,
-        "control_gap_points": outcome.control_gap,
         "max_gap_points": cfg.max_gap_points,
+        "false_fail_rate": cfg.fail_probability(0.0),
+        "fail_probability_if_worse_by": {f"{d:g}": cfg.fail_probability(d) for d in POWER_AT_POINTS},
         "tolerance_rule": cfg.rule.describe(cfg.budget.seeds),
         "spread_pairs": len(cfg.spread.seeds),
         "statistics": outcome.comparison,
@@ -497,6 +523,15 @@ def outcome_json(outcome: ParityOutcome) -> dict:
     }
 
 
+def _sensitivity_line(cfg: ParityConfig) -> str:
+    """What the gate can and cannot tell: it is a regression gate, not an equivalence test."""
+    worse = ", ".join(f"{100 * cfg.fail_probability(d):.0f}% at {d:+g}" for d in POWER_AT_POINTS)
+    return (f"- Sensitivity (derived from the measured spread, normal approximation): a candidate as good as the "
+            f"measured one fails {100 * cfg.fail_probability(0.0):.1f}% of the time (the false-fail rate); one whose "
+            f"true gap is the measured mean {statistics.fmean(cfg.spread.gaps):+.2f} plus d points fails with "
+            f"probability {worse}. A regression gate: it does not show equivalence to {cfg.reference}.")
+
+
 def render_markdown(outcome: ParityOutcome, out: Path) -> str:
     cfg, b = outcome.config, outcome.config.budget
     tol = cfg.max_gap_points
@@ -507,17 +542,18 @@ def render_markdown(outcome: ParityOutcome, out: Path) -> str:
         f"{cfg.reference} against {outcome.candidate}, {len(outcome.pairs)} paired seed(s) trained side by side; "
         f"all figures measured by this run (`q4bench parity`, config `{cfg.path}`).",
         "",
-        f"- Budget: {outcome.epochs} epoch(s) of the `{b.recipe}` recipe on the first {outcome.train_images:,} "
+        f"- Budget: {b.arch}, {outcome.epochs} epoch(s) of the `{b.recipe}` recipe on the first {outcome.train_images:,} "
         f"training images, batch {b.batch_size}, seeds 0..{b.seeds - 1}, {b.parallel} children of {b.threads} "
         f"thread(s); scored on {outcome.test_images:,} test images; data: {outcome.data}.",
         f"- Mean gap ({cfg.reference} - {outcome.candidate}, final epoch): **{outcome.gap:+.2f} points**; tolerance "
         f"{tol:.2f} points.",
     ]
-    if outcome.control_pairs:
-        lines.append(f"- Degraded control {cfg.control}" + (" (accuracies recorded in the config at this budget, not "
+    for name, gap in outcome.control_gaps.items():
+        lines.append(f"- Degraded control {name}" + (" (accuracies recorded in the config at this budget, not "
                      "retrained in this run)" if outcome.control_source == "recorded" else "")
-                     + f": mean gap {outcome.control_gap:+.2f} points "
-                     f"({'over the tolerance: the gate fails it, as it must' if outcome.control_gap > tol else 'WITHIN the tolerance: the gate cannot tell it'}).")
+                     + f": mean gap {gap:+.2f} points "
+                     f"({'over the tolerance: the gate fails it, as it must' if gap > tol else 'WITHIN the tolerance: the gate cannot tell it'}).")
+    lines.append(_sensitivity_line(cfg))
     c = outcome.comparison
     if c is not None:
         ci = f"95% CI [{c['ci95'][0]:+.2f}, {c['ci95'][1]:+.2f}]" if c["ci95"] else "no CI from one seed"
@@ -526,14 +562,15 @@ def render_markdown(outcome: ParityOutcome, out: Path) -> str:
     lines += [
         f"- Wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in outcome.seconds.items()) + ".",
         "",
-        f"| seed | {cfg.reference} | {outcome.candidate} | gap |" + (f" {cfg.control} | gap |" if outcome.control_pairs else ""),
-        "|---|---|---|---|" + ("---|---|" if outcome.control_pairs else ""),
+        f"| seed | {cfg.reference} | {outcome.candidate} | gap |" + "".join(f" {c} | gap |" for c in outcome.controls),
+        "|---|---|---|---|" + "---|---|" * len(outcome.controls),
     ]
-    control = {p["seed"]: p for p in outcome.control_pairs}
+    by_seed = {name: {p["seed"]: p for p in pairs} for name, pairs in outcome.controls.items()}
     for p in outcome.pairs:
         row = f"| {p['seed']} | {p['reference_acc']:.2f}% | {p['candidate_acc']:.2f}% | {p['gap']:+.2f} |"
-        if p["seed"] in control:
-            row += f" {control[p['seed']]['candidate_acc']:.2f}% | {control[p['seed']]['gap']:+.2f} |"
+        for control in by_seed.values():
+            c = control.get(p["seed"])
+            row += f" {c['candidate_acc']:.2f}% | {c['gap']:+.2f} |" if c else " - | - |"
         lines.append(row)
     lines += [
         "",

@@ -569,8 +569,8 @@ def _trained_on() -> dict:
     from .measure import host_fingerprint
 
     host, code = host_fingerprint(), stamp()["code"]
-    return {"host_id": host["host_id"], "cpu_model": host["cpu_model"], "isa_caps": host["isa_caps"],
-            "commit": code["commit"], "dirty": code["dirty"]}
+    return {"host_id": host["host_id"], "cpu_model": host["cpu_model"], "isa": host["isa"],
+            "isa_caps": host["isa_caps"], "commit": code["commit"], "dirty": code["dirty"]}
 
 
 _RANK_SEED_STRIDE = 1_000_003  # far from _epoch_seed's own stride, so no two (rank, epoch) pairs share a seed

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from suite import data
-from suite.cli import main
+from suite.cli import build_parser, main
 from suite.errors import UserError
 from tests.test_results import make_result
 
@@ -89,9 +89,14 @@ def test_library_configs_refuse_what_the_cli_refuses():
         export("c.pt", "onnx", calibration_count=0)
 
 
-def test_help_still_prints_usage(capsys):
-    assert main(["train", "--help"]) == 0
-    assert "usage: q4bench train" in capsys.readouterr().out
+def test_help_prints_usage_for_the_tool_and_every_command(capsys):
+    assert main(["--help"]) == 0  # a new user's first command
+    assert "usage: q4bench" in capsys.readouterr().out
+    commands = build_parser()._subparsers._group_actions[0].choices
+    assert {"train", "compare", "parity", "report", "bench"} <= set(commands)
+    for command in commands:
+        assert main([command, "--help"]) == 0, command
+        assert f"usage: q4bench {command}" in capsys.readouterr().out
 
 
 def test_real_cli_usage_and_user_errors_are_one_line(tmp_path):

@@ -75,6 +75,16 @@ register(
         bits=2,
     )
 )
+# A near-threshold control: 3-bit weights (codes -3..3), a milder degradation that a gate with teeth should
+# still catch; parity.toml records where it falls against the tolerance.
+register(
+    dataclasses.replace(
+        TATHE4,
+        name="tathe4-3bit",
+        summary="mildly degraded control: tathe4 with 3-bit weights (7 levels, codes -3..3, scale max|W|/3)",
+        bits=3,
+    )
+)
 register(
     LuqMethod(
         "luq4",

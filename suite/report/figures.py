@@ -102,3 +102,72 @@ def codes_per_layer(panels: list[dict], title: str, paper_codes: int) -> bytes:
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     return _png(fig)
+
+
+# A qualitative palette of 12 (Okabe-Ito without black and yellow, then Paul Tol's darker "muted" colours):
+# series never share a colour below 12, and none is pale enough to vanish on white. Black is the paper's star.
+SERIES_PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#882255", "#117733", "#332288",
+                  "#999933", "#44AA99", "#661100")
+_GAP_TICKS = (1, 2, 3, 5, 10, 15, 30, 50, 100, 150)
+
+
+def _gap_marker(point: dict) -> tuple[str, bool]:
+    """(marker, filled): a compare result a filled circle, a mean of run pairs a filled diamond, one pair hollow."""
+    if point["n"] < 2:
+        return "o", False
+    return ("o" if point["source"] == "compare" else "D"), True
+
+
+def _point_note(point: dict) -> str:
+    note = f"n={point['n']}"
+    if not point["finished"]:
+        note += f", ep {point['epochs']}/{point['planned']}"
+    return note
+
+
+def gap_vs_budget(series: list[dict], margin: float, claim: dict, title: str) -> bytes:
+    """x: budget in epochs (log), y: fp32 minus tathe4 in points; one colour per series, error bars the 95%
+    intervals, hollow markers single pairs; the 0 line, the +-margin band and the paper's claim as a star.
+    Points of a budget are spread a little sideways so their error bars stay apart."""
+    plt = _pyplot()
+    from matplotlib.lines import Line2D
+
+    fig, ax = plt.subplots(figsize=(11.5, 3.3))
+    ax.axhspan(-margin, margin, color="#e8e8e8", zorder=0)
+    ax.axhline(0, color="#555", lw=0.9, zorder=1)
+    count = max(len(series), 1)
+    for i, s in enumerate(series):
+        colour = SERIES_PALETTE[i % len(SERIES_PALETTE)]
+        seen: dict[int, int] = {}
+        for p in s["points"]:
+            k = seen[p["epochs"]] = seen.get(p["epochs"], -1) + 1
+            x = p["epochs"] * 1.07 ** (i - (count - 1) / 2 + 0.5 * k)
+            marker, filled = _gap_marker(p)
+            if p["ci95"]:
+                ax.errorbar([x], [p["gap"]], yerr=[[p["gap"] - p["ci95"][0]], [p["ci95"][1] - p["gap"]]], fmt="none",
+                            ecolor=colour, elinewidth=1.3, capsize=3, zorder=2)
+            ax.plot([x], [p["gap"]], marker=marker, ms=7, color=colour, mfc=colour if filled else "white", mew=1.6,
+                    ls="none", zorder=3)
+            ax.annotate(_point_note(p), (x, p["gap"]), xytext=(5, 4), textcoords="offset points", fontsize=7,
+                        color=colour)
+    ax.plot([claim["epochs"]], [claim["gap"]], marker="*", ms=13, color="black", ls="none", zorder=4)
+    ax.annotate("paper's claim", (claim["epochs"], claim["gap"]), xytext=(-8, 8), textcoords="offset points",
+                fontsize=7, ha="right")
+    ax.set_xscale("log")
+    ax.set_xticks(_GAP_TICKS, [str(t) for t in _GAP_TICKS])
+    ax.minorticks_off()
+    ax.set_xlim(0.75, 210)
+    ax.set_xlabel("budget, epochs (log scale; an unfinished pair at the last epoch both runs reached)")
+    ax.set_ylabel("fp32 - tathe4, points\n(above 0: tathe4 lower)")
+    ax.grid(alpha=0.3)
+    handles = [Line2D([], [], color=SERIES_PALETTE[i % len(SERIES_PALETTE)], marker="s", ls="none", ms=8,
+                      label=s["label"]) for i, s in enumerate(series)]
+    handles += [Line2D([], [], color="grey", marker="o", ls="-", label="compare result, 95% CI"),
+                Line2D([], [], color="grey", marker="D", ls="-", label="mean of run pairs, 95% t CI"),
+                Line2D([], [], color="grey", marker="o", mfc="white", ls="none", label="one seed pair (n=1)"),
+                Line2D([], [], color="black", marker="*", ms=10, ls="none", label=claim["label"]),
+                plt.Rectangle((0, 0), 1, 1, color="#e8e8e8", label=f"+-{margin:g} points: equivalence margin")]
+    # Outside the axes, so it never covers a point.
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7.5, frameon=False)
+    ax.set_title(title, fontsize=10)
+    return _png(fig)

@@ -206,6 +206,7 @@ class Comparison:
     reason: str
     seeds_needed: int | None
     tost_p: float | None
+    ci95_method: str | None = None  # how "ci95" was computed (newer compare results say; older ones: a t interval)
 
 
 @dataclass
@@ -227,6 +228,12 @@ class CompareResult:
     runs: list[CompareRun]
     comparisons: list[Comparison]
     notes: list[str] = field(default_factory=list)
+    arch: str = PAPER_ARCH  # compare results before --arch trained the paper's network
+
+    @property
+    def host(self) -> dict:
+        host = self.data.get("host")
+        return host if isinstance(host, dict) else {}
 
     @property
     def provenance(self) -> dict | None:
@@ -342,15 +349,17 @@ def read_compare(path: Path, doc: dict) -> CompareResult:
         verdict = c.get("verdict") if isinstance(c.get("verdict"), str) else None
         if verdict is None:
             notes.append(f"{path.name}: comparisons[{i}] has no verdict")
+        method = c.get("ci95_method") if isinstance(c.get("ci95_method"), str) else None
         comparisons.append(Comparison(str(c.get("candidate", "?")), c.get("n_seeds"), _number(c.get("mean_gap")), ci,
                                       verdict, str(c.get("reason") or ""), c.get("seeds_needed"),
-                                      _number(c.get("tost_p"))))
+                                      _number(c.get("tost_p")), method))
     return CompareResult(
         path=path, data=doc, fixture=is_fixture(doc), host_id=host.get("host_id"), cpu_model=host.get("cpu_model"),
         device=str(doc.get("device") or "cpu"), device_name=doc.get("device_name"),
         precision=str(doc.get("precision") or "fp32"), budget=get(doc, "budget", dict, {}) or {},
         data_source=doc.get("data_source"), reference=str(doc.get("reference") or "fp32"),
-        margin_points=_number(doc.get("margin_points")), runs=runs, comparisons=comparisons, notes=notes)
+        margin_points=_number(doc.get("margin_points")), runs=runs, comparisons=comparisons, notes=notes,
+        arch=doc["arch"] if isinstance(doc.get("arch"), str) and doc["arch"] else PAPER_ARCH)
 
 
 def load_inputs(sources: ReportSources) -> Inputs:

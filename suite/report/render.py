@@ -20,7 +20,10 @@ from .contents import build_sections
 from .sections import Cell, Figure, Kind, Paragraph, Section, Table
 
 TITLE = "q4bench report: 4-bit vs FP32 training"
-FIGURE_NAMES = {"accuracy_per_epoch", "distinct_codes", "throughput", "accuracy_vs_time", "paper_curves"}
+FIGURE_NAMES = {"gap_vs_budget", "accuracy_per_epoch", "distinct_codes", "throughput", "accuracy_vs_time",
+                "paper_curves", "time_to_accuracy"}
+DETAILS_INTRO = ("The evidence behind the page above: per-run tables, per-epoch curves, every method, scaling, ONNX "
+                 "and each input file with its code. Each part opens on a click.")
 LEGEND = ("Every figure says how it was obtained: *measured* (by the command named in its file), *derived* "
           "(arithmetic on measured figures, the formula in a footnote), *estimated* (a model, named in a footnote) "
           "or *not measured* (with why). Accuracies carry their budget; the paper's numbers appear only as its claims.")
@@ -67,21 +70,30 @@ def markdown_table(table: Table) -> str:
     return "\n".join(lines).rstrip()
 
 
+def _markdown_blocks(s: Section, figure_dir: str) -> list[str]:
+    lines = []
+    for b in s.blocks:
+        if isinstance(b, Paragraph):
+            lines += [b.text, ""]
+        elif isinstance(b, Table):
+            lines += ([f"_{b.caption}_", ""] if b.caption and not b.sortable else []) + [markdown_table(b), ""]
+        elif isinstance(b, Figure):
+            lines += [f"![{b.title}]({figure_dir}/{b.name}.png)", "", f"_{b.caption}_", ""]
+    return lines
+
+
 def render_markdown(sections: list[Section], fixture: bool, provenance: dict, figure_dir: str = "figures") -> str:
+    """The main sections as '##', then a 'Details' heading with the rest as '###' under it."""
     lines = [f"# {TITLE}", ""]
     if fixture:
         lines += [f"**{FIXTURE_BANNER}**", ""]
+    details_started = False
     for s in sections:
-        lines += [f'<a id="{s.anchor}"></a>', f"## {s.title}", ""]
-        if s.anchor == "runs":
-            lines += [LEGEND, ""]
-        for b in s.blocks:
-            if isinstance(b, Paragraph):
-                lines += [b.text, ""]
-            elif isinstance(b, Table):
-                lines += ([f"_{b.caption}_", ""] if b.caption and not b.sortable else []) + [markdown_table(b), ""]
-            elif isinstance(b, Figure):
-                lines += [f"![{b.title}]({figure_dir}/{b.name}.png)", "", f"_{b.caption}_", ""]
+        if s.details and not details_started:
+            lines += ["---", "", '<a id="details"></a>', "## Details", "", DETAILS_INTRO, "", LEGEND, ""]
+            details_started = True
+        lines += [f'<a id="{s.anchor}"></a>', f"{'###' if s.details else '##'} {s.title}", ""]
+        lines += _markdown_blocks(s, figure_dir)
     lines += ["---", _provenance_line(provenance), ""]
     return "\n".join(lines)
 
@@ -92,7 +104,7 @@ def render_markdown(sections: list[Section], fixture: bool, provenance: dict, fi
 
 _CSS = """
 body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:1em auto;max-width:1500px;padding:0 1em;color:#222}
-h1{font-size:1.45em;margin:.3em 0}h2{font-size:1.2em;border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.8em}
+h1{font-size:1.3em;margin:.2em 0}h2{font-size:1.15em;border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.5em}
 table{border-collapse:collapse;font-size:.8em;margin:.5em 0;display:block;overflow-x:auto}
 th,td{border:1px solid #ccc;padding:3px 6px;text-align:left;vertical-align:top;white-space:pre-line}
 th{background:#f2f2f2;white-space:normal}table.sortable th{cursor:pointer}table.sortable th:hover{background:#e0e8ff}
@@ -102,16 +114,24 @@ td.k-derived{color:#114}td.k-paper{color:#555}td.fixture{color:#a00}
 td.v-confirmed{background:#e3f4e3}td.v-contradicted{background:#fbe1e1}td.v-notmeasurable{background:#f4f4f4}
 sup{color:#06c;font-size:.75em}
 .banner{background:#fff3cd;border:1px solid #e0c060;padding:.5em;margin:.6em 0}
-#answer table{font-size:.92em;display:table;width:100%;table-layout:fixed}#answer td{padding:6px 8px}
-#answer th:nth-child(1){width:13%}#answer th:nth-child(2){width:30%}#answer th:nth-child(3){width:25%}
-#answer td:nth-child(2){font-size:1.05em}#answer td.k-notmeasured{color:#8a4b00;font-style:normal}
+#answer h2{display:none}#answer p{margin:.25em 0}.question{font-size:1.05em}.notyet{font-size:.88em;color:#5a3a00}
+#answer table{font-size:.88em;display:table;width:100%;table-layout:fixed;margin:.3em 0}#answer td{padding:3px 6px}
+#answer th:nth-child(1){width:17%}#answer td:nth-child(1){font-weight:600}
+#answer td.k-notmeasured{color:#8a4b00;font-style:normal}#answer .notes{margin:.1em 0 .2em}
+#answer figure{margin:.3em 0}#hosts table{display:table;width:100%;table-layout:fixed}
+#hosts th:nth-child(1){width:16%}#hosts th:nth-child(2){width:38%}#hosts th:nth-child(3){width:24%}
+hr.divider{margin:2.5em 0 .5em;border:0;border-top:3px double #999}
+details{margin:.4em 0;border:1px solid #ddd;border-radius:4px;padding:.2em .6em}
+details>summary{cursor:pointer;font-weight:600;font-size:1.02em;padding:.2em 0}
+.glossary{font-size:.88em}
 .notes{font-size:.78em;color:#444;margin:.2em 0 1em}.notes p{margin:.15em 0}
 .legend{font-size:.85em;color:#444}
 figure{margin:1em 0}figcaption{font-size:.85em;color:#555}img{max-width:100%}
-nav{font-size:.85em}nav a{margin-right:.9em}footer{margin-top:2em;font-size:.8em;color:#666}
+nav{font-size:.85em;margin:.4em 0}nav a{margin-right:.9em}footer{margin-top:2em;font-size:.8em;color:#666}
 """
 
-# Sorting without a library: a cell's data-sort (its number) when it has one, else its leading number,
+# Sorting without a library; a link to a folded detail section opens it.
+# Sorting: a cell's data-sort (its number) when it has one, else its leading number,
 # else its text; click again to reverse.
 _JS = """
 document.querySelectorAll('table.sortable').forEach(function(t){
@@ -123,6 +143,9 @@ document.querySelectorAll('table.sortable').forEach(function(t){
    return asc?c:-c;});
   th.dataset.dir=asc?'asc':'desc';rows.forEach(function(r){b.appendChild(r);});});});
 });
+function openTarget(){var t=location.hash&&document.getElementById(location.hash.slice(1));
+ if(t&&t.tagName==='DETAILS'){t.open=true;t.scrollIntoView();}}
+window.addEventListener('hashchange',openTarget);openTarget();
 """
 
 
@@ -164,7 +187,30 @@ def html_table(table: Table) -> str:
             + (f"<div class='notes'>{notes}</div>" if notes else ""))
 
 
+def _html_blocks(s: Section) -> list[str]:
+    parts = []
+    for b in s.blocks:
+        if isinstance(b, Paragraph):
+            parts.append(f"<p{f' class={chr(39)}{b.css}{chr(39)}' if b.css else ''}>{_inline_md(b.text)}</p>")
+        elif isinstance(b, Table):
+            parts.append(html_table(b))
+        elif isinstance(b, Figure):
+            data = base64.b64encode(b.png).decode()
+            parts.append(f"<figure id='f-{b.name}'><img alt='{html.escape(b.title, quote=True)}' "
+                         f"src='data:image/png;base64,{data}'><figcaption>{html.escape(b.caption)}</figcaption></figure>")
+    return parts
+
+
+def _nav(sections: list[Section]) -> str:
+    main = "".join(f"<a href='#{x.anchor}'>{html.escape(x.title.split(':')[0].split(',')[0])}</a>"
+                   for x in sections[1:] if not x.details)
+    details = "".join(f"<a href='#{x.anchor}'>{html.escape(x.title.split(':')[0].split(',')[0])}</a>"
+                      for x in sections if x.details)
+    return f"<nav>{main}<a href='#details'>Details:</a>{details}</nav>"
+
+
 def render_html(sections: list[Section], fixture: bool, provenance: dict) -> str:
+    """The main sections open; below a divider each detail section folded in a <details> element."""
     meta = html.escape(json.dumps(provenance, sort_keys=True), quote=True)
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
              f"<meta name='viewport' content='width=device-width,initial-scale=1'>"
@@ -172,23 +218,22 @@ def render_html(sections: list[Section], fixture: bool, provenance: dict) -> str
              f"<style>{_CSS}</style></head><body><h1>{html.escape(TITLE)}</h1>"]
     if fixture:
         parts.append(f"<div class='banner'>{_inline_md(FIXTURE_BANNER)}</div>")
+    details_started = False
     for i, s in enumerate(sections):
-        parts.append(f"<section id='{s.anchor}'><h2>{html.escape(s.title)}</h2>")
-        if s.anchor == "runs":
-            parts.append(f"<p class='legend'>{_inline_md(LEGEND)}</p>")
-        for b in s.blocks:
-            if isinstance(b, Paragraph):
-                parts.append(f"<p>{_inline_md(b.text)}</p>")
-            elif isinstance(b, Table):
-                parts.append(html_table(b))
-            elif isinstance(b, Figure):
-                data = base64.b64encode(b.png).decode()
-                parts.append(f"<figure><img alt='{html.escape(b.title, quote=True)}' src='data:image/png;base64,{data}'>"
-                             f"<figcaption>{html.escape(b.caption)}</figcaption></figure>")
-        parts.append("</section>")
+        if s.details and not details_started:
+            parts.append(f"<hr class='divider'><section id='details'><h2>Details</h2><p class='legend'>"
+                         f"{_inline_md(DETAILS_INTRO)} {_inline_md(LEGEND)}</p></section>")
+            details_started = True
+        if s.details:
+            parts.append(f"<details id='{s.anchor}'><summary>{html.escape(s.title)}</summary>")
+            parts += _html_blocks(s)
+            parts.append("</details>")
+        else:
+            parts.append(f"<section id='{s.anchor}'><h2>{html.escape(s.title)}</h2>")
+            parts += _html_blocks(s)
+            parts.append("</section>")
         if i == 0:  # the answer first, then the way to everything else
-            parts.append("<nav>" + "".join(f"<a href='#{x.anchor}'>{html.escape(x.title.split(':')[0].split(',')[0])}</a>"
-                                           for x in sections[1:]) + "</nav>")
+            parts.append(_nav(sections))
     parts.append(f"<footer>{html.escape(_provenance_line(provenance))}</footer><script>{_JS}</script></body></html>")
     return "\n".join(parts)
 

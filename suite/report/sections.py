@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass, field
 from enum import Enum
 
-from ..spec import BASELINE, CIFAR10_TEST_IMAGES, CIFAR10_TRAIN_IMAGES, COMPARE_COMMAND, CONV_PASSES, REFERENCE_4BIT
+from ..spec import BASELINE, CIFAR10_TEST_IMAGES, CIFAR10_TRAIN_IMAGES, COMPARE_COMMAND, CONV_PASSES
 from . import figures
 from .claims import (EARLY_EPOCH_SWING, FULL_BUDGET_NOISE, COMPRESSION_FLOOR, HARDWARE_BAND, PAPER_CODES, PAPER_LOG,
                      Verdict, accuracy_entries, claim_checks, epoch_seconds, gaps, provenance_label,
@@ -77,6 +77,7 @@ class Section:
     anchor: str
     title: str
     blocks: list = field(default_factory=list)  # Paragraph, Table, Figure
+    details: bool = False  # below the divider, folded in HTML: the evidence behind the main page
 
     def tables(self) -> dict[str, Table]:
         return {b.name: b for b in self.blocks if isinstance(b, Table)}
@@ -150,35 +151,28 @@ def device_cell(profile: dict, entry: dict | None = None) -> Cell:
     return text(f"{device}, {precision}", note=None if recorded else "old-device")
 
 
-def gap_text(gap: float) -> str:
-    """A gap with its direction in words: fp32 minus the method, so negative means the method did better."""
+def gap_text(gap: float, method: str) -> str:
+    """A gap with its direction in words, naming the method (not every method is 4-bit): fp32 minus the
+    method, so negative means the method scored higher."""
     if gap < 0:
-        return f"{gap:+.2f} (4-bit {-gap:.2f} points better)"
+        return f"{gap:+.2f} ({method} {-gap:.2f} points above fp32)"
     if gap > 0:
-        return f"{gap:+.2f} (4-bit {gap:.2f} points worse)"
+        return f"{gap:+.2f} ({method} {gap:.2f} points below fp32)"
     return "+0.00 (equal)"
 
 
 # ---------------------------------------------------------------------------------------------
-# The answer, per host
+# Helpers the main page shares
 
 
-def _latest_per_host(results: list[ResultFile]) -> dict[str, list[ResultFile]]:
-    hosts: dict[str, list[ResultFile]] = {}
-    for r in sorted(results, key=lambda r: r.created):
-        hosts.setdefault(r.host_id, []).append(r)
-    return hosts
-
-
-def verdict_line(c: CompareResult, comp) -> str:
-    gap = "gap not recorded" if comp.mean_gap is None else f"gap {comp.mean_gap:+.2f} points"
-    if comp.mean_gap is not None and comp.mean_gap < 0:
-        gap += f" ({comp.candidate} better)"
-    ci = f" [95% CI {comp.ci95[0]:+.2f}, {comp.ci95[1]:+.2f}]" if comp.ci95 else " [95% CI not computed]"
-    seeds = f"{comp.n_seeds} seed(s)" if comp.n_seeds is not None else "seeds not recorded"
-    where = f"{c.device}{' (' + c.device_name + ')' if c.device_name else ''}, {c.precision}"
-    return (f"{comp.candidate} vs {c.reference}: {gap}{ci}, {seeds}, budget {c.describe_budget()}, {where} "
-            f"→ **{comp.verdict or 'no verdict recorded'}**")
+def verdict_words(verdict: str | None, candidate: str, margin: float | None) -> str:
+    """compare's verdict word with its subject, so "worse" after a precision is never read as fp32 worse."""
+    within = f"+-{margin:g}" if margin else "the margin"
+    words = {"worse": f"{candidate} lower than fp32; equivalence within {within} not shown",
+             "better": f"{candidate} higher than fp32; equivalence within {within} not shown",
+             "equivalent": f"equivalent within {within}",
+             "inconclusive": f"inconclusive: neither a difference nor equivalence within {within} shown"}
+    return words.get(verdict or "", verdict or "not recorded")
 
 
 def reason_with_seeds(comp) -> str:
@@ -188,48 +182,6 @@ def reason_with_seeds(comp) -> str:
     return comp.reason
 
 
-def _host_verdicts(compares: list[CompareResult], host: str) -> list[str]:
-    """One verdict line per comparison of the host, each followed by its reason; the most seed-epochs first."""
-    entries = []
-    for c in (c for c in compares if c.host_id == host):
-        for comp in c.comparisons:
-            why = reason_with_seeds(comp)
-            epochs = c.budget.get("epochs")
-            weight = (comp.n_seeds or 0) * (epochs if isinstance(epochs, int) else 0)
-            entries.append((-weight, str(c.path), ("FIXTURE: " if c.fixture else "") + verdict_line(c, comp)
-                            + (f"\nwhy: {why}" if why else "")))
-        if not c.comparisons:
-            entries.append((0, str(c.path), f"{relative(c.path)}: no comparisons recorded "
-                                            f"({'; '.join(c.notes[:2]) or 'empty'})"))
-    return [line for *_, line in sorted(entries)]
-
-
-def _step_costs(results: list[ResultFile]) -> list[str]:
-    """tathe4's step time over fp32's, per profile, from the latest result of the host that measured it."""
-    latest: dict[tuple, tuple[ResultFile, dict]] = {}
-    for r in results:
-        for p in r.data["profiles"]:
-            if p["step_time_ratio"].get(REFERENCE_4BIT) is not None:
-                device, precision, _ = device_of(p)
-                latest[(p["profile"], device, precision)] = (r, p)
-    lines = []
-    for (profile, device, precision), (r, p) in sorted(latest.items()):
-        ratio = p["step_time_ratio"][REFERENCE_4BIT]
-        spread = p.get("step_time_ratio_range", {}).get(REFERENCE_4BIT)
-        rng = f" [cycles {spread[0]:.2f}-{spread[1]:.2f}]" if spread else ""
-        lines.append(f"• {ratio:.2f}x fp32's step time{rng} on {profile} ({p['threads']} thread(s), {device}, "
-                     f"{precision}; run {run_time(r.created)})")
-        # The same run's bf16 arms, against the same fp32 step: what a user of this host would otherwise pick.
-        for arm in (f"{REFERENCE_4BIT}@bf16", "fp32@bf16"):
-            bf16 = p["step_time_ratio"].get(arm)
-            if bf16 is not None:
-                span = p.get("step_time_ratio_range", {}).get(arm)
-                support = (p["methods"].get(arm) or {}).get("precision_support") or "bf16"
-                lines.append(f"  {arm.replace('@bf16', '')} under bf16 autocast ({support}): {bf16:.2f}x the fp32 "
-                             f"step" + (f" [cycles {span[0]:.2f}-{span[1]:.2f}]" if span else ""))
-    return lines
-
-
 def fix_for_missing_accuracy(result: ResultFile) -> str:
     if not result.real_data:
         return ("get CIFAR-10 (`python ../shared/datasets/make_cifar10.py ~/.cache/q4bench` offline, or let q4bench "
@@ -237,68 +189,10 @@ def fix_for_missing_accuracy(result: ResultFile) -> str:
     return "`q4bench bench --tier quick` (the smoke tier measures no accuracy)"
 
 
-def _not_measured(results: list[ResultFile], compares: list[CompareResult], host: str) -> list[str]:
-    out = []
-    for r in results:
-        acc = r.data["accuracy"]
-        if not acc["measured"]:
-            out.append(f"accuracy in the run of {run_time(r.created)}: {acc.get('reason') or 'no reason recorded'}; "
-                       f"fix: {fix_for_missing_accuracy(r)}")
-        for p in r.data["profiles"]:
-            for name, m in p["methods"].items():
-                if m["status"] != "ok":
-                    out.append(f"{name} on {p['profile']} ({run_time(r.created)}): {m['status']}, "
-                               f"{m.get('status_detail') or 'no detail'}")
-    energy = {m["energy"]["method"] for r in results for p in r.data["profiles"] for m in p["methods"].values()}
-    if results and "measured_rapl" not in energy:
-        out.append("energy: no RAPL counters were readable, so every energy figure is an estimate from a power model")
-    return out
-
-
-def section_answer(inputs: Inputs) -> Section:
-    s = Section("answer", "The answer, per host")
-    hosts = _latest_per_host(inputs.results)
-    for c in inputs.compares:
-        if c.host_id and c.host_id not in hosts:
-            hosts[c.host_id] = []
-    table = Table("answer", ["host", "accuracy: tathe4 vs fp32", "step-time cost", "not measured, and why"])
-    table.footnotes["verdict"] = ("Gap = fp32 minus tathe4 in test-accuracy points (positive: the 4-bit method is "
-                                  "worse), mean over paired seeds, from `q4bench compare`.")
-    table.footnotes["cost"] = ("Measured: the median over balanced cycles of interleaved timed windows in one "
-                               "process; the bracket is the lowest and highest cycle.")
-    for host, results in hosts.items():
-        lines = _host_verdicts(inputs.compares, host)
-        cpu = results[-1].data["host"]["cpu_model"] if results else next(
-            (c.cpu_model for c in inputs.compares if c.host_id == host and c.cpu_model), "?")
-        gpus = sorted({c.device_name for c in inputs.compares
-                       if c.host_id == host and c.device == "cuda" and c.device_name})
-        if gpus:  # a GPU host is named by its GPU first; its CPU only fed it
-            cpu = f"{', '.join(gpus)} (host CPU: {cpu})"
-        fixture = any(r.fixture for r in results) or any(c.fixture for c in inputs.compares if c.host_id == host)
-        verdict = (Cell("\n".join(lines), Kind.MEASURED, note="verdict", fixture=fixture)
-                   if lines else Cell(f"No verdict yet: no compare result for this host.\nRun `{COMPARE_COMMAND}` "
-                                      "to get one.", Kind.UNAVAILABLE))
-        costs = _step_costs(results)
-        cost = (Cell("\n".join(costs), Kind.MEASURED, note="cost", fixture=fixture) if costs
-                else unavailable("no bench result with tathe4 on this host; run `make bench`"))
-        missing = _not_measured(results, inputs.compares, host)
-        table.add({"host": text(f"{host}\n{cpu}", fixture=fixture), "accuracy: tathe4 vs fp32": verdict,
-                   "step-time cost": cost, "not measured, and why": text("\n".join(f"• {m}" for m in missing) or "nothing else")})
-    if not table.rows:
-        s.blocks.append(Paragraph("No bench or compare result was found, so there is no answer yet. Run `make bench` "
-                                  f"(throughput, step-time cost) and `{COMPARE_COMMAND}` (the accuracy verdict), then "
-                                  "`make report`.", css="answer"))
-    else:
-        s.blocks.append(table)
-    figure = _accuracy_vs_time(inputs.compares)
-    if figure:
-        s.blocks.append(figure)
-    return s
-
-
-def _accuracy_vs_time(compares: list[CompareResult]) -> Figure | None:
+def accuracy_vs_time(compares: list[CompareResult]) -> Figure | None:
+    """Test accuracy against summed training seconds, one panel per compare result (at most 4, said so)."""
     panels = []
-    for c in compares[:4]:
+    for c in compares:
         lines = []
         for run in c.runs:
             h = run.history
@@ -312,11 +206,14 @@ def _accuracy_vs_time(compares: list[CompareResult]) -> Figure | None:
                            f"{c.describe_budget()}", "lines": lines})
     if not panels:
         return None
-    png = figures.curves(panels, "Test accuracy against wall time, per method and seed (compare runs)",
-                         "wall time, minutes (training + evaluation, measured)", "test accuracy, %")
-    return Figure("accuracy_vs_time", png, "Accuracy against wall time",
-                  "Each line one compare run (fp32 dashed); x: the run's summed epoch seconds; measured.",
-                  {"panels": len(panels), "lines": sum(len(p["lines"]) for p in panels)})
+    drawn = panels[:4]
+    omitted = f" {len(panels) - 4} more compare result(s) are in the tables only." if len(panels) > 4 else ""
+    png = figures.curves(drawn, "Test accuracy against training time, per method and seed (compare runs)",
+                         "training time, minutes (summed epoch seconds; evaluation excluded)", "test accuracy, %")
+    return Figure("accuracy_vs_time", png, "Accuracy against training time",
+                  "Each line one compare run (fp32 dashed); x: the run's summed epoch seconds, which exclude evaluation "
+                  "and include whatever else shared the host; measured." + omitted,
+                  {"panels": len(drawn), "lines": sum(len(p["lines"]) for p in drawn)})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -369,22 +266,25 @@ def section_compare(inputs: Inputs) -> Section:
     verdicts = Table("comparisons", ["host", "device", "budget", "candidate", "seeds", "mean gap", "95% CI",
                                      "TOST p", "verdict", "reason", "file"])
     verdicts.footnotes["gap"] = ("Gap = reference (fp32) minus candidate in test-accuracy points, mean over paired "
-                                 "seeds: positive, the 4-bit method is worse; negative, better. Derived by q4bench "
+                                 "seeds: positive, the candidate scored lower; negative, higher. Derived by q4bench "
                                  "compare from the measured accuracies.")
     runs = Table("compare_runs", ["host", "method", "seed", "final test acc", "best test acc", "final acc, TTA",
                                   "wall time", "history"], sortable=True)
     for c in inputs.compares:
         host, device = text(c.host_id or "not recorded", fixture=c.fixture), text(f"{c.device}, {c.precision}")
         for comp in c.comparisons:
+            if comp.ci95_method:  # newer compare results say how their interval was computed: said once
+                verdicts.footnotes[f"ci:{comp.ci95_method}"] = f"95% interval: {comp.ci95_method}."
             verdicts.add({
                 "host": host, "device": device, "budget": text(c.describe_budget()), "candidate": text(comp.candidate),
                 "seeds": number(comp.n_seeds, "d", kind=Kind.TEXT) if isinstance(comp.n_seeds, int) else unavailable(),
-                "mean gap": (Cell(gap_text(comp.mean_gap), Kind.DERIVED, comp.mean_gap, "gap", c.fixture)
+                "mean gap": (Cell(gap_text(comp.mean_gap, comp.candidate), Kind.DERIVED, comp.mean_gap, "gap", c.fixture)
                              if comp.mean_gap is not None else unavailable()),
                 "95% CI": (Cell(f"{comp.ci95[0]:+.2f} to {comp.ci95[1]:+.2f}", Kind.DERIVED, comp.ci95[0],
-                                fixture=c.fixture) if comp.ci95 else unavailable("too few seeds")),
+                                f"ci:{comp.ci95_method}" if comp.ci95_method else None, c.fixture)
+                           if comp.ci95 else unavailable("too few seeds")),
                 "TOST p": number(comp.tost_p, ".3f", kind=Kind.DERIVED, missing="-"),
-                "verdict": text(comp.verdict or "not recorded"),
+                "verdict": text(verdict_words(comp.verdict, comp.candidate, c.margin_points)),
                 "reason": text(reason_with_seeds(comp)),
                 "file": text(relative(c.path))})
         for r in c.runs:
@@ -396,6 +296,9 @@ def section_compare(inputs: Inputs) -> Section:
                                           fixture=c.fixture),
                       "history": text(relative(r.history.path) if r.history else "not found")})
     s.blocks += [verdicts, runs]
+    figure = accuracy_vs_time(inputs.compares)
+    if figure:
+        s.blocks.append(figure)
     return s
 
 
@@ -457,6 +360,13 @@ def section_runs(inputs: Inputs) -> Section:
 # Accuracy at equal budget
 
 
+def _budget_cell(table: Table, budget) -> Cell:
+    """'1 ep x 50,000' in the row; the budget's full description once, as a footnote."""
+    table.footnotes[f"budget:{budget.key()}"] = budget.describe()
+    network = "" if budget.paper_network else f", {budget.arch}"
+    return text(f"{budget.epochs} ep x {budget.train_images:,}, {budget.recipe}{network}", note=f"budget:{budget.key()}")
+
+
 def section_accuracy(inputs: Inputs) -> Section:
     s = Section("accuracy", "Accuracy per run, and the gap to fp32 at equal budget")
     entries = accuracy_entries(inputs)
@@ -485,11 +395,11 @@ def section_accuracy(inputs: Inputs) -> Section:
             "best-epoch test acc": (number(e.best, ".2f", "%" + (f" (epoch {e.best_epoch})" if e.best_epoch else ""),
                                            fixture=e.fixture) if e.best is not None
                                     else unavailable("not recorded", note="bench-best")),
-            "gap vs fp32, final": (Cell(gap_text(final_gap), Kind.DERIVED, final_gap, "gap") if final_gap is not None
+            "gap vs fp32, final": (Cell(gap_text(final_gap, e.method), Kind.DERIVED, final_gap, "gap") if final_gap is not None
                                    else text(none)),
-            "gap vs fp32, best": (Cell(gap_text(best_gap), Kind.DERIVED, best_gap, "gap") if best_gap is not None
+            "gap vs fp32, best": (Cell(gap_text(best_gap, e.method), Kind.DERIVED, best_gap, "gap") if best_gap is not None
                                   else text(none)),
-            "budget": text(e.budget.describe()), "device": text(f"{e.device}, {e.precision}"),
+            "budget": _budget_cell(table, e.budget), "device": text(f"{e.device}, {e.precision}"),
             "source": text(f"{provenance_label(e.fixture)}: {e.source}", fixture=e.fixture),
         })
     s.blocks.append(table)
@@ -535,11 +445,13 @@ def section_epochs(inputs: Inputs) -> Section:
                            "Test accuracy per epoch", "Measured by q4bench train (fp32 dashed); one panel per budget "
                            "and seed.", {"panels": len(panels)}))
     table = Table("epochs", ["method", "epoch", "train acc", "test acc", "test acc, TTA", "lr", "seconds",
-                             "train images/s", "budget", "source"])
+                             "train images/s", "run"])
     table.footnotes["tta"] = "test-time augmentation (the short recipe only): the flipped and unflipped image averaged"
     table.footnotes["sampled"] = (f"A run longer than {LONG_RUN} epochs shows epoch 1, every 10th, its best and its "
                                   "last epoch here; its history.json has them all.")
     for r in inputs.runs:
+        # The run's budget and file, said once in a footnote rather than on each of its epochs.
+        table.footnotes[f"run:{r.path}"] = f"{r.budget.describe()}; {provenance_label(r.fixture)}: {relative(r.path)}"
         for e in _table_epochs(r):
             table.add({"method": text(r.method, note="sampled" if len(r.epochs) > LONG_RUN else None),
                        "epoch": number(e["epoch"], "d", kind=Kind.TEXT),
@@ -549,8 +461,7 @@ def section_epochs(inputs: Inputs) -> Section:
                        "lr": number(e.get("lr"), ".2e", kind=Kind.TEXT),
                        "seconds": number(e.get("seconds"), ".0f", " s", fixture=r.fixture),
                        "train images/s": number(e.get("images_per_s"), ".1f", fixture=r.fixture),
-                       "budget": text(r.budget.describe()),
-                       "source": text(f"{provenance_label(r.fixture)}: {relative(r.path)}", fixture=r.fixture)})
+                       "run": text(r.path.parent.name, note=f"run:{r.path}", fixture=r.fixture)})
     s.blocks.append(table)
 
     coded = [r for r in inputs.runs if any(e.get("distinct_codes") for e in r.epochs)][:4]
@@ -742,6 +653,17 @@ def _conv_kernel_table(inputs: Inputs) -> Table:
 # Methods: step time against fp32
 
 
+def _kernels_cell(table: Table, cost: dict | None) -> Cell:
+    """A long kernels sentence is a footnote, said once per table; the cell keeps its first words."""
+    if cost is None:
+        return text("not in this result file")
+    kernels = cost["kernels"]
+    if len(kernels) <= 30:
+        return text(kernels)
+    table.footnotes[f"kernels:{kernels}"] = kernels
+    return text(" ".join(kernels.split()[:3]).rstrip(",;:") + "...", note=f"kernels:{kernels}")
+
+
 def section_methods(inputs: Inputs) -> Section:
     s = Section("methods", "Methods: step time against fp32 (measured), bit operations (estimated)")
     if not inputs.results:
@@ -778,7 +700,7 @@ def section_methods(inputs: Inputs) -> Section:
                 table.add({"host": text(r.host_id), "run": text(run_label(r)), "profile": text(p["profile"]),
                            "device": device_cell(p, entry), "method": text(name), f"step time / {BASELINE}": ratio_cell,
                            "bit operations / fp32": bitops,
-                           "kernels on this hardware": text(cost["kernels"] if cost else "not in this result file"),
+                           "kernels on this hardware": _kernels_cell(table, cost),
                            "source": source_cell(r.fixture, "q4bench bench")})
     s.blocks.append(table)
     return s
@@ -883,7 +805,10 @@ def section_cross_hardware(inputs: Inputs) -> Section:
                 elif not r.data["accuracy"]["measured"]:
                     acc_cell = unavailable(r.data["accuracy"].get("reason") or "no reason recorded")
                 else:
-                    acc_cell = unavailable(m.get("accuracy_note") or "")
+                    why = m.get("accuracy_note")
+                    if why:  # the same reason on many rows: one footnote
+                        table.footnotes[f"acc:{why}"] = f"Accuracy not measured here: {why}."
+                    acc_cell = unavailable(note=f"acc:{why}" if why else None)
                 table.add({
                     "host": text(r.host_id), "CPU": text(r.data["host"]["cpu_model"]),
                     "run": text(run_time(r.created)), "data": text(data_label(r)), "tier": text(r.data["tier"]["name"]),

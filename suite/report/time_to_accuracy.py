@@ -5,7 +5,7 @@ paper's network whose schedule ended at its budget (each budget its own run, the
 step), from `q4bench train --recipe short --epochs N` folders and from compare results alike. A run stopped
 before its planned epochs is left out: its accuracy is that of a schedule cut short, not of the budget.
 
-The targets are q4bench's (issue 12: >= 85% after 5 epochs, >= 90% after 15); the paper's own 150-epoch log
+The targets are q4bench's (>= 85% after 5 epochs, >= 90% after 15); the paper's own 150-epoch log
 first reaches 85% at epoch 13 and 90% at about epoch 50, with an LR still high there."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from . import figures
 from .inputs import Inputs, RunHistory, relative
 from .sections import Cell, Figure, Kind, Paragraph, Section, Table, number, text
 
-TARGETS = {5: 85.0, 15: 90.0}  # budget in epochs -> final test accuracy, % (issue 12's targets)
+TARGETS = {5: 85.0, 15: 90.0}  # budget in epochs -> final test accuracy, % (q4bench's targets)
 
 
 def finished_short_runs(inputs: Inputs) -> list[RunHistory]:
@@ -111,7 +111,7 @@ def section_time_to_accuracy(inputs: Inputs) -> Section:
     table.footnotes["time"] = ("The history's summed epoch seconds (training only; evaluation excluded), median over "
                                "the runs; measured as run: runs side by side share the host (each folder's README "
                                "says what ran beside it), so this is not a controlled timing.")
-    table.footnotes["target"] = ("q4bench's targets for the short recipe (issue 12): >= 85% after 5 epochs, >= 90% "
+    table.footnotes["target"] = ("q4bench's targets for the short recipe: >= 85% after 5 epochs, >= 90% "
                                  "after 15. The paper's log (150-epoch schedule) first reaches 85% at epoch 13.")
     panels: dict[str, dict[str, list[tuple[float, float, int]]]] = defaultdict(lambda: defaultdict(list))
     order = lambda kv: (kv[0][0], kv[0][1], kv[0][2] != BASELINE, kv[0][2])  # noqa: E731  fp32 first per budget

@@ -1,0 +1,337 @@
+"""The main page: the question and one answer row per host (the first screen), the gap-versus-budget figure,
+the per-host summary and a short glossary. Everything else goes below the divider (contents.py).
+
+Verdict wording is built from the numbers, never from a verdict word: "tathe4 is 0.53 points below fp32 [95% CI
+0.21, 0.85] ...; equivalence within +-0.5 not shown". The gap is fp32 minus tathe4, so "below" is tathe4 doing
+worse and "above" better; an interval is turned with the sentence so its numbers read the same way."""
+
+from __future__ import annotations
+
+import textwrap
+from collections import defaultdict
+
+from ..spec import BASELINE, COMPARE_COMMAND, PAPER_ARCH, PAPER_EPOCHS, PAPER_RECIPE, REFERENCE_4BIT
+from . import figures
+from .claims import FULL_BUDGET_NOISE, PAPER_FP32_ACC
+from .gaps import ALPHA, PAPER_CLAIM, GapPoint, gap_points, gap_series, unfinished_runs
+from .hosts import NETWORK_NOTE, HostName, history_host, host_names, network_name
+from .inputs import Inputs, describe_code
+from .sections import (Cell, Figure, Kind, Paragraph, Section, Table, device_of, fix_for_missing_accuracy,
+                       run_time, text)
+
+QUESTION = ("Does 4-bit training (tathe4) reach the CIFAR-10 test accuracy of fp32 training at the same budget, "
+            "on each machine measured?")
+MAX_OTHER_BUDGETS = 4  # clauses after the strongest verdict in a first-screen row; the rest are in the figure
+
+
+# ---------------------------------------------------------------------------------------------
+# Words for one point
+
+
+def _direction(gap: float) -> str:
+    if gap > 0:
+        return f"tathe4 is {gap:.2f} points below fp32"
+    if gap < 0:
+        return f"tathe4 is {-gap:.2f} points above fp32"
+    return "tathe4 equals fp32"
+
+
+def _interval(p: GapPoint) -> str:
+    """The 95% interval of the amount the sentence names (below: fp32 - tathe4; above: tathe4 - fp32)."""
+    if not p.ci95:
+        return ""
+    lo, hi = p.ci95 if p.gap >= 0 else (-p.ci95[1], -p.ci95[0])
+    return f" [95% CI {lo:.2f}, {hi:.2f}]"
+
+
+def _conclusion(p: GapPoint) -> str:
+    """What the interval and TOST decide: never 'not equivalent', which a p >= 0.05 does not show."""
+    if p.n < 2 or not p.ci95:
+        return "one seed pair: no interval, no verdict"
+    margin = f"+-{p.margin:g}"
+    if p.tost_p is not None and p.tost_p < ALPHA:
+        return f"equivalent within {margin} (TOST p = {p.tost_p:.2g})"
+    if p.ci95[0] > 0 or p.ci95[1] < 0:
+        return f"equivalence within {margin} not shown"
+    return f"neither a difference nor equivalence within {margin} shown"
+
+
+def _network(p: GapPoint) -> str:
+    both = "" if p.precision == "fp32" else f", both in {p.precision}"
+    return f"({network_name(p.arch)}{both})"
+
+
+def verdict_sentence(p: GapPoint) -> str:
+    seeds = f"{p.n} paired seed{'s' if p.n != 1 else ''}" + (" (run pairs)" if p.source == "run pairs" else "")
+    return (f"**{_direction(p.gap)}**{_interval(p)}, {seeds}, {p.budget_words()} {_network(p)}; "
+            f"{_conclusion(p)}")
+
+
+def budget_clause(p: GapPoint) -> str:
+    """A short line for the other budgets: '15 epochs (short), 1 seed: tathe4 0.08 below'."""
+    how = [p.recipe] + ([network_name(p.arch)] if p.arch != PAPER_ARCH else [])
+    how += ([f"both in {p.precision}"] if p.precision != "fp32" else []) + ([] if p.finished else ["unfinished"])
+    budget = (f"{p.epochs} epoch{'s' if p.epochs != 1 else ''}" if p.finished else f"epoch {p.epochs}/{p.planned}")
+    seeds = f"{p.n} seed{'s' if p.n != 1 else ''}" + (" (run pairs)" if p.source == "run pairs" and p.n > 1 else "")
+    word = "below" if p.gap > 0 else "above" if p.gap < 0 else "equal to"
+    return f"{budget} ({', '.join(how)}), {seeds}: tathe4 {abs(p.gap):.2f} {word}{_interval(p)}"
+
+
+def strongest(points: list[GapPoint]) -> GapPoint:
+    """A compare result's verdict before run pairs, several seeds before one; then the largest finished
+    budget, and at equal budgets the most seeds."""
+    pool = ([p for p in points if p.source == "compare"] or [p for p in points if p.n >= 2] or points)
+    return max(pool, key=lambda p: (p.finished, p.epochs, p.n))
+
+
+def by_budget(points: list[GapPoint]) -> list[GapPoint]:
+    return sorted(points, key=lambda p: (-p.epochs, -p.n))
+
+
+# ---------------------------------------------------------------------------------------------
+# Hosts
+
+
+def _step_summary(inputs: Inputs, host: str) -> str | None:
+    """tathe4's step time over fp32's in the host's newest bench result that timed it (most threads)."""
+    found = _latest_profile(inputs, host)
+    ratio = found[1]["step_time_ratio"].get(REFERENCE_4BIT) if found else None
+    if ratio is None:
+        return None
+    return f"tathe4's training step takes {ratio:.2f}x fp32's ({found[1]['profile']}, {found[1]['threads']} threads)"
+
+
+def answer_hosts(inputs: Inputs, points: list[GapPoint]) -> list[str]:
+    """Every host with a result, a compare result or a gap point; largest budget with evidence first."""
+    hosts = {r.host_id for r in inputs.results} | {c.host_id for c in inputs.compares if c.host_id}
+    hosts |= {p.host_id for p in points}
+    best = {h: max(((p.source == "compare" or p.n >= 2), p.epochs) for p in points if p.host_id == h)
+            for h in {p.host_id for p in points}}
+    return sorted(hosts, key=lambda h: (h not in best, tuple(-v for v in best.get(h, (0, 0))), h))
+
+
+def _answer_cell(inputs: Inputs, host: str, mine: list[GapPoint]) -> Cell:
+    fixture = any(p.fixture for p in mine)
+    unusable = [c for c in inputs.compares if c.host_id == host]
+    if not mine and unusable:  # a compare result too old or too broken to give a gap: said, not skipped
+        return Cell(f"{len(unusable)} compare result(s) of this host record no usable tathe4 gap (no mean gap, or "
+                    "not all of CIFAR-10); see Details, Runs, for what each lacks.", Kind.UNAVAILABLE)
+    if not mine:
+        step = _step_summary(inputs, host)
+        return Cell("No accuracy comparison on this host yet" + (f"; speed only: {step}." if step else ".")
+                    + f"\n`{COMPARE_COMMAND}` makes one.", Kind.UNAVAILABLE)
+    lead = strongest(mine)
+    lines = [verdict_sentence(lead)]
+    others = [p for p in by_budget(mine) if p is not lead]
+    if others:
+        shown = "; ".join(budget_clause(p) for p in others[:MAX_OTHER_BUDGETS])
+        more = len(others) - MAX_OTHER_BUDGETS
+        lines.append(f"Other budgets, largest first: {shown}" + (f"; {more} more in the figure." if more > 0 else "."))
+    return Cell("\n".join(lines), Kind.MEASURED, lead.gap, "verdict", fixture)
+
+
+def not_yet_said(points: list[GapPoint], names: dict[str, HostName], hosts: list[str]) -> str:
+    """One line: what the evidence does not reach yet (the paper's full budget, intervals at long budgets)."""
+    parts = []
+    paper = [p for p in points if p.recipe == PAPER_RECIPE and p.arch == PAPER_ARCH]
+    if not any(p.finished and p.epochs >= PAPER_EPOCHS for p in paper):
+        claim = (f"the paper's {PAPER_EPOCHS}-epoch claim (tathe4 {PAPER_CLAIM['gap']:.2f} points below a cited fp32 "
+                 f"{PAPER_FP32_ACC}%) is not measured to the end")
+        if paper:
+            longest = max(paper, key=lambda p: p.epochs)
+            claim += (f": paired paper-recipe runs reach epoch {longest.epochs} of {longest.planned or '?'} "
+                      f"({longest.n} seed{'s' if longest.n != 1 else ''}, {names[longest.host_id].label})")
+        parts.append(claim)
+    with_ci = [p.epochs for p in points if p.ci95]
+    single = [p.epochs for p in points if not p.ci95 and p.finished]
+    if with_ci and single and max(single) > max(with_ci):
+        parts.append(f"intervals over seeds stop at {max(with_ci)} epochs; longer budgets are single seeds")
+    bare = [names[h].label for h in hosts if not any(p.host_id == h for p in points)]
+    if bare:
+        parts.append(f"{'; '.join(bare)}: speed only, no accuracy comparison")
+    return ("**What this does not yet say:** " + "; ".join(parts) + ".") if parts else ""
+
+
+def section_answer(inputs: Inputs) -> Section:
+    s = Section("answer", "The answer, per host")
+    s.blocks.append(Paragraph(f"**Question:** {QUESTION}", css="question"))
+    points = gap_points(inputs)
+    hosts = answer_hosts(inputs, points)
+    if not hosts:
+        s.blocks.append(Paragraph("No bench or compare result was found, so there is no answer yet. Run `make bench` "
+                                  f"(throughput, step-time cost) and `{COMPARE_COMMAND}` (the accuracy verdict), then "
+                                  "`make report`.", css="answer"))
+        return s
+    names = host_names(inputs, hosts)
+    table = Table("answer", ["host", "answer: tathe4 against fp32, strongest evidence first"])
+    table.footnotes["verdict"] = answer_footnote(points)
+    for host in hosts:
+        mine = [p for p in points if p.host_id == host]
+        table.add({"host": text(names[host].label, fixture=any(p.fixture for p in mine)),
+                   "answer: tathe4 against fp32, strongest evidence first": _answer_cell(inputs, host, mine)})
+    s.blocks.append(table)
+    line = not_yet_said(points, names, hosts)
+    if line:
+        s.blocks.append(Paragraph(line, css="notyet"))
+    figure = gap_figure(points, names)
+    if figure:
+        s.blocks.append(figure)
+    return s
+
+
+def answer_footnote(points: list[GapPoint]) -> str:
+    """Said once under the answer; the terms and networks are in the glossary."""
+    methods = sorted({p.ci95_method for p in points if p.ci95_method})
+    how = f" compare's 95% intervals: {'; '.join(methods)}." if methods else ""
+    return ("fp32 minus tathe4 test accuracy, points, mean over seed pairs, from `q4bench compare`; *run pairs*: "
+            "histories of both methods with the same seed and no compare result, interval and TOST computed here. "
+            "Terms and networks: see Terms." + how)
+
+
+# ---------------------------------------------------------------------------------------------
+# The gap-versus-budget figure
+
+
+def provenance_summary(points: list[GapPoint]) -> str:
+    """'3 compare results and 40 histories; commits a8b3987b49 (2026-11-26), ...'."""
+    dates: dict[str, set[str]] = defaultdict(set)
+    unrecorded = 0
+    for p in points:
+        for prov in p.provenance:
+            dates[describe_code(prov)].add(str(prov.get("written_at") or "date not recorded")[:10])
+        unrecorded += len(p.files) - len(p.provenance)
+    compares = sum(len(p.files) for p in points if p.source == "compare")
+    histories = sum(len(p.files) for p in points if p.source != "compare")
+    commits = "; ".join(f"{c} ({', '.join(sorted(d))})" for c, d in sorted(dates.items(), key=lambda kv: min(kv[1])))
+    return (f"Drawn from {compares} compare result(s) and {histories} histories; code: {commits or 'not recorded'}"
+            + (f"; {unrecorded} file(s) without provenance" if unrecorded else "") + ".")
+
+
+def gap_figure(points: list[GapPoint], names: dict[str, HostName]) -> Figure | None:
+    if not points:
+        return None
+    series = gap_series(points, names)
+    for s in series:  # legend entries never wider than a third of the page
+        s["legend"] = "\n".join(textwrap.wrap(s["label"], 44))
+    margin = max((p.margin for p in points), default=FULL_BUDGET_NOISE)
+    claim = dict(PAPER_CLAIM, label="\n".join(textwrap.wrap(PAPER_CLAIM["label"], 44)))
+    png = figures.gap_vs_budget([dict(s, label=s["legend"]) for s in series], margin, claim,
+                                "fp32 minus tathe4 against the training budget, per host and network")
+    caption = ("Each point: the mean gap over its seed pairs (n) at one budget; bars: 95% intervals (compare results: "
+               "as compare wrote them; run pairs: t intervals computed here); hollow: one seed pair, no interval. "
+               f"Grey band: +-{margin:g} points, the equivalence margin. Star: the paper's claimed "
+               f"{PAPER_CLAIM['gap']:.2f}-point gap at {PAPER_EPOCHS} epochs, against a cited fp32 figure; not a "
+               "measurement. All 50,000 CIFAR-10 training images, all 10,000 test images. "
+               + provenance_summary(points))
+    return Figure("gap_vs_budget", png, "fp32 minus tathe4 against the budget", caption,
+                  {"series": series, "margin": margin, "paper_claim": PAPER_CLAIM})
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-host summary: every budget, speed, memory, what is missing
+
+
+def _latest_profile(inputs: Inputs, host: str) -> tuple | None:
+    """(result, profile) of the host's newest bench result measuring tathe4: the speed and memory shown."""
+    for r in sorted((r for r in inputs.results if r.host_id == host), key=lambda r: r.created, reverse=True):
+        for p in sorted(r.data["profiles"], key=lambda p: -p["threads"]):
+            if p["methods"].get(REFERENCE_4BIT, {}).get("train_images_per_s"):
+                return r, p
+    return None
+
+
+def _speed_cell(inputs: Inputs, host: str) -> Cell:
+    found = _latest_profile(inputs, host)
+    if not found:
+        return Cell("not measured (no bench result with tathe4)", Kind.UNAVAILABLE)
+    r, p = found
+    fp32, mine = p["methods"].get(BASELINE, {}), p["methods"][REFERENCE_4BIT]
+    device, precision, _ = device_of(p)
+    lines = [f"{p['profile']} ({p['threads']} threads, {device}, {precision}; run {run_time(r.created)})",
+             f"train images/s: fp32 {fp32.get('train_images_per_s') or 0:.1f}, tathe4 {mine['train_images_per_s']:.1f}"]
+    ratio = p["step_time_ratio"].get(REFERENCE_4BIT)
+    if ratio is not None:
+        lines.append(f"tathe4 step: {ratio:.2f}x fp32's")
+    for arm in (f"{BASELINE}@bf16", f"{REFERENCE_4BIT}@bf16"):  # the same run's bf16 arms, against its fp32 step
+        if p["step_time_ratio"].get(arm) is not None:
+            span = p.get("step_time_ratio_range", {}).get(arm)
+            support = (p["methods"].get(arm) or {}).get("precision_support") or "bf16"
+            lines.append(f"{arm.split('@')[0]} in bf16 ({support}): {p['step_time_ratio'][arm]:.2f}x the fp32 step"
+                         + (f" [cycles {span[0]:.2f}-{span[1]:.2f}]" if span else ""))
+    if mine.get("peak_rss_bytes"):
+        lines.append(f"peak memory, tathe4: {mine['peak_rss_bytes'] / 2**20:,.0f} MiB")
+    return Cell("\n".join(lines), Kind.MEASURED, mine["train_images_per_s"], "speed", r.fixture)
+
+
+def _missing(inputs: Inputs, host: str, mine: list[GapPoint]) -> list[str]:
+    results = [r for r in inputs.results if r.host_id == host]
+    out = [] if mine else ["accuracy comparison"]
+    if not results:
+        out.append("throughput, step time, memory and energy (no bench result)")
+    else:
+        energy = {m["energy"]["method"] for r in results for p in r.data["profiles"] for m in p["methods"].values()}
+        if "measured_rapl" not in energy:
+            out.append("energy (no RAPL counters: estimates only)")
+        for r in results:
+            if not r.data["accuracy"]["measured"]:
+                out.append(f"bench accuracy ({run_time(r.created)}): {r.data['accuracy'].get('reason') or 'no reason'}; "
+                           f"fix: {fix_for_missing_accuracy(r)}")
+    out.append("ONNX (verify.json names no host; see ONNX below)" if inputs.verifies else "ONNX export check")
+    return out
+
+
+def _in_progress(inputs: Inputs, host: str) -> list[str]:
+    runs = [r for r in unfinished_runs(inputs) if history_host(r) == host]
+    return [f"unfinished: {r.method} seed {r.history.get('seed')}, {network_name(r.arch)}, {r.history['recipe']} "
+            f"recipe, epoch {len(r.epochs)} of {r.history['planned_epochs']}" for r in runs]
+
+
+def section_hosts(inputs: Inputs) -> Section:
+    s = Section("hosts", "Per host: every budget, speed, memory, and what is not measured")
+    points = gap_points(inputs)
+    hosts = answer_hosts(inputs, points)
+    hosts += sorted({history_host(r) for r in unfinished_runs(inputs)} - set(hosts))
+    if not hosts:
+        s.blocks.append(Paragraph("No host has a bench result, a compare result or run pairs yet."))
+        return s
+    names = host_names(inputs, hosts)
+    table = Table("hosts", ["host", "accuracy gap at every budget, largest first", "speed and memory (latest bench)",
+                            "not measured on this host"])
+    table.footnotes["speed"] = ("Measured by q4bench bench: step-time ratios are medians over balanced cycles of "
+                                "interleaved timed windows in one process; bf16 arms against the same run's fp32 step.")
+    for host in hosts:
+        mine = [p for p in points if p.host_id == host]
+        budgets = [budget_clause(p) for p in by_budget(mine)] + _in_progress(inputs, host)
+        table.add({"host": text(f"{names[host].label}\n{host}"),
+                   "accuracy gap at every budget, largest first": text("\n".join(budgets) or "none"),
+                   "speed and memory (latest bench)": _speed_cell(inputs, host),
+                   "not measured on this host": text("\n".join(_missing(inputs, host, mine)))})
+    s.blocks.append(table)
+    return s
+
+
+# ---------------------------------------------------------------------------------------------
+# Glossary
+
+
+GLOSSARY = (
+    ("gap", "fp32 minus tathe4 test accuracy, in points; above 0 tathe4 is lower."),
+    ("paired seeds", "seed k of both methods starts from the same weights, data order and augmentation, so each "
+                     "seed gives one gap."),
+    ("95% CI", "the range that holds the mean gap with 95% confidence, given the seeds measured."),
+    ("TOST", "two one-sided tests: p < 0.05 shows the gap lies inside +-margin (equivalence); p >= 0.05 shows "
+             "nothing either way."),
+    ("margin", f"+-{FULL_BUDGET_NOISE:g} points, about the run-to-run noise of one full CIFAR-10 training."),
+    ("SGEMM", "one large float32 matrix product timed on the host: the yardstick the efficiency figures divide by."),
+    ("efficiency", "a method's counted training FLOP rate over the SGEMM rate; above 100% means the yardstick is "
+                   "not the host's peak, not that the hardware was exceeded."),
+    ("flip TTA", "test-time augmentation: each test image scored as is and mirrored, the two averaged."),
+    ("unfinished", "a run with fewer epochs than planned (stopped, or still training)."),
+    ("networks", NETWORK_NOTE),
+)
+
+
+def section_glossary() -> Section:
+    s = Section("glossary", "Terms")
+    s.blocks.append(Paragraph(" · ".join(f"**{term}**: {words}" for term, words in GLOSSARY), css="glossary"))
+    return s

@@ -1,0 +1,93 @@
+"""A long study outlives the machine it started on: its run folders are committed under reports/submitted, and
+a clean checkout on another host (another commit, another data folder) resumes it with the same compare
+command, every epoch naming the host and commit that trained it. And the repository stays small enough to
+carry them."""
+
+import json
+import subprocess
+from pathlib import Path
+
+from suite import measure, provenance
+from suite.cli import main
+from suite.provenance import COMMIT_ENV
+from suite.train import TrainConfig, train
+
+ROOT = Path(__file__).resolve().parents[1]
+# No tracked file may exceed this: a SimpleResNet4bit checkpoint with its optimizer is ~0.9 MB and may be
+# committed with its study; a VGG4bit one (~39 MB) must never be.
+MAX_TRACKED_BYTES = 2_000_000
+
+STUDY = ["--method", "tathe4", "--arch", "simpleresnet4bit", "--recipe", "paper", "--epochs", "2", "--seeds", "1",
+         "--synthetic", "--subset", "64", "--batch-size", "32"]
+
+
+class _StopAfterFirstEpoch(Exception):
+    pass
+
+
+def _first_epoch_elsewhere(out: Path, method: str, monkeypatch) -> None:
+    """Epoch 1 of a 2-epoch run as if trained on another host, under another commit; then 'the machine goes'."""
+    real = measure.host_fingerprint()
+    monkeypatch.setattr(measure, "host_fingerprint",
+                        lambda: {**real, "host_id": "other-host-00000000", "cpu_model": "Other CPU"})
+    monkeypatch.setenv(COMMIT_ENV, "a" * 40)
+    provenance.code_version.cache_clear()
+
+    def stop(epoch: int, index: int) -> None:
+        if epoch == 2:
+            raise _StopAfterFirstEpoch
+
+    config = TrainConfig(method=method, arch="simpleresnet4bit", recipe="paper", epochs=2, seed=0, synthetic=True,
+                         subset=64, batch_size=32, threads=1, out=str(out))
+    try:
+        train(config, on_batch=stop, log=lambda *a, **k: None)
+    except _StopAfterFirstEpoch:
+        pass
+    monkeypatch.undo()
+    provenance.code_version.cache_clear()
+
+
+def test_a_study_begun_on_one_host_resumes_on_another_with_both_recorded(tmp_path, monkeypatch, capsys):
+    study = tmp_path / "reports" / "submitted" / "other-host-00000000" / "simpleresnet4bit-paper2"
+    for method in ("fp32", "tathe4"):
+        _first_epoch_elsewhere(study / "runs" / f"{method}-seed0", method, monkeypatch)
+        assert len(json.loads((study / "runs" / f"{method}-seed0" / "history.json").read_text())["epochs"]) == 1
+
+    monkeypatch.setenv(COMMIT_ENV, "b" * 40)  # the children of this compare: this host, another commit
+    assert main(["compare", *STUDY, "--out", str(study)]) == 0, capsys.readouterr().err
+    here = measure.host_fingerprint()["host_id"]
+    for method in ("fp32", "tathe4"):
+        history = json.loads((study / "runs" / f"{method}-seed0" / "history.json").read_text())
+        first, second = (e["trained_on"] for e in history["epochs"])
+        assert (first["host_id"], first["cpu_model"], first["commit"]) == ("other-host-00000000", "Other CPU", "a" * 40)
+        assert (second["host_id"], second["commit"]) == (here, "b" * 40)
+        assert history["resumed_from"][-1]["after_epoch"] == 1
+    doc = json.loads((study / "compare.json").read_text())
+    assert doc["arch"] == "simpleresnet4bit"
+    assert {h["host_id"] for h in doc["trained_on"]} == {"other-host-00000000", here}
+
+
+def test_an_unfinished_study_is_resumed_by_the_same_command_after_another_arch_is_refused(tmp_path, capsys):
+    study = tmp_path / "study"
+    assert main(["compare", *STUDY, "--out", str(study)]) == 0
+    other = [a if a != "simpleresnet4bit" else "vgg4bit" for a in STUDY]
+    assert main(["compare", *other, "--out", str(study)]) == 2
+    assert "holds a compare with arch = 'simpleresnet4bit'" in capsys.readouterr().err
+
+
+def test_no_tracked_file_is_too_big_for_the_repository():
+    listed = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-z"], capture_output=True, check=True).stdout
+    sizes = {name: (ROOT / name).stat().st_size for name in listed.decode().split("\0")
+             if name and (ROOT / name).is_file()}
+    too_big = {name: size for name, size in sizes.items() if size > MAX_TRACKED_BYTES}
+    assert not too_big, f"tracked files over {MAX_TRACKED_BYTES:,} bytes: {too_big}"
+
+
+def test_ignore_rules_admit_small_study_checkpoints_only():
+    def ignored(path: str) -> bool:
+        return subprocess.run(["git", "-C", str(ROOT), "check-ignore", "-q", path]).returncode == 0
+
+    assert not ignored("reports/submitted/h/simpleresnet4bit-paper150/runs/fp32-seed0/checkpoint.pt")
+    assert not ignored("reports/submitted/h/any-study/runs/fp32-seed0/history.json")
+    assert ignored("reports/submitted/h/vgg4bit-paper150/runs/fp32-seed0/checkpoint.pt")
+    assert ignored("runs/x/checkpoint.pt") and ignored("reports/compare/runs/fp32-seed0/history.json")
