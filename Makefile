@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test test-isa bench microbench report parity clean
+.PHONY: setup test test-slow test-isa bench microbench report parity clean
 
 setup: $(STAMP)
 
@@ -17,8 +17,13 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[test]"
 	touch $(STAMP)
 
+# Everything but the slow end-to-end tests: under 10 minutes on 2 cores. CI runs both.
 test: setup
-	$(PY) -m pytest -q -p no:cacheprovider tests
+	$(PY) -m pytest -q -p no:cacheprovider -m "not slow" tests
+
+# The whole-command end-to-end tests marked slow (kill -9 of parity and bench, torchrun jobs, bf16, real data).
+test-slow: setup
+	$(PY) -m pytest -q -p no:cacheprovider -m slow tests
 
 # The float-kernel tests with oneDNN and MKL held to another instruction set than the host's (default AVX2: what
 # an AVX-512 host runs on an AVX2-only one), so a test tuned to one ISA's rounding fails here first.

@@ -47,10 +47,17 @@ class ParityBudget:
     epochs: int
     train_images: int  # the first N training images (q4bench train --subset)
     batch_size: int
-    seeds: int  # the gate trains seeds 0..seeds-1 of every method (pairs)
+    seeds: int  # the gate trains seeds first_seed..first_seed+seeds-1 of every method (pairs)
     threads: int  # per child process
     parallel: int  # child processes at once
     arch: str = PAPER_ARCH  # the network every run trains
+    # Seeds apart from the [spread] pairs': on the host that measured them the gate's runs would otherwise repeat
+    # them bit for bit, and the tolerance is a bound for new pairs.
+    first_seed: int = 0
+
+    @property
+    def seed_numbers(self) -> range:
+        return range(self.first_seed, self.first_seed + self.seeds)
 
     def same_training(self, other: dict) -> list[str]:
         """The fields of a recorded budget that differ from this one's training (seeds and threads aside).
@@ -207,6 +214,8 @@ def load_config(path: str | Path = DEFAULT_CONFIG) -> ParityConfig:
         threads=_count(b, "threads", where),
         parallel=_count(b, "parallel", where),
         arch=_field(b, "arch", str, where) if "arch" in b else PAPER_ARCH,
+        first_seed=check_count(_field(b, "first_seed", int, where), "seed", label=f"{where}: field 'first_seed'")
+        if "first_seed" in b else 0,
     )
 
     t, where = _table(doc, "tolerance", path), f"{path} [tolerance]"
@@ -411,7 +420,8 @@ def _run_parity(request: ParityRequest, log: Callable[[str], None]) -> ParityOut
     controls = tuple(c for c in config.controls if c != candidate) if request.control else ()
     out = Path(request.out)
     creq = comparemod.validate(comparemod.CompareRequest(
-        methods=(candidate, *controls), reference=config.reference, seeds=budget.seeds, arch=budget.arch,
+        methods=(candidate, *controls), reference=config.reference, seeds=budget.seeds, first_seed=budget.first_seed,
+        arch=budget.arch,
         epochs=budget.epochs, recipe=budget.recipe, subset=budget.train_images, synthetic=request.synthetic,
         data_dir=request.data_dir, parallel=budget.parallel, threads=budget.threads, batch_size=budget.batch_size,
         out=str(out),
@@ -442,11 +452,11 @@ def _run_parity(request: ParityRequest, log: Callable[[str], None]) -> ParityOut
         outcome.controls, outcome.control_source = {config.control: config.recorded_control.pairs()}, "recorded"
 
     onnx_dir = out / "onnx"
-    checkpoint = out / "runs" / f"{candidate}-seed0" / "checkpoint.pt"
+    checkpoint = out / "runs" / f"{candidate}-seed{budget.first_seed}" / "checkpoint.pt"
     threads = budget.threads * budget.parallel  # nothing else runs now
     t0 = time.perf_counter()
     try:
-        log(f"parity: exporting {candidate} (seed 0) to ONNX and verifying on {config.onnx.test_images} test images")
+        log(f"parity: exporting {candidate} (seed {budget.first_seed}) to ONNX and verifying on {config.onnx.test_images} test images")
         exportmod.export(checkpoint, onnx_dir, request.data_dir, config.onnx.calibration_images, threads)
         report = verifymod.verify(
             verifymod.VerifyConfig(
@@ -543,7 +553,7 @@ def render_markdown(outcome: ParityOutcome, out: Path) -> str:
         f"all figures measured by this run (`q4bench parity`, config `{cfg.path}`).",
         "",
         f"- Budget: {b.arch}, {outcome.epochs} epoch(s) of the `{b.recipe}` recipe on the first {outcome.train_images:,} "
-        f"training images, batch {b.batch_size}, seeds 0..{b.seeds - 1}, {b.parallel} children of {b.threads} "
+        f"training images, batch {b.batch_size}, seeds {b.seed_numbers[0]}..{b.seed_numbers[-1]}, {b.parallel} children of {b.threads} "
         f"thread(s); scored on {outcome.test_images:,} test images; data: {outcome.data}.",
         f"- Mean gap ({cfg.reference} - {outcome.candidate}, final epoch): **{outcome.gap:+.2f} points**; tolerance "
         f"{tol:.2f} points.",
@@ -574,7 +584,7 @@ def render_markdown(outcome: ParityOutcome, out: Path) -> str:
         lines.append(row)
     lines += [
         "",
-        f"## ONNX ({outcome.candidate} seed-0 checkpoint, {outcome.onnx_test_images or 0} test images)",
+        f"## ONNX ({outcome.candidate} seed-{b.first_seed} checkpoint, {outcome.onnx_test_images or 0} test images)",
         "",
     ]
     if outcome.onnx_error:

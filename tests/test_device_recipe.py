@@ -119,6 +119,7 @@ def test_bf16_forward_weights_keep_at_most_15_values():
         assert torch.unique(w.to(torch.bfloat16)).numel() <= 15
 
 
+@pytest.mark.slow
 def test_bf16_training_runs_and_says_how_it_ran(tmp_path):
     lines = []
     history = train(_config(tmp_path, precision="bf16", recipe="paper", epochs=1), log=lines.append)
@@ -168,6 +169,7 @@ def test_cpu_batches_draw_the_same_numbers_as_per_batch_augmentation():
         assert torch.equal(got[i], expected)
 
 
+@pytest.mark.slow
 def test_bf16_on_a_cpu_without_bf16_instructions_says_emulated(tmp_path, monkeypatch):
     """What a user on an AVX2-only CPU sees: the run goes ahead, one line says bf16 is emulated, and the history
     records it (the flags are read from /proc/cpuinfo; here they are replaced by an AVX2-only set)."""

@@ -143,6 +143,7 @@ def test_every_rank_computes_the_same_4bit_scales(trajectories):
     assert two["layers"] == 8 and two["scales_identical"] is True
 
 
+@pytest.mark.slow
 def test_torchrun_train_writes_from_rank_0_and_resumes_on_the_same_world_size_only(tmp_path):
     out = tmp_path / "ddp"
     first = _run(TORCHRUN + ["--standalone", "--nproc-per-node", "2"] + _train_args(out, "--epochs", "1"), tmp_path)
@@ -193,6 +194,7 @@ def test_only_rank_0_writes(tmp_path):
     assert {Path(p).name for p in written} == {"checkpoint.pt", "predictions.npy", "history.json"}
 
 
+@pytest.mark.slow
 def test_two_nodes_simulated_with_two_torchrun_invocations(tmp_path):
     """--nnodes 2, one torchrun per node rank, c10d rendezvous on 127.0.0.1: one job of 2 ranks."""
     port, out = _free_port(), tmp_path / "two-nodes"
@@ -219,6 +221,7 @@ def _rank_pid(launcher: subprocess.Popen, rank: int) -> int | None:
     return None
 
 
+@pytest.mark.slow
 def test_a_killed_rank_ends_the_job_with_one_line_and_the_run_resumes(tmp_path):
     out = tmp_path / "killed"
     cmd = TORCHRUN + ["--standalone", "--nproc-per-node", "2"] + _train_args(out, "--epochs", "3")
@@ -299,6 +302,7 @@ def test_scaling_job_runs_under_torchrun_and_fits_the_result_schema(tmp_path):
     assert cell.kind is sections.Kind.DERIVED and cell.value == pytest.approx(entry["efficiency"])
 
 
+@pytest.mark.slow
 def test_compare_trains_each_run_as_a_torchrun_job(tmp_path):
     out = tmp_path / "cmp"
     done = _run([sys.executable, "-m", "suite", "compare", "--method", "tathe4", "--seeds", "1", "--epochs", "1",

@@ -195,6 +195,7 @@ def test_kill_9_leaves_whole_files_and_a_rerun_completes(tmp_path, trained, comm
         assert "2 runs (2 finished" in stdout  # the finished runs were kept, not retrained
 
 
+@pytest.mark.slow
 def test_kill_9_of_bench_at_its_result_leaves_no_result_and_a_rerun_writes_one(tmp_path):
     out = tmp_path / "results"
     args = ["bench", "--tier", "smoke", "--profile", "single-thread", "--no-download", "--out", out]
@@ -209,6 +210,7 @@ def test_kill_9_of_bench_at_its_result_leaves_no_result_and_a_rerun_writes_one(t
     results.validate_result(json.loads(written.read_text()), str(written))
 
 
+@pytest.mark.slow
 def test_kill_9_of_parity_at_its_verdict_and_a_rerun_completes(tmp_path):
     from tests.test_parity import _config
 

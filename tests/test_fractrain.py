@@ -203,6 +203,7 @@ def test_trains_one_epoch_through_the_cli(tmp_path, method):
         assert all(sum(row) == 128 for row in entry["dfq"]["chosen_per_layer"].values())
 
 
+@pytest.mark.slow
 def test_new_methods_run_in_the_smoke_bench(tmp_path):
     """The smoke tier end to end for the two new methods whose training step differs most from the
     existing ones (SBM's custom backward, DFQ's gates and mixing); result file schema-validated."""

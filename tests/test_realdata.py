@@ -17,6 +17,7 @@ DATA = real_cifar10_dir()
 WELL_ABOVE_CHANCE = 100.0 * binom.isf(1e-9, 10_000, 0.1) / 10_000
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 @pytest.mark.skipif(DATA is None, reason="no real CIFAR-10 in $Q4BENCH_DATA (CI builds it from ../shared/datasets)")
 @pytest.mark.parametrize("method", ["fp32", "tathe4"])
