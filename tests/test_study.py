@@ -91,3 +91,20 @@ def test_ignore_rules_admit_small_study_checkpoints_only():
     assert not ignored("reports/submitted/h/any-study/runs/fp32-seed0/history.json")
     assert ignored("reports/submitted/h/vgg4bit-paper150/runs/fp32-seed0/checkpoint.pt")
     assert ignored("runs/x/checkpoint.pt") and ignored("reports/compare/runs/fp32-seed0/history.json")
+
+
+def test_every_committed_compare_result_names_files_in_the_repository():
+    """Evidence that can be checked: each run a committed compare.json uses has its history and predictions
+    committed beside it."""
+    listed = subprocess.run(["git", "-C", str(ROOT), "ls-files", "reports/submitted"], capture_output=True,
+                            text=True, check=True).stdout.split()
+    tracked = set(listed)
+    results = [name for name in listed if name.endswith("/compare.json")]
+    assert results, "no committed compare result found"
+    for name in results:
+        doc = json.loads((ROOT / name).read_text())
+        folder = Path(name).parent
+        for run in doc["runs"]:
+            for key in ("history", "predictions"):
+                path = (folder / run[key]).as_posix()
+                assert path in tracked, f"{name} names {run[key]}, which is not committed"
