@@ -433,7 +433,7 @@ def _train(config, recipe, method, placement, epochs, batch_size, out, on_batch,
         "arch": config.arch,
         "recipe": recipe.name,
         "recipe_summary": recipe.summary,
-        "recipe_settings": dataclasses.asdict(recipe),
+        "recipe_settings": dataclasses.asdict(dataclasses.replace(recipe, epochs=epochs)),  # the epochs its schedule spans
         "seed": config.seed,
         "threads": torch.get_num_threads(),
         "device": placement.device,

@@ -49,6 +49,8 @@ def test_short_recipe_reaches_zero_at_the_budget_and_records_tta_and_predictions
     state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.0, abs=1e-12)
     assert history["recipe_settings"]["label_smoothing"] == 0.1
+    # the epochs the schedule spans (2 here), not the recipe's default budget (5)
+    assert history["recipe_settings"]["epochs"] == history["planned_epochs"] == 2 != recipe.epochs
     assert history["device"] == "cpu" and history["precision"] == "fp32"
     assert history["provenance"]["code"]["commit"]
     for entry in history["epochs"]:

@@ -115,7 +115,7 @@ def test_gate_end_to_end_reports_what_it_measured(tmp_path, monkeypatch, capsys)
     assert result["false_fail_rate"] < 0.05 and set(result["fail_probability_if_worse_by"]) == {"0.5", "1", "2"}
 
     # broken4 predicts one class for every test image on any CPU, so its accuracy is that class's share.
-    labels = np.array(load_data("cifar10", str(data), False, None, 0)[1].labels)
+    labels = load_data("cifar10", str(data), False, None, 0)[1].labels.numpy()
     for seed in (0, 1):
         predictions = np.load(out / "runs" / f"broken4-seed{seed}" / "predictions.npy", allow_pickle=False)
         assert len(set(predictions.tolist())) == 1
