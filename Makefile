@@ -27,11 +27,14 @@ test-slow: setup
 
 # The float-kernel tests with oneDNN and MKL held to another instruction set than the host's (default AVX2: what
 # an AVX-512 host runs on an AVX2-only one), so a test tuned to one ISA's rounding fails here first.
-# E.g. make test-isa ISA_ONEDNN=SSE41 ISA_MKL=SSE4_2 on an AVX2 host.
+# E.g. make test-isa ISA_ONEDNN=SSE41 ISA_MKL=SSE4_2 ISA_ATEN=default on an AVX2 host.
+# ATen's own vectorised kernels (elementwise, reductions) follow ATEN_CPU_CAPABILITY: avx2, or default (no AVX).
 ISA_ONEDNN ?= AVX2
 ISA_MKL ?= AVX2
+ISA_ATEN ?= avx2
 test-isa: setup
-	ONEDNN_MAX_CPU_ISA=$(ISA_ONEDNN) MKL_ENABLE_INSTRUCTIONS=$(ISA_MKL) $(PY) -m pytest -q -p no:cacheprovider -m numerics tests
+	ONEDNN_MAX_CPU_ISA=$(ISA_ONEDNN) MKL_ENABLE_INSTRUCTIONS=$(ISA_MKL) ATEN_CPU_CAPABILITY=$(ISA_ATEN) \
+		$(PY) -m pytest -q -p no:cacheprovider -m numerics tests
 
 # The quick tier on the default profiles (single-thread, colab-free-cpu); prints where the result is.
 # BENCH_ARGS passes more, e.g. BENCH_ARGS="--profile laptop-4c --data-dir /data".

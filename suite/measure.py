@@ -40,7 +40,7 @@ ISA_FLAGS = {
 
 # Environment variables that cap the instruction set oneDNN and MKL may use (set to test AVX2 code paths on an
 # AVX-512 host). A result made under a cap records it, so it is never taken for the host's full speed.
-ISA_CAP_VARS = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
+ISA_CAP_VARS = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "ATEN_CPU_CAPABILITY")
 
 
 def isa_caps() -> dict[str, str]:

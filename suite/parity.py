@@ -515,7 +515,7 @@ def outcome_json(outcome: ParityOutcome) -> dict:
         "candidate_final_acc": outcome.candidate_acc,
         "gap_points": outcome.gap,
         "max_gap_points": cfg.max_gap_points,
-        "false_fail_rate": cfg.fail_probability(0.0),
+        "false_fail_rate_at_measured_spread": cfg.fail_probability(0.0),  # the rule bounds it by [tolerance]
         "fail_probability_if_worse_by": {f"{d:g}": cfg.fail_probability(d) for d in POWER_AT_POINTS},
         "tolerance_rule": cfg.rule.describe(cfg.budget.seeds),
         "spread_pairs": len(cfg.spread.seeds),
@@ -533,11 +533,18 @@ def outcome_json(outcome: ParityOutcome) -> dict:
     }
 
 
+def _percent(p: float) -> str:
+    """A probability as a percentage that never rounds a small risk to 0% or a near-certainty to 100%."""
+    return f"{100 * p:.2f}%" if not 0.01 <= p <= 0.99 else f"{100 * p:.0f}%"
+
+
 def _sensitivity_line(cfg: ParityConfig) -> str:
     """What the gate can and cannot tell: it is a regression gate, not an equivalence test."""
-    worse = ", ".join(f"{100 * cfg.fail_probability(d):.0f}% at {d:+g}" for d in POWER_AT_POINTS)
+    worse = ", ".join(f"{_percent(cfg.fail_probability(d))} at {d:+g}" for d in POWER_AT_POINTS)
     return (f"- Sensitivity (derived from the measured spread, normal approximation): a candidate as good as the "
-            f"measured one fails {100 * cfg.fail_probability(0.0):.1f}% of the time (the false-fail rate); one whose "
+            f"measured one fails {_percent(cfg.fail_probability(0.0))} of the time if the measured mean and sd are "
+            f"the true ones (the rule bounds it at {_percent(cfg.rule.false_fail_rate)} allowing for their "
+            f"uncertainty); one whose "
             f"true gap is the measured mean {statistics.fmean(cfg.spread.gaps):+.2f} plus d points fails with "
             f"probability {worse}. A regression gate: it does not show equivalence to {cfg.reference}.")
 

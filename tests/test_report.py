@@ -777,3 +777,94 @@ def test_committed_gap_figure_draws_every_input_and_nothing_else(committed):
     assert "code: " in figure.caption and re.search(r"[0-9a-f]{10} .*\(20\d\d-\d\d-\d\d", figure.caption)
     # Right after the answer, before anything else.
     assert page.index("id='t-answer'") < page.index("id='f-gap_vs_budget'") < page.index("id='hosts'")
+
+
+SMALL_STUDY = "simpleresnet4bit-paper150"
+SMALL_ACC_CLAIM = "SimpleResNet4bit reaches 88.03% (paper code, tathe4, 150 epochs)"
+SMALL_GAP_CLAIM = "At 150 epochs tathe4 matches fp32 on SimpleResNet4bit"
+VGG_ACCURACY_CLAIMS = ("4-bit best-epoch accuracy on CIFAR-10", "FP32 accuracy of the same network", "4-bit vs FP32 gap",
+                       "the reported figure is the best epoch, not the last")
+
+
+def small_history(method: str, seed: int, best: float, final: float, epochs: int = 150, host: str | None = None) -> dict:
+    """A SimpleResNet4bit paper-recipe history planned for 150 epochs, `epochs` of them done."""
+    h = full_budget_history(method, seed, best, final, epochs)
+    h["arch"] = "simpleresnet4bit"
+    if host:
+        for e in h["epochs"]:
+            e["trained_on"] = {"host_id": host, "cpu_model": "Fixture CPU A", "isa_caps": {}, "commit": "c0ffee" * 7,
+                               "dirty": False}
+    return h
+
+
+def test_unfinished_simpleresnet_study_is_not_yet_decided_and_shows_its_progress(tmp_path):
+    study = tmp_path / "submitted" / "fixture-host-a" / SMALL_STUDY
+    _write(study / "request.json", {"reference": "fp32", "methods": ["tathe4"], "seeds": 5, "first_seed": 0,
+                                    "epochs": 150, "recipe": "paper", "arch": "simpleresnet4bit"})
+    _write(study / "runs" / "fp32-seed0" / "history.json", small_history("fp32", 0, 70.0, 69.0, 31, "fixture-host-a"))
+    _write(study / "runs" / "tathe4-seed0" / "history.json", small_history("tathe4", 0, 69.0, 68.0, 33, "fixture-host-a"))
+    inputs = _inputs(tmp_path, ("submitted",), ("submitted",))
+    checks = {c.claim: c for c in claims.claim_checks(inputs)}
+    for claim in (SMALL_ACC_CLAIM, SMALL_GAP_CLAIM):
+        c = checks[claim]
+        assert c.verdict is Verdict.NOT_YET_DECIDED, claim
+        assert c.measured == "fp32 seed 0 at epoch 31/150, tathe4 seed 0 at epoch 33/150; 0 of 5 pairs finished"
+        assert "trained on fixture-host-a (Fixture CPU A, commit c0ffeec0ff)" in c.reason
+        assert "FIXTURE" in c.evidence and "tathe4-seed0" in c.evidence
+    for claim in VGG_ACCURACY_CLAIMS:  # another network never decides the paper's VGG claims
+        assert checks[claim].verdict is Verdict.NOT_MEASURABLE, claim
+    # Histories from before "trained_on" name no host; a run that finished is counted, its pair not yet.
+    _write(study / "runs" / "fp32-seed0" / "history.json", small_history("fp32", 0, 70.0, 69.0, 150))
+    _write(study / "runs" / "tathe4-seed0" / "history.json", small_history("tathe4", 0, 69.0, 68.0, 40))
+    checks = {c.claim: c for c in claims.claim_checks(_inputs(tmp_path, ("submitted",), ("submitted",)))}
+    assert checks[SMALL_GAP_CLAIM].measured.startswith("fp32 seed 0 at epoch 150/150, tathe4 seed 0 at epoch 40/150; 0 of 5")
+    assert "trained on" not in checks[SMALL_GAP_CLAIM].reason
+    md, page = _render(tmp_path, "--results", str(tmp_path / "submitted"), "--runs", str(tmp_path / "submitted"))
+    row = next(line for line in md.splitlines() if line.startswith(f"| {SMALL_ACC_CLAIM}"))
+    assert "| not yet decided |" in row and "0 of 5 pairs finished" in row
+    assert "v-notyetdecided" in page
+
+
+def test_finished_simpleresnet_study_decides_its_claims_from_its_compare_result(tmp_path):
+    path = fixture_compare("fixture-host-a", [0.1, -0.1, 0.3], tmp_path, SMALL_STUDY)
+    doc = json.loads(path.read_text())
+    doc["arch"] = "simpleresnet4bit"
+    doc["budget"].update(recipe="paper", epochs=150)
+    comp = doc["comparisons"][0]
+    comp.update(verdict="worse", ci95=[0.05, 0.55], tost_p=0.08,
+                reason="the 95% CI [0.05, 0.55] lies above 0; equivalence within +-0.5 not shown (TOST p = 0.08)")
+    _write(path, doc)
+    for seed, (best, final) in enumerate(((88.2, 86.1), (88.0, 85.9), (87.9, 86.0))):
+        _write(path.parent / f"tathe4-seed{seed}" / "history.json", small_history("tathe4", seed, best, final))
+        _write(path.parent / f"fp32-seed{seed}" / "history.json", small_history("fp32", seed, 88.5, 86.5))
+    inputs = _inputs(tmp_path, ("results",))
+    checks = {c.claim: c for c in claims.claim_checks(inputs)}
+    acc = checks[SMALL_ACC_CLAIM]
+    assert acc.verdict is Verdict.CONFIRMED
+    assert "final epoch 86.00%, best epoch 88.03%" in acc.measured and "n = 3 finished seed(s)" in acc.measured
+    assert "within 0.5 points" in acc.reason and "JPEG (quality 75) copy of CIFAR-10" in acc.reason
+    assert "distinct weight codes per layer at epoch 150 (at most 15): seed 0: features.0 15" in acc.reason
+    assert "still training" not in acc.reason and "FIXTURE" in acc.evidence
+    gap = checks[SMALL_GAP_CLAIM]
+    assert gap.verdict is Verdict.CONTRADICTED
+    assert "95% CI [0.05, 0.55], n = 3 paired seed(s)" in gap.measured
+    assert "equivalence within +-0.5 not shown" in gap.reason and "not equivalent" not in gap.reason
+    assert gap.evidence.endswith("compare.json")
+    for claim in VGG_ACCURACY_CLAIMS:  # the paper's VGG claims stay undecided by this network
+        assert checks[claim].verdict is Verdict.NOT_MEASURABLE, claim
+    # TOST passing confirms; an inconclusive comparison is not yet decided, with the seeds that would decide it.
+    comp.update(verdict="equivalent", ci95=[-0.3, 0.4], tost_p=0.01, reason="TOST p = 0.01 < 0.05")
+    _write(path, doc)
+    assert {c.claim: c for c in claims.claim_checks(_inputs(tmp_path, ("results",)))}[
+        SMALL_GAP_CLAIM].verdict is Verdict.CONFIRMED
+    comp.update(verdict="inconclusive", ci95=[-0.6, 0.9], tost_p=0.3, reason="the 95% CI contains 0")
+    _write(path, doc)
+    gap = {c.claim: c for c in claims.claim_checks(_inputs(tmp_path, ("results",)))}[SMALL_GAP_CLAIM]
+    assert gap.verdict is Verdict.NOT_YET_DECIDED and "8 seeds would decide it" in gap.reason
+    # A compare result at another budget or of another network never decides it.
+    doc["budget"]["epochs"] = 15
+    _write(path, doc)
+    gap = {c.claim: c for c in claims.claim_checks(_inputs(tmp_path, ("results",)))}[SMALL_GAP_CLAIM]
+    assert gap.verdict is Verdict.NOT_YET_DECIDED and "3 of 5 pairs finished" in gap.measured
+    md, page = _render(tmp_path, "--results", str(tmp_path / "results"))
+    assert "| confirmed |" in next(line for line in md.splitlines() if line.startswith(f"| {SMALL_ACC_CLAIM}"))

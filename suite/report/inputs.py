@@ -407,6 +407,18 @@ def load_inputs(sources: ReportSources) -> Inputs:
     return inputs
 
 
+def study_request(run: RunHistory) -> dict:
+    """The request.json of the study a run belongs to (<study>/runs/<method>-seed<k>/history.json; it says how many
+    seeds the study pairs), {} where there is none or it is unreadable."""
+    if run.path.parent.parent.name != "runs":
+        return {}
+    try:
+        doc = json.loads((run.path.parent.parent.parent / "request.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
 def describe_code(provenance: dict | None) -> str:
     """'abc1234567 (dirty)' or 'not recorded' for files written before provenance existed."""
     if not provenance:

@@ -111,7 +111,7 @@ th{background:#f2f2f2;white-space:normal}table.sortable th{cursor:pointer}table.
 table.sortable th::after{content:' \\2195';color:#999}
 td.k-notmeasured{color:#888;font-style:italic}td.k-estimated{font-style:italic;color:#5a4a00}
 td.k-derived{color:#114}td.k-paper{color:#555}td.fixture{color:#a00}
-td.v-confirmed{background:#e3f4e3}td.v-contradicted{background:#fbe1e1}td.v-notmeasurable{background:#f4f4f4}
+td.v-confirmed{background:#e3f4e3}td.v-contradicted{background:#fbe1e1}td.v-notmeasurable{background:#f4f4f4}td.v-notyetdecided{background:#fff6db}
 sup{color:#06c;font-size:.75em}
 .banner{background:#fff3cd;border:1px solid #e0c060;padding:.5em;margin:.6em 0}
 #answer h2{display:none}#answer p{margin:.25em 0}.question{font-size:1.05em}.notyet{font-size:.88em;color:#5a3a00}
