@@ -207,6 +207,17 @@ class Comparison:
     seeds_needed: int | None
     tost_p: float | None
     ci95_method: str | None = None  # how "ci95" was computed (newer compare results say; older ones: a t interval)
+    tost_power_at_0: float | None = None  # power of these n seeds to show equivalence if the true gap were 0
+    n_for_80pct_power: int | None = None  # seeds giving that 80% power (null beyond the search's cap)
+
+
+def _power(power) -> tuple[float | None, int | None]:
+    """(TOST power at gap 0, n for 80% of it) from a comparison's "power" object; Nones when absent or odd."""
+    if not isinstance(power, dict):
+        return None, None
+    value, n = _number(power.get("tost_power_at_0")), power.get("n_for_80pct_tost_at_0")
+    return (value if value is not None and 0 <= value <= 1 else None,
+            n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else None)
 
 
 @dataclass
@@ -352,7 +363,7 @@ def read_compare(path: Path, doc: dict) -> CompareResult:
         method = c.get("ci95_method") if isinstance(c.get("ci95_method"), str) else None
         comparisons.append(Comparison(str(c.get("candidate", "?")), c.get("n_seeds"), _number(c.get("mean_gap")), ci,
                                       verdict, str(c.get("reason") or ""), c.get("seeds_needed"),
-                                      _number(c.get("tost_p")), method))
+                                      _number(c.get("tost_p")), method, *_power(c.get("power"))))
     return CompareResult(
         path=path, data=doc, fixture=is_fixture(doc), host_id=host.get("host_id"), cpu_model=host.get("cpu_model"),
         device=str(doc.get("device") or "cpu"), device_name=doc.get("device_name"),

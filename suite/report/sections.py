@@ -112,6 +112,15 @@ def text(value: str, note: str | None = None, fixture: bool = False) -> Cell:
     return Cell(value, Kind.TEXT, note=note, fixture=fixture)
 
 
+def power_cell(comp, fixture: bool) -> Cell:
+    """The power of the comparison's n seeds to show equivalence were the true gap 0, and the n giving 80%
+    (derived: suite.stats from the seed gaps' sd); '-' for results from before compare planned power."""
+    if comp.tost_power_at_0 is None:
+        return Cell("-", Kind.UNAVAILABLE)
+    needed = f"; 80% needs {comp.n_for_80pct_power} seeds" if comp.n_for_80pct_power else ""
+    return Cell(f"{100 * comp.tost_power_at_0:.0f}%{needed}", Kind.DERIVED, comp.tost_power_at_0, None, fixture)
+
+
 def source_cell(fixture: bool, command: str) -> Cell:
     """Which command wrote the row's file: never "measured" for a whole row, since a row may hold derived
     and estimated cells beside measured ones (each cell says its own kind)."""
@@ -265,7 +274,7 @@ def section_compare(inputs: Inputs) -> Section:
                                   "first."))
         return s
     verdicts = Table("comparisons", ["host", "device", "budget", "candidate", "seeds", "mean gap", "95% CI",
-                                     "TOST p", "verdict", "reason", "file"])
+                                     "TOST p", "TOST power at gap 0", "verdict", "reason", "file"])
     verdicts.footnotes["gap"] = ("Gap = reference (fp32) minus candidate in test-accuracy points, mean over paired "
                                  "seeds: positive, the candidate scored lower; negative, higher. Derived by q4bench "
                                  "compare from the measured accuracies.")
@@ -285,6 +294,7 @@ def section_compare(inputs: Inputs) -> Section:
                                 f"ci:{comp.ci95_method}" if comp.ci95_method else None, c.fixture)
                            if comp.ci95 else unavailable("too few seeds")),
                 "TOST p": number(comp.tost_p, ".3f", kind=Kind.DERIVED, missing="-"),
+                "TOST power at gap 0": power_cell(comp, c.fixture),
                 "verdict": text(verdict_words(comp.verdict, comp.candidate, c.margin_points)),
                 "reason": text(reason_with_seeds(comp)),
                 "file": text(relative(c.path))})
