@@ -868,3 +868,26 @@ def test_finished_simpleresnet_study_decides_its_claims_from_its_compare_result(
     assert gap.verdict is Verdict.NOT_YET_DECIDED and "3 of 5 pairs finished" in gap.measured
     md, page = _render(tmp_path, "--results", str(tmp_path / "results"))
     assert "| confirmed |" in next(line for line in md.splitlines() if line.startswith(f"| {SMALL_ACC_CLAIM}"))
+
+
+def test_answer_quotes_the_power_of_its_seed_count():
+    """A verdict that does not show equivalence says how likely its n pairs were to show it at a true gap of 0,
+    so "the gap is real" (high power) reads apart from "too few seeds" (low power, with the n that would do)."""
+    from suite import stats
+    from suite.report.answer import verdict_sentence
+    from suite.report.gaps import GapPoint, pair_power
+
+    def point(gaps, power, n80):
+        ci = stats.t_interval(gaps)
+        return GapPoint("h", "cpu", "fp32", "vgg4bit", "short", 1, None, sum(gaps) / len(gaps), ci, len(gaps),
+                        "compare", stats.tost_p(gaps, 0.5), 0.5, tost_power_at_0=power, n_for_80pct_power=n80)
+
+    low = verdict_sentence(point([3.0, 3.5, 2.4, 3.9], 0.44, 20))
+    assert "equivalence within +-0.5 not shown" in low and "44% power" in low and "20 pairs give 80%" in low
+    high = verdict_sentence(point([0.5, 0.6, 0.7], 0.91, 6))
+    assert "91% power" in high and "give 80%" not in high
+    assert "power" not in verdict_sentence(point([0.5, 0.6, 0.7], None, None))  # older results: nothing invented
+    gaps = [0.2, 0.9, 0.4, 0.7]  # run pairs: the same calculation compare records
+    expected = stats.comparison_power(gaps, 0.5)
+    assert pair_power(gaps, 0.5) == (expected.tost_power_at_0, expected.n_for_80pct_tost_at_0)
+    assert pair_power([0.3], 0.5) == (None, None)

@@ -11,9 +11,10 @@ import textwrap
 from collections import defaultdict
 
 from ..spec import BASELINE, COMPARE_COMMAND, PAPER_ARCH, PAPER_EPOCHS, PAPER_RECIPE, REFERENCE_4BIT
+from ..stats import ALPHA
 from . import figures
 from .claims import FULL_BUDGET_NOISE, PAPER_FP32_ACC
-from .gaps import ALPHA, PAPER_CLAIM, GapPoint, gap_points, gap_series, unfinished_runs
+from .gaps import PAPER_CLAIM, GapPoint, gap_points, gap_series, unfinished_runs
 from .hosts import NETWORK_NOTE, HostName, history_host, host_names, network_name
 from .inputs import Inputs, describe_code
 from .sections import (Cell, Figure, Kind, Paragraph, Section, Table, device_of, fix_for_missing_accuracy,
@@ -52,8 +53,20 @@ def _conclusion(p: GapPoint) -> str:
     if p.tost_p is not None and p.tost_p < ALPHA:
         return f"equivalent within {margin} (TOST p = {p.tost_p:.2g})"
     if p.ci95[0] > 0 or p.ci95[1] < 0:
-        return f"equivalence within {margin} not shown"
-    return f"neither a difference nor equivalence within {margin} shown"
+        return f"equivalence within {margin} not shown{_power_clause(p)}"
+    return f"neither a difference nor equivalence within {margin} shown{_power_clause(p)}"
+
+
+def _power_clause(p: GapPoint) -> str:
+    """How likely these n pairs were to show equivalence had the true gap been 0, so a reader can tell "the
+    gap is real" (high power) from "too few seeds to tell" (low power)."""
+    if p.tost_power_at_0 is None:
+        return ""
+    need = (f"{p.n_for_80pct_power} pairs give 80%" if p.n_for_80pct_power
+            else "80% needs more pairs than compare runs")
+    enough = "" if p.tost_power_at_0 >= 0.8 else f"; {need}"
+    return (f" (at the measured seed spread these {p.n} pairs had {p.tost_power_at_0:.0%} power to show it, were the "
+            f"true gap 0{enough})")
 
 
 def _network(p: GapPoint) -> str:
@@ -318,9 +331,13 @@ GLOSSARY = (
     ("gap", "fp32 minus tathe4 test accuracy, in points; above 0 tathe4 is lower."),
     ("paired seeds", "seed k of both methods starts from the same weights, data order and augmentation, so each "
                      "seed gives one gap."),
-    ("95% CI", "the range that holds the mean gap with 95% confidence, given the seeds measured."),
+    ("95% CI", "the range that holds the mean gap with 95% confidence, given the seeds measured; compare's "
+               "intervals count both noise sources, seeds and the sampling of the 10,000 test images."),
     ("TOST", "two one-sided tests: p < 0.05 shows the gap lies inside +-margin (equivalence); p >= 0.05 shows "
              "nothing either way."),
+    ("power", "the chance that n seed pairs show equivalence (TOST p < 0.05) if the true gap were 0, at the "
+              "measured seed-to-seed spread of the gap. With high power, equivalence not shown means a gap of this "
+              "size is likely real; with low power, equivalence may have been missed by chance."),
     ("margin", f"+-{FULL_BUDGET_NOISE:g} points, about the run-to-run noise of one full CIFAR-10 training."),
     ("SGEMM", "one large float32 matrix product timed on the host: the yardstick the efficiency figures divide by."),
     ("efficiency", "a method's counted training FLOP rate over the SGEMM rate; above 100% means the yardstick is "

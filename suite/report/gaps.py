@@ -10,12 +10,12 @@ subset's gap is of another budget. gap_series() returns plain dicts, what the fi
 
 from __future__ import annotations
 
-import math
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import stats
 from ..spec import BASELINE, CIFAR10_TEST_IMAGES, CIFAR10_TRAIN_IMAGES, PAPER_EPOCHS, REFERENCE_4BIT
 from .claims import FULL_BUDGET_NOISE, PAPER_BEST_ACC, PAPER_FP32_ACC
 from .hosts import UNKNOWN_HOST, HostName, history_host, network_name
@@ -25,7 +25,6 @@ from .inputs import CompareResult, Inputs, RunHistory, is_real_cifar10
 PAPER_CLAIM = {"epochs": PAPER_EPOCHS, "gap": round(PAPER_FP32_ACC - PAPER_BEST_ACC, 2),
                "label": f"the paper's claim: {PAPER_FP32_ACC} (cited fp32) - {PAPER_BEST_ACC} (tathe4) at "
                         f"{PAPER_EPOCHS} epochs; not a measurement"}
-ALPHA = 0.05
 
 
 @dataclass
@@ -47,6 +46,8 @@ class GapPoint:
     provenance: list[dict] = field(default_factory=list)
     fixture: bool = False
     ci95_method: str | None = None
+    tost_power_at_0: float | None = None  # the chance these n pairs show equivalence if the true gap were 0
+    n_for_80pct_power: int | None = None  # pairs giving that chance 80% (None: more than compare's limit)
 
     @property
     def finished(self) -> bool:
@@ -91,7 +92,8 @@ def compare_points(inputs: Inputs) -> list[GapPoint]:
             points.append(GapPoint(
                 c.host_id or UNKNOWN_HOST, c.device, c.precision, c.arch, str(c.budget.get("recipe") or "?"),
                 epochs, None, comp.mean_gap, comp.ci95, n, "compare", comp.tost_p, c.margin_points or FULL_BUDGET_NOISE,
-                [c.path], [c.provenance] if c.provenance else [], c.fixture, comp.ci95_method))
+                [c.path], [c.provenance] if c.provenance else [], c.fixture, comp.ci95_method,
+                comp.tost_power_at_0, comp.n_for_80pct_power))
     return points
 
 
@@ -137,17 +139,15 @@ def _common_epoch(reference: RunHistory, candidate: RunHistory) -> tuple[int, fl
 
 def t_summary(gaps: list[float], margin: float) -> tuple[tuple[float, float] | None, float | None]:
     """The 95% t interval of the mean gap and the TOST p against +-margin; (None, None) for one pair."""
-    n = len(gaps)
-    if n < 2:
-        return None, None
-    from scipy import stats  # torch-free; imported here so a report without run pairs never loads it
+    return stats.t_interval(gaps), stats.tost_p(gaps, margin)
 
-    mean, se = statistics.fmean(gaps), statistics.stdev(gaps) / math.sqrt(n)
-    if se == 0:
-        return (mean, mean), 0.0 if abs(mean) < margin else 1.0
-    q = float(stats.t.ppf(1 - ALPHA / 2, n - 1))
-    tost = max(float(stats.t.sf((mean + margin) / se, n - 1)), float(stats.t.cdf((mean - margin) / se, n - 1)))
-    return (mean - q * se, mean + q * se), tost
+
+def pair_power(gaps: list[float], margin: float) -> tuple[float | None, int | None]:
+    """(TOST power at a true gap of 0, seeds for 80% of it) of these run pairs, as compare computes it."""
+    if len(gaps) < 2:
+        return None, None
+    power = stats.comparison_power(gaps, margin)
+    return power.tost_power_at_0, power.n_for_80pct_tost_at_0
 
 
 def run_pair_points(inputs: Inputs, margin: float = FULL_BUDGET_NOISE) -> list[GapPoint]:
@@ -163,10 +163,12 @@ def run_pair_points(inputs: Inputs, margin: float = FULL_BUDGET_NOISE) -> list[G
     for (host, device, precision, arch, recipe, planned, epoch, fixture), members in groups.items():
         gaps = [g for g, _, _ in members]
         ci, tost = t_summary(gaps, margin)
+        power, n_for_80 = pair_power(gaps, margin)
         runs = [r for _, ref, cand in members for r in (ref, cand)]
         points.append(GapPoint(host, device, precision, arch, recipe, epoch, planned, statistics.fmean(gaps), ci,
                                len(members), "run pairs", tost, margin, [r.path for r in runs],
-                               [r.provenance for r in runs if r.provenance], fixture))
+                               [r.provenance for r in runs if r.provenance], fixture,
+                               tost_power_at_0=power, n_for_80pct_power=n_for_80))
     return points
 
 

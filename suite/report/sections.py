@@ -242,7 +242,8 @@ def section_claims(inputs: Inputs) -> Section:
         "Verdicts are *confirmed* or *contradicted* only where the evidence's budget can decide the claim, else *not "
         "measurable at this budget*, or *not yet decided* while the runs that decide it still train. The accuracy "
         "claims count only histories of the paper recipe with all 150 epochs done on all of CIFAR-10, final and best "
-        "epoch both; the SimpleResNet4bit rows only runs of that network, the others only the paper's VGG4bit. Margins: {FULL_BUDGET_NOISE} points at the full "
+        "epoch both; the SimpleResNet4bit rows only runs of that network, the others only the paper's VGG4bit. "
+        f"Margins: {FULL_BUDGET_NOISE} points at the full "
         f"budget (run-to-run noise), {EARLY_EPOCH_SWING} points after a few epochs (epoch-to-epoch swing), "
         f"{COMPRESSION_FLOOR}x floor for compression, {HARDWARE_BAND:g}x band for time on another CPU."))
     full = inputs.full_budget_runs
