@@ -43,3 +43,25 @@ def test_eval_forward_uses_quantized_weights():
     model.eval(), fp32.eval()
     x = torch.randn(4, 3, 32, 32)
     assert not torch.allclose(model(x), fp32(x))
+
+
+def test_set_memory_format_changes_the_layout_not_the_network():
+    """A speed trial's NCHW variant: the same parameter values, inputs and weights really in NCHW, and the
+    same logits up to the kernels' rounding (the default stays channels_last)."""
+    from suite.model import set_memory_format
+
+    for arch in ("vgg4bit", "simpleresnet4bit"):
+        torch.manual_seed(0)
+        model, _ = build_model(get_method("tathe4"), 10, arch)
+        model.eval()
+        x = torch.randn(4, 3, 32, 32)
+        default = model(x)
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+        assert conv.weight.is_contiguous(memory_format=torch.channels_last) and not conv.weight.is_contiguous()
+        set_memory_format(model, torch.contiguous_format)
+        assert conv.weight.is_contiguous()
+        assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+        torch.testing.assert_close(model(x), default, rtol=1e-4, atol=1e-4)
+        fresh, _ = build_model(get_method("tathe4"), 10, arch)
+        assert fresh.memory_format == torch.channels_last  # one instance switched, not the class
