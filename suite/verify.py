@@ -330,16 +330,8 @@ def verify(config: VerifyConfig, log=print) -> dict:
         return _verify(config, log)
 
 
-def _verify(config: VerifyConfig, log) -> dict:
-    import onnxruntime as ort
-
-    onnx_dir = Path(config.onnx_dir)
-    paths = {name: onnx_dir / f"{name}.onnx" for name in FILES}
-    models = {name: load_onnx(path) for name, path in paths.items()}
-    metadata = {name: file_metadata(models[name], paths[name]) for name in FILES}
-
-    model, method, state = model_from_checkpoint(config.checkpoint)
-    stages = network_stages(model, method.name)
+def _check_layers_match(paths: dict, metadata: dict, stages: list, checkpoint) -> None:
+    """Every file's layer list (names and code shapes) is the checkpoint's, in order."""
     torch_shapes = [(s.name, tuple(s.codes.shape)) for s in stages]
     for name in FILES:
         try:
@@ -350,8 +342,113 @@ def _verify(config: VerifyConfig, log) -> dict:
             if found != expected:
                 raise UserError(
                     f"{paths[name]}: layer {found[0]} {list(found[1])} does not match checkpoint "
-                    f"{config.checkpoint} layer {expected[0]} {list(expected[1])}; exported from another network?"
+                    f"{checkpoint} layer {expected[0]} {list(expected[1])}; exported from another network?"
                 )
+
+
+def _score_files(paths: dict, config: VerifyConfig, images, labels, reference, log) -> tuple[dict, dict]:
+    """Per file: size, agreement with PyTorch's logits, accuracy, the optimized graph's node types, and
+    optimizations off against on; and the optimized sessions, kept for timing."""
+    n_agree = min(config.agreement_images, len(images))
+    files, sessions = {}, {}
+    for name in FILES:
+        node_types, session = session_with_node_types(
+            lambda target, p=paths[name]: make_session(p, config.threads, True, target)
+        )
+        sessions[name] = session
+        logits = run_logits(session, images)
+        agreement, max_diff = compare(reference, logits)
+        unoptimized = run_logits(make_session(paths[name], config.threads, False), images[:n_agree])
+        off_agreement, off_diff = compare(logits[:n_agree], unoptimized)
+        files[name] = {
+            "bytes": paths[name].stat().st_size,
+            "top1_agreement": agreement,
+            "max_abs_logit_diff": max_diff,
+            "test_acc": accuracy(logits, labels),
+            "optimized_node_types": node_types,
+            "optimizations_off_vs_all_on": {
+                "images": n_agree,
+                "top1_agreement": off_agreement,
+                "max_abs_logit_diff": off_diff,
+            },
+        }
+        log(f"  {name}.onnx: agreement {agreement:.2f}%, max |dlogit| {max_diff:.2e}, "
+            f"test acc {files[name]['test_acc']:.2f}%")
+    return files, sessions
+
+
+def _record_codes(files: dict, models: dict, metadata: dict, paths: dict, stages: list) -> None:
+    """The weight codes read back from the int4 and int8 files, against PyTorch's."""
+    int4_layers, int8_layers = {}, {}
+    for s in stages:
+        codes, raw = int4_codes(models["int4"], s.name, paths["int4"])
+        int4_layers[s.name] = {
+            "distinct_codes": int(np.unique(codes).size),
+            "pytorch_distinct_codes": int(np.unique(s.codes).size),
+            "codes_equal_pytorch": bool(np.array_equal(codes, s.codes)),
+            "packed_in_raw_data": raw,
+        }
+        int8_layers[s.name] = codes_equal_up_to_channel_sign(int8_codes(models["int8"], s.name, paths["int8"]), s.codes)
+    files["int4"]["distinct_codes"] = {k: v["distinct_codes"] for k, v in int4_layers.items()}
+    files["int4"]["codes"] = int4_layers
+    files["int4"]["codes_identical_to_pytorch"] = all(v["codes_equal_pytorch"] for v in int4_layers.values())
+    files["int8"]["codes_identical_to_pytorch_up_to_channel_sign"] = all(int8_layers.values())
+    files["int8"]["activation_type"] = metadata["int8"].get("activation_type")
+    files["int8"]["calibration_images"] = metadata["int8"].get("calibration_images")
+
+
+def _headline_figures(files: dict, batch_seconds: dict, torch_acc: float) -> dict:
+    return {
+        "size_ratio_fp32_int4": files["fp32"]["bytes"] / files["int4"]["bytes"],
+        "int8_speedup_b64_over_fp32": paired_speedup(batch_seconds["fp32"], batch_seconds["int8"]),  # median of per-round ratios
+        "int8_speedup_b64_ratio_of_medians": files["int8"]["throughput_b64"] / files["fp32"]["throughput_b64"],
+        "int4_speedup_b64_over_fp32": paired_speedup(batch_seconds["fp32"], batch_seconds["int4"]),
+        "int8_test_acc_drop_points": torch_acc - files["int8"]["test_acc"],
+    }
+
+
+def _targets(files: dict, figures: dict) -> dict:
+    return {
+        "int4_top1_agreement_ge_99.9": files["int4"]["top1_agreement"] >= TARGET_INT4_AGREEMENT,
+        "int4_max_abs_logit_diff_lt_1e-3": files["int4"]["max_abs_logit_diff"] < TARGET_INT4_MAX_LOGIT_DIFF,
+        "int4_codes_identical": files["int4"]["codes_identical_to_pytorch"],
+        "size_ratio_ge_7.8": figures["size_ratio_fp32_int4"] >= TARGET_SIZE_RATIO,
+        "int8_acc_within_0.3": figures["int8_test_acc_drop_points"] <= TARGET_INT8_ACC_DROP,
+        "int8_throughput_ge_2x_fp32": figures["int8_speedup_b64_over_fp32"] >= TARGET_INT8_SPEEDUP,
+        "note": "measured by this run; the accuracy targets are meant for the full 10,000-image test set",
+    }
+
+
+def _environment(config: VerifyConfig, load_1min: list[float]) -> dict:
+    import onnxruntime as ort
+
+    return {
+        "onnxruntime": ort.__version__,
+        "onnx": onnx.__version__,
+        "torch": str(torch.__version__),
+        "machine": platform.machine(),
+        "cpu_flags": _cpu_flags(),
+        "cpu_count": os.cpu_count(),
+        "load_average_1min_before_after": load_1min,
+        "timing_method": (
+            f"medians over {config.speed_rounds} interleaved rounds (each, per file in a rotating order: 1 "
+            f"untimed and {config.throughput_runs} timed batch-{THROUGHPUT_BATCH} runs back to back, then 1 "
+            f"untimed and {config.latency_runs} timed batch-1 runs) after 2 warm-up runs; speedups: median "
+            "over rounds of the per-round ratio of median times; "
+            "random input; intra_op threads as given, inter_op 1, ORT_ENABLE_ALL"
+        ),
+    }
+
+
+def _verify(config: VerifyConfig, log) -> dict:
+    """Check the exported files against their checkpoint, score and time them; verify.json holds it all."""
+    onnx_dir = Path(config.onnx_dir)
+    paths = {name: onnx_dir / f"{name}.onnx" for name in FILES}
+    models = {name: load_onnx(path) for name, path in paths.items()}
+    metadata = {name: file_metadata(models[name], paths[name]) for name in FILES}
+    model, method, state = model_from_checkpoint(config.checkpoint)
+    stages = network_stages(model, method.name)
+    _check_layers_match(paths, metadata, stages, config.checkpoint)
 
     _, test, source = checkpoint_data(state, config.data_dir)
     if config.limit is not None:
@@ -366,67 +463,20 @@ def _verify(config: VerifyConfig, log) -> dict:
         reference = np.concatenate(
             [model(torch.from_numpy(images[i : i + EVAL_BATCH])).numpy() for i in range(0, len(images), EVAL_BATCH)]
         )
-    torch_acc = accuracy(reference, labels)
-    n_agree = min(config.agreement_images, len(images))
-
-    report: dict = {"files": {}}
-    sessions = {}
-    for name in FILES:
-        node_types, session = session_with_node_types(
-            lambda target, p=paths[name]: make_session(p, config.threads, True, target)
-        )
-        sessions[name] = session
-        logits = run_logits(session, images)
-        agreement, max_diff = compare(reference, logits)
-        unoptimized = run_logits(make_session(paths[name], config.threads, False), images[:n_agree])
-        off_agreement, off_diff = compare(logits[:n_agree], unoptimized)
-        entry = {
-            "bytes": paths[name].stat().st_size,
-            "top1_agreement": agreement,
-            "max_abs_logit_diff": max_diff,
-            "test_acc": accuracy(logits, labels),
-            "optimized_node_types": node_types,
-            "optimizations_off_vs_all_on": {
-                "images": n_agree,
-                "top1_agreement": off_agreement,
-                "max_abs_logit_diff": off_diff,
-            },
-        }
-        log(f"  {name}.onnx: agreement {agreement:.2f}%, max |dlogit| {max_diff:.2e}, "
-            f"test acc {entry['test_acc']:.2f}%")
-        report["files"][name] = entry
-
-    # Codes read back from the files.
-    int4_layers, int8_layers = {}, {}
-    for s in stages:
-        codes, raw = int4_codes(models["int4"], s.name, paths["int4"])
-        int4_layers[s.name] = {
-            "distinct_codes": int(np.unique(codes).size),
-            "pytorch_distinct_codes": int(np.unique(s.codes).size),
-            "codes_equal_pytorch": bool(np.array_equal(codes, s.codes)),
-            "packed_in_raw_data": raw,
-        }
-        int8_layers[s.name] = codes_equal_up_to_channel_sign(int8_codes(models["int8"], s.name, paths["int8"]), s.codes)
-    report["files"]["int4"]["distinct_codes"] = {k: v["distinct_codes"] for k, v in int4_layers.items()}
-    report["files"]["int4"]["codes"] = int4_layers
-    report["files"]["int4"]["codes_identical_to_pytorch"] = all(v["codes_equal_pytorch"] for v in int4_layers.values())
-    report["files"]["int8"]["codes_identical_to_pytorch_up_to_channel_sign"] = all(int8_layers.values())
-    report["files"]["int8"]["activation_type"] = metadata["int8"].get("activation_type")
-    report["files"]["int8"]["calibration_images"] = metadata["int8"].get("calibration_images")
+    files, sessions = _score_files(paths, config, images, labels, reference, log)
+    _record_codes(files, models, metadata, paths, stages)
 
     log(f"  timing: {config.speed_rounds} interleaved rounds")
     speeds, batch_seconds = measure_speed(sessions, config)
     for name, speed in speeds.items():
-        report["files"][name].update(speed)
+        files[name].update(speed)
     del sessions  # their thread pools would compete with the profiled sessions below
     log(f"  per-layer kernel times: onnxruntime profiler, {config.profile_runs} runs per file")
     per_layer = layer_times(paths, config.threads, config.profile_runs, [s.name for s in stages])
-    load_after = os.getloadavg()
+    load_1min = [load_before[0], os.getloadavg()[0]]
 
-    files = report["files"]
-    size_ratio = files["fp32"]["bytes"] / files["int4"]["bytes"]
-    speedup = paired_speedup(batch_seconds["fp32"], batch_seconds["int8"])
-    acc_drop = torch_acc - files["int8"]["test_acc"]
+    torch_acc = accuracy(reference, labels)
+    figures = _headline_figures(files, batch_seconds, torch_acc)
     result = {
         "provenance": stamp(),  # the code that verified; the exported files carry their own
         "checkpoint": str(config.checkpoint),
@@ -437,43 +487,17 @@ def _verify(config: VerifyConfig, log) -> dict:
         "test_images": len(test),
         "threads": config.threads,
         "pytorch_test_acc": torch_acc,
-        "size_ratio_fp32_int4": size_ratio,
-        "int8_speedup_b64_over_fp32": speedup,  # median of per-round ratios
-        "int8_speedup_b64_ratio_of_medians": files["int8"]["throughput_b64"] / files["fp32"]["throughput_b64"],
-        "int4_speedup_b64_over_fp32": paired_speedup(batch_seconds["fp32"], batch_seconds["int4"]),
-        "int8_test_acc_drop_points": acc_drop,
-        **report,
+        **figures,
+        "files": files,
         "layer_times_b64": per_layer,
-        "targets": {
-            "int4_top1_agreement_ge_99.9": files["int4"]["top1_agreement"] >= TARGET_INT4_AGREEMENT,
-            "int4_max_abs_logit_diff_lt_1e-3": files["int4"]["max_abs_logit_diff"] < TARGET_INT4_MAX_LOGIT_DIFF,
-            "int4_codes_identical": files["int4"]["codes_identical_to_pytorch"],
-            "size_ratio_ge_7.8": size_ratio >= TARGET_SIZE_RATIO,
-            "int8_acc_within_0.3": acc_drop <= TARGET_INT8_ACC_DROP,
-            "int8_throughput_ge_2x_fp32": speedup >= TARGET_INT8_SPEEDUP,
-            "note": "measured by this run; the accuracy targets are meant for the full 10,000-image test set",
-        },
-        "environment": {
-            "onnxruntime": ort.__version__,
-            "onnx": onnx.__version__,
-            "torch": str(torch.__version__),
-            "machine": platform.machine(),
-            "cpu_flags": _cpu_flags(),
-            "cpu_count": os.cpu_count(),
-            "load_average_1min_before_after": [load_before[0], load_after[0]],
-            "timing_method": (
-                f"medians over {config.speed_rounds} interleaved rounds (each, per file in a rotating order: 1 "
-                f"untimed and {config.throughput_runs} timed batch-{THROUGHPUT_BATCH} runs back to back, then 1 "
-                f"untimed and {config.latency_runs} timed batch-1 runs) after 2 warm-up runs; speedups: median "
-                "over rounds of the per-round ratio of median times; "
-                "random input; intra_op threads as given, inter_op 1, ORT_ENABLE_ALL"
-            ),
-        },
+        "targets": _targets(files, figures),
+        "environment": _environment(config, load_1min),
     }
     out = onnx_dir / "verify.json"
     write_json_atomic(out, result)
     log(
-        f"fp32/int4 size ratio {size_ratio:.2f}; int8 b64 throughput {speedup:.2f}x fp32; "
+        f"fp32/int4 size ratio {figures['size_ratio_fp32_int4']:.2f}; int8 b64 throughput "
+        f"{figures['int8_speedup_b64_over_fp32']:.2f}x fp32; "
         f"int8 test acc {files['int8']['test_acc']:.2f}% vs PyTorch {torch_acc:.2f}%; wrote {out}"
     )
     return result
