@@ -4,6 +4,7 @@ on stderr and exit status 2, never a traceback."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from .atomic import disk_full, disk_full_error
@@ -266,6 +267,33 @@ def _add_report(sub) -> None:
     p.set_defaults(func=_report)
 
 
+def _results(args: argparse.Namespace) -> None:
+    from . import frames
+
+    found = frames.collect(args.paths or [p for p in frames.DEFAULT_PATHS if os.path.isdir(p)])
+    for _, reason in found.skipped:
+        print(f"q4bench results: skipped {reason}", file=sys.stderr)
+    table = found.dataframe()
+    if args.out is None:
+        frames.write_stream(table, sys.stdout, args.format)
+    else:
+        print(f"wrote {frames.write(table, args.out, args.format)} ({len(table)} rows)", file=sys.stderr)
+
+
+def _add_results(sub) -> None:
+    from .frames import DEFAULT_PATHS, FORMATS
+
+    p = sub.add_parser(
+        "results", help="every bench result, compare result and run history as one tidy table (CSV, JSON or Parquet)",
+        description="One row per bench arm (result, profile, method, precision), per compare run and candidate, and "
+        "per history.json, with typed columns (docs/results.md lists them). Files that are neither are skipped, "
+        f"each named on stderr. Default paths: {' '.join(DEFAULT_PATHS)} (those that exist).")
+    p.add_argument("paths", nargs="*", metavar="PATH", help="result files or folders searched for *.json")
+    p.add_argument("--format", choices=FORMATS, default="csv", help="default csv; parquet needs pyarrow")
+    p.add_argument("--out", help="the file to write (replaced atomically); default: standard output")
+    p.set_defaults(func=_results)
+
+
 def _parity(args: argparse.Namespace) -> int:
     from .parity import ParityRequest, run_parity
 
@@ -372,6 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_report(sub)
     _add_parity(sub)
     _add_compare(sub)
+    _add_results(sub)
     return parser
 
 

@@ -2,7 +2,8 @@
 paper method's names, the paper recipe's length, exit codes, file names and schema tags.
 
 The report, the statistics and the CLI import this without loading torch; training code may import it
-too. Only constants live here: no logic, no imports from the rest of the suite."""
+too. Only constants live here, and the one naming rule both sides share (a bench arm's name); no imports
+from the rest of the suite."""
 
 from __future__ import annotations
 
@@ -33,6 +34,20 @@ PARITY_FILE = "parity.json"
 # A compare result's "schema" field; bench results carry "schema_version" instead.
 COMPARE_SCHEMA_PREFIX = "q4bench-compare/"
 COMPARE_COMMAND = "q4bench compare --method tathe4 --seeds 3 --epochs 3"
+
+# A bench arm is a method at a precision: "tathe4" (fp32) or "tathe4@bf16".
+ARM_SEPARATOR = "@"
+
+
+def arm_name(method: str, precision: str) -> str:
+    return method if precision == BASELINE else f"{method}{ARM_SEPARATOR}{precision}"
+
+
+def split_arm(arm: str) -> tuple[str, str]:
+    """(method, precision) of an arm name; the inverse of arm_name."""
+    method, _, precision = arm.partition(ARM_SEPARATOR)
+    return method, precision or BASELINE
+
 
 # A file whose "command" starts with this is generated test input, never a measurement.
 FIXTURE_MARK = "fixture:"
