@@ -82,7 +82,8 @@ def test_no_reference_outside_the_repository(doc: Path):
     assert "paper-spec" not in text and "ecosystem-notes" not in text
     outside = []
     for target in LINK.findall(text):
-        if not re.match(r"[a-z]+:", target) and not (doc.parent / target.partition("#")[0]).resolve().is_relative_to(ROOT):
+        linked = (doc.parent / target.partition("#")[0]).resolve()
+        if not re.match(r"[a-z]+:", target) and not linked.is_relative_to(ROOT):
             outside.append(target)
     for token in UP_PATH.findall(LINK.sub("", text)):
         if not (ROOT / token).resolve().is_relative_to(ROOT) and token not in OUTSIDE_ALLOWED:
