@@ -1,4 +1,4 @@
-"""Paired-seed statistics for "does the candidate match the reference?" (formulas in README.md).
+"""Paired-seed statistics for "does the candidate match the reference?" (formulas in docs/statistics.md).
 
 Seed k of every method starts from the same weights, data order and augmentation, so the unit of
 evidence is a seed pair: its gap (reference minus candidate accuracy, points) and, on its paired test
@@ -32,7 +32,7 @@ WIDENED_NOTE = "; widened to ci95_t, which is wider (few seeds: a percentile boo
 T_METHOD = "t interval over seed gaps (no predictions)"
 
 # Planning sd of the seed gaps when fewer than MIN_PAIRS_FOR_SD pairs are measured: the sd of 17 fp32 - tathe4
-# seed-pair gaps at the 1-epoch short-recipe budget on CIFAR-10 (README, Training). Other budgets differ.
+# seed-pair gaps at the 1-epoch short-recipe budget on CIFAR-10 (docs/training.md). Other budgets differ.
 PILOT_SD = 0.47
 PILOT_SD_SOURCE = "assumed pilot sd: 17 seed pairs, 1-epoch short recipe, CIFAR-10"
 MIN_PAIRS_FOR_SD = 3

@@ -220,7 +220,7 @@ def test_kill_9_of_parity_at_its_verdict_and_a_rerun_completes(tmp_path):
     assert code == -signal.SIGKILL, err
     assert not (out / "parity.json").exists() and not report.exists()
     assert_whole(out)
-    code, stdout, err = q4bench(args)  # the gate starts afresh (README): the dead run's lock does not block
+    code, stdout, err = q4bench(args)  # the gate starts afresh (docs/reliability.md): a dead run's lock does not block
     assert code == 0, err
     assert "parity: PASS" in stdout and report.read_text().startswith("# Parity gate: PASS")
     assert json.loads((out / "parity.json").read_text())["passed"] is True
