@@ -333,13 +333,15 @@ def verify(config: VerifyConfig, log=print) -> dict:
 def _verify(config: VerifyConfig, log) -> dict:
     import onnxruntime as ort
 
+    model, method, state = model_from_checkpoint(config.checkpoint)
+    stages = network_stages(model, method.name)
+    if stages[0].codes is None:
+        raise UserError(f"--checkpoint {config.checkpoint}: method {method.name!r} exports fp32.onnx alone (its "
+                        "MXFP4/NVFP4 weights decoded); verify-onnx checks the int4/int8 files of symmetric 4-bit methods")
     onnx_dir = Path(config.onnx_dir)
     paths = {name: onnx_dir / f"{name}.onnx" for name in FILES}
     models = {name: load_onnx(path) for name, path in paths.items()}
     metadata = {name: file_metadata(models[name], paths[name]) for name in FILES}
-
-    model, method, state = model_from_checkpoint(config.checkpoint)
-    stages = network_stages(model, method.name)
     torch_shapes = [(s.name, tuple(s.codes.shape)) for s in stages]
     for name in FILES:
         try:

@@ -32,7 +32,7 @@ from suite.methods.fp4_formats import (
     random_hadamard,
     round_e2m1,
 )
-from suite.model import QuantConv2d, QuantLinear
+from suite.model import QuantConv2d, QuantLinear, quant_layers
 
 with warnings.catch_warnings():  # torchao warns about its CUDA-only extensions on import
     warnings.simplefilter("ignore")
@@ -376,3 +376,56 @@ def test_bitops_of_the_fully_quantized_methods():
     assert get_method("nvfp4-w").bitops_ratio(macs, 10) is None
     # first and last FP32 (ratio 1), the middle layer at 4 x 4 bits: 16/1024
     assert get_method("nvfp4").bitops_ratio(macs, 10) == pytest.approx((100 + 300 * 16 / 1024 + 600) / 1000)
+
+
+# --- cost and export ----------------------------------------------------------------------------------
+
+
+def test_bench_method_costs_say_the_formats_are_emulated_on_float_kernels():
+    from suite import bench
+
+    costs = bench.method_costs(["mxfp4-w", "nvfp4-w", "mxfp4", "nvfp4"])
+    for name in ("mxfp4-w", "nvfp4-w"):
+        assert costs[name]["kernels"].startswith("float32 GEMMs on") and "fp32.onnx only" in costs[name]["kernels"]
+        assert costs[name]["bitops_ratio"]["method"] == "unavailable"
+    for name in ("mxfp4", "nvfp4"):
+        assert costs[name]["kernels"].startswith("simulated") and costs[name]["quantizes_gradients"]
+        # VGG4bit: the first conv (3 channels) and the last linear are FP32, the rest at 4 x 4 bits
+        assert 16 / 1024 < costs[name]["bitops_ratio"]["value"] < 0.1
+
+
+@pytest.mark.parametrize("method", ["nvfp4-w", "mxfp4"])
+def test_export_writes_fp32_onnx_alone_with_the_decoded_weights(tmp_path, capsys, method):
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+
+    from suite.cli import main
+    from suite.train import model_from_checkpoint
+    from tests.test_export import _save_checkpoint
+
+    checkpoint, out = tmp_path / "c.pt", tmp_path / "onnx"
+    _save_checkpoint(checkpoint, method)
+    assert main(["export", "--checkpoint", str(checkpoint), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert sorted(p.name for p in out.glob("*.onnx")) == ["fp32.onnx"]
+    assert "no onnxruntime CPU kernel runs these formats" in printed
+    assert ("does not quantize activations" in printed) is (method == "mxfp4")
+    model, _, _ = model_from_checkpoint(checkpoint)
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in onnx.load(str(out / "fp32.onnx")).graph.initializer}
+    fmt = NVFP4 if method.startswith("nv") else MXFP4
+    for name, layer in quant_layers(model):
+        expected = layer.weight.detach() if layer.quantizer is None else fake_quantize_weight(layer.weight, fmt)
+        assert np.array_equal(inits[f"{name}.weight"], expected.contiguous().numpy()), name
+    if method == "nvfp4-w":  # weights only: the file is the PyTorch network
+        images = torch.randn(8, 3, 32, 32)
+        model.eval()
+        with torch.no_grad():
+            reference = model(images).numpy()
+        session = ort.InferenceSession(str(out / "fp32.onnx"), providers=["CPUExecutionProvider"])
+        logits = session.run(None, {"input": images.numpy()})[0]
+        assert np.allclose(logits, reference, rtol=1e-4, atol=1e-4)
+    assert main(["verify-onnx", "--checkpoint", str(checkpoint), "--onnx", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "exports fp32.onnx alone" in err
+
