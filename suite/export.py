@@ -1,6 +1,7 @@
 """PyTorch VGG4bit or SimpleResNet4bit -> three ONNX files of the same trained network.
 
 fp32.onnx  dequantized weights (codes * scale) as float initializers: the size and speed reference.
+           MXFP4/NVFP4 checkpoints export this file alone, their weights decoded to float32 (FP4_NOTE).
 int4.onnx  true 4-bit storage: each quantized weight is an INT4 initializer (two codes a byte, in raw_data)
            -> DequantizeLinear(opset 21, per-layer scale) -> Conv/Gemm.
 int8.onnx  the deployable fast path: the same codes in int8 containers, activations quantized to uint8
@@ -48,8 +49,8 @@ from .spec import VERIFY_FILE
 from .provenance import stamp
 from .threads import torch_threads
 from .userfiles import check_output_dir
-from .methods import RangeBatchNorm, SymmetricWeightQuantizer, symmetric_codes
-from .model import ARCH_NAME, QuantConv2d, QuantLinear, SimpleResNet4bit, VGG4bit
+from .methods import Fp4GemmQuantizer, Fp4WeightQuantizer, RangeBatchNorm, SymmetricWeightQuantizer, symmetric_codes
+from .model import ARCH_NAME, QuantConv2d, QuantLinear, SimpleResNet4bit, VGG4bit, quant_layers
 from .train import model_from_checkpoint
 
 OPSET = 21  # first opset whose DequantizeLinear takes int4 (ecosystem-notes 1.1)
@@ -58,6 +59,9 @@ FILES = ("fp32", "int4", "int8")
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 METADATA_KEY = "q4bench"  # metadata_props key holding the JSON description verify reads back
 DEFAULT_CALIBRATION_IMAGES = 1024
+FP4_NOTE = ("fp32.onnx only, weights MXFP4/NVFP4-decoded to float32: ONNX has no block-scaled FP4 type and no "
+            "onnxruntime CPU kernel runs these formats")
+FP4_ACTIVATIONS_NOTE = "; the file does not quantize activations, which this method's PyTorch forward pass does"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -84,10 +88,11 @@ class Stage:
 
     name: str  # the PyTorch module name, e.g. "features.0"
     kind: str  # "conv" or "linear"
-    codes: np.ndarray  # int8, values in -levels..levels
-    scale: np.float32  # the per-layer scale: forward weight = codes * scale, bit for bit
+    codes: np.ndarray | None  # int8, values in -levels..levels; None for an FP4 (float_weight) stage
+    scale: np.float32 | None  # the per-layer scale: forward weight = codes * scale, bit for bit
     bias: np.ndarray  # float32
     levels: int
+    float_weight: np.ndarray | None = None  # an MXFP4/NVFP4 layer's decoded weight (or a float32 layer's)
     padding: int = 0
     flatten_before: bool = False
     bn: BatchNormParams | None = None
@@ -100,8 +105,14 @@ class Stage:
 
     @property
     def weight(self) -> np.ndarray:
+        if self.float_weight is not None:
+            return self.float_weight
         # float32 product, the same IEEE operation as the PyTorch quantizer's codes * scale
         return self.codes.astype(np.float32) * self.scale
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.weight.shape if self.codes is None else self.codes.shape
 
 
 def _layer_codes(name: str, layer: nn.Module, method: str) -> tuple[np.ndarray, np.float32, int]:
@@ -126,6 +137,20 @@ def _layer_codes(name: str, layer: nn.Module, method: str) -> tuple[np.ndarray, 
     return codes.contiguous().numpy().copy(), np.float32(scale.item()), q.levels  # NCHW order (the model is NHWC)
 
 
+def is_fp4(model: nn.Module) -> bool:
+    """Whether a model trained with an MXFP4/NVFP4 method (its float32 layers included)."""
+    return any(isinstance(m.quantizer, Fp4WeightQuantizer) for _, m in quant_layers(model))
+
+
+def _fp4_weight(layer: nn.Module) -> np.ndarray:
+    """The weight the forward pass uses, decoded to float32 (NCHW order); a layer the recipe keeps in float32
+    (no quantizer) as it is."""
+    q = layer.quantizer
+    with torch.no_grad():
+        w = layer.weight.detach().float() if q is None else q.dequantized_weight(layer.weight)
+    return w.contiguous().numpy().copy()
+
+
 def _bn_params(m: nn.Module) -> BatchNormParams:
     """A BatchNorm1d/2d, or a Range BN (eval: (x - mean) / (scale + eps) * gamma + beta, the same map as a
     BatchNorm with var (scale + eps)^2 and epsilon 0)."""
@@ -141,8 +166,11 @@ def _bn_params(m: nn.Module) -> BatchNormParams:
 BATCH_NORMS = (nn.BatchNorm2d, nn.BatchNorm1d, RangeBatchNorm)
 
 
-def _quant_stage(name: str, m: nn.Module, method: str, **fields) -> Stage:
-    codes, scale, levels = _layer_codes(name, m, method)
+def _quant_stage(name: str, m: nn.Module, method: str, fp4: bool, **fields) -> Stage:
+    if fp4:
+        codes, scale, levels, fields["float_weight"] = None, None, 4, _fp4_weight(m)
+    else:
+        codes, scale, levels = _layer_codes(name, m, method)
     conv = isinstance(m, QuantConv2d)
     if conv and (m.stride[0] != m.stride[1] or m.padding[0] != m.padding[1] or m.groups != 1 or m.dilation != (1, 1)):
         raise UserError(f"layer {name}: only square-strided, square-padded, ungrouped convs are exported")
@@ -161,8 +189,9 @@ def _quant_stage(name: str, m: nn.Module, method: str, **fields) -> Stage:
 
 def network_stages(model: nn.Module, method: str) -> list[Stage]:
     """Walk the eval-mode network; anything outside the two networks' vocabulary is refused."""
+    fp4 = is_fp4(model)
     if isinstance(model, SimpleResNet4bit):
-        return _simpleresnet_stages(model, method)
+        return _simpleresnet_stages(model, method, fp4)
     if not isinstance(model, VGG4bit):
         raise UserError(f"network {type(model).__name__} is not exportable")
     stages: list[Stage] = []
@@ -173,7 +202,7 @@ def network_stages(model: nn.Module, method: str) -> list[Stage]:
         if m is None:
             flatten_pending = True
         elif isinstance(m, (QuantConv2d, QuantLinear)):
-            stages.append(_quant_stage(name, m, method, flatten_before=flatten_pending))
+            stages.append(_quant_stage(name, m, method, fp4, flatten_before=flatten_pending))
             flatten_pending = False
         elif not stages:
             raise UserError(f"module {name} ({type(m).__name__}) comes before any conv; not a VGG4bit")
@@ -194,7 +223,7 @@ def network_stages(model: nn.Module, method: str) -> list[Stage]:
     return stages
 
 
-def _simpleresnet_stages(model: SimpleResNet4bit, method: str) -> list[Stage]:
+def _simpleresnet_stages(model: SimpleResNet4bit, method: str, fp4: bool) -> list[Stage]:
     """conv_i -> bn_i -> relu_i for i = 1..6, the identity residual (stage 0's output added after stage
     1's ReLU), global average pooling, the linear head; the same order as SimpleResNet4bit.forward."""
     stages = []
@@ -202,10 +231,10 @@ def _simpleresnet_stages(model: SimpleResNet4bit, method: str) -> list[Stage]:
         bn = getattr(model, f"bn{i}")
         if not isinstance(bn, BATCH_NORMS):
             raise UserError(f"module bn{i} ({type(bn).__name__}) is not exportable")
-        stage = _quant_stage(f"conv{i}", getattr(model, f"conv{i}"), method, bn=_bn_params(bn), relu=True, end=f"relu{i}")
+        stage = _quant_stage(f"conv{i}", getattr(model, f"conv{i}"), method, fp4, bn=_bn_params(bn), relu=True, end=f"relu{i}")
         stages.append(stage)
     stages[1].residual_from = 0
-    stages.append(_quant_stage("fc", model.fc, method, flatten_before=True, global_pool_before=True))
+    stages.append(_quant_stage("fc", model.fc, method, fp4, flatten_before=True, global_pool_before=True))
     return stages
 
 
@@ -287,7 +316,7 @@ def _float_layer(g: GraphBuilder, stage: Stage, x: str, weight: str, last: bool,
     if stage.kind == "conv":
         pads = [stage.padding] * 4
         strides = [stage.stride] * 2
-        x = g.add("Conv", [x, weight, bias], out, kernel_shape=list(stage.codes.shape[2:]), pads=pads, strides=strides)
+        x = g.add("Conv", [x, weight, bias], out, kernel_shape=list(stage.shape[2:]), pads=pads, strides=strides)
     else:
         x = g.add("Gemm", [x, weight, bias], out, transB=1)
     if stage.bn is not None:
@@ -309,7 +338,8 @@ def _layers_metadata(stages: list[Stage], fmt: str, **extra) -> dict:
         "format": fmt,
         "arch": ARCH_NAME,  # meta's "arch" (export passes the checkpoint's) overrides
         "layers": [
-            {"name": s.name, "kind": s.kind, "shape": list(s.codes.shape), "scale": float(s.scale)} for s in stages
+            {"name": s.name, "kind": s.kind, "shape": list(s.shape), "scale": None if s.scale is None else float(s.scale)}
+            for s in stages
         ],
         **extra,
     }
@@ -540,6 +570,7 @@ class ExportResult:
     calibration_images: int
     method: str
     removed_stale_verify: bool = False  # OUT held a verify.json of the models this export replaced
+    note: str = ""  # what the files leave out (FP4 checkpoints)
 
 
 def checkpoint_data(checkpoint_state: dict, data_dir: str | None) -> tuple[datamod.Split, datamod.Split, str]:
@@ -594,11 +625,16 @@ def _export(checkpoint: str | Path, out_dir: str | Path, data_dir: str | None, c
     stages = network_stages(model, method.name)
     meta = {"method": method.name, "epoch": int(state.get("epoch", 0)), "checkpoint": str(checkpoint),
             "arch": model.arch_name, "provenance": stamp()}  # in each file's metadata: the code that exported it
-    images = calibration_images(state, data_dir, calibration_count)
-    calibration = calibrate(model, stages, images)
     out = Path(out_dir)
-    models = {"fp32": build_fp32(stages, meta), "int4": build_int4(stages, meta),
-              "int8": build_int8(stages, calibration, meta)}
+    if stages[0].codes is None:  # MXFP4/NVFP4: float weights only, no int4/int8 codes to store
+        note = FP4_NOTE + (FP4_ACTIVATIONS_NOTE if any(isinstance(m.quantizer, Fp4GemmQuantizer) for _, m in quant_layers(model)) else "")
+        models, images_used = {"fp32": build_fp32(stages, {**meta, "note": note})}, 0
+    else:
+        note = ""
+        calibration = calibrate(model, stages, calibration_images(state, data_dir, calibration_count))
+        models = {"fp32": build_fp32(stages, meta), "int4": build_int4(stages, meta),
+                  "int8": build_int8(stages, calibration, meta)}
+        images_used = calibration.images
     with hold(out, "export"):  # taken only now: a refused checkpoint leaves no folder behind
         # A verify.json already here checked the models this export replaces; removed first, so that a kill
         # at any point leaves either no check or the old check beside the old files, never one beside new files.
@@ -606,14 +642,14 @@ def _export(checkpoint: str | Path, out_dir: str | Path, data_dir: str | None, c
         removed = stale.exists()
         stale.unlink(missing_ok=True)
         sizes = save_models(models, out)
-    return ExportResult(str(out), sizes, calibration.images, method.name, removed)
+    return ExportResult(str(out), sizes, images_used, method.name, removed, note)
 
 
 def describe(result: ExportResult) -> str:
     files = ", ".join(f"{k}.onnx {v / 1e6:.2f} MB" for k, v in result.files.items())
     return (
         f"exported {result.method} checkpoint to {result.out_dir}: {files} "
-        f"(int8 calibrated on {result.calibration_images} training images)"
+        + (f"({result.note})" if result.note else f"(int8 calibrated on {result.calibration_images} training images)")
         + (f"; removed the {VERIFY_FILE} there, which checked the replaced files: rerun verify-onnx"
            if result.removed_stale_verify else "")
     )

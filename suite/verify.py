@@ -442,12 +442,15 @@ def _environment(config: VerifyConfig, load_1min: list[float]) -> dict:
 
 def _verify(config: VerifyConfig, log) -> dict:
     """Check the exported files against their checkpoint, score and time them; verify.json holds it all."""
+    model, method, state = model_from_checkpoint(config.checkpoint)
+    stages = network_stages(model, method.name)
+    if stages[0].codes is None:
+        raise UserError(f"--checkpoint {config.checkpoint}: method {method.name!r} exports fp32.onnx alone (its "
+                        "MXFP4/NVFP4 weights decoded); verify-onnx checks the int4/int8 files of symmetric 4-bit methods")
     onnx_dir = Path(config.onnx_dir)
     paths = {name: onnx_dir / f"{name}.onnx" for name in FILES}
     models = {name: load_onnx(path) for name, path in paths.items()}
     metadata = {name: file_metadata(models[name], paths[name]) for name in FILES}
-    model, method, state = model_from_checkpoint(config.checkpoint)
-    stages = network_stages(model, method.name)
     _check_layers_match(paths, metadata, stages, config.checkpoint)
 
     _, test, source = checkpoint_data(state, config.data_dir)

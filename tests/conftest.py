@@ -12,7 +12,7 @@ torch.set_num_threads(2)
 NUMERICS_MODULES = {
     "test_train", "test_realdata", "test_parity", "test_compare", "test_export", "test_distributed", "test_model",
     "test_simpleresnet", "test_sbm", "test_fractrain", "test_methods_extra", "test_quantizer", "test_device_recipe",
-    "test_durability", "test_study",
+    "test_durability", "test_study", "test_fp4",
 }
 
 

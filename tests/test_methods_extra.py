@@ -312,7 +312,7 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-@pytest.mark.parametrize("name", ["fp32", "tathe4", *NEW_METHODS])
+@pytest.mark.parametrize("name", ["fp32", "tathe4", *NEW_METHODS, "mxfp4-w", "nvfp4-w", "mxfp4", "nvfp4"])
 def test_every_method_trains_a_synthetic_model_with_falling_loss(name, one_thread):
     torch.manual_seed(0)
     method = get_method(name)
@@ -335,7 +335,7 @@ def test_every_method_trains_a_synthetic_model_with_falling_loss(name, one_threa
     assert last < 0.6 * first, (first, last)
 
 
-@pytest.mark.parametrize("name", ["luq4", "cpt"])
+@pytest.mark.parametrize("name", ["luq4", "cpt", "nvfp4"])
 def test_methods_run_on_the_real_network(name, one_thread):
     """One step of the paper's VGG with the method attached (every layer shape, the signed image
     input), then an evaluation pass; the weight-code count the history records."""

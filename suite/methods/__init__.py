@@ -16,6 +16,7 @@ from .base import (
     projected_parameters,
 )
 from .cpt import CptMethod, CptQuantizer, cyclic_bits, minmax_quantize
+from .fp4 import Fp4GemmQuantizer, Fp4Method, Fp4WeightQuantizer
 from .fractrain import DfqGates, DfqMethod, DfqQuantizer, PfqMethod, PfqSchedule, PlateauIndicator
 from .luq import LuqMethod, LuqQuantizer, luq_quantize, sawb_clip, sawb_quantize
 from .sbm import RangeBatchNorm, SbmMethod, SbmQuantizer, range_bn_scale_fix, use_range_bn
@@ -148,6 +149,50 @@ register(
     )
 )
 
+register(
+    Fp4Method(
+        "mxfp4-w",
+        "MXFP4 weights (OCP MX v1.0): every conv/linear weight in E2M1 with one power-of-two E8M0 scale per 32 "
+        "along the reduction dimension (floor(log2 amax) - 2), round to nearest-even, STE; no tanh step; "
+        "activations and gradients float32; emulated on float kernels",
+        fmt="mxfp4",
+    )
+)
+register(
+    Fp4Method(
+        "nvfp4-w",
+        "NVFP4 weights: every conv/linear weight in E2M1 with an E4M3 scale per 16 along the reduction dimension "
+        "under an FP32 per-tensor scale (amax/2688), round to nearest-even, STE; no tanh step; activations and "
+        "gradients float32; emulated on float kernels",
+        fmt="nvfp4",
+    )
+)
+register(
+    Fp4Method(
+        "mxfp4",
+        "MXFP4 training (as Quartet, arXiv 2505.14669, without its Hadamard transforms): weights and activations "
+        "MXFP4 round-to-nearest-even in the forward GEMM, output gradients MXFP4 with stochastic rounding into "
+        "both backward GEMMs; first conv and last linear FP32; shared AdamW recipe; simulated on float kernels",
+        fmt="mxfp4",
+        weights_only=False,
+        keep_first_last=True,
+    )
+)
+register(
+    Fp4Method(
+        "nvfp4",
+        "NVFP4 training (NVIDIA, arXiv 2509.25149): 16x16 2-D weight scales, 1x16 activations (round to nearest-"
+        "even) and output gradients (stochastic rounding) into all three GEMMs, a random 16x16 Hadamard transform "
+        "on the weight-gradient GEMM's inputs; first conv and last linear FP32; shared AdamW recipe (the paper "
+        "trained LLMs with its own); simulated on float kernels",
+        fmt="nvfp4",
+        weights_only=False,
+        weight_2d=True,
+        wgrad_hadamard=True,
+        keep_first_last=True,
+    )
+)
+
 
 # Methods outside this folder: $Q4BENCH_PLUGINS names modules (comma-separated) imported here, each calling
 # register(). Through the environment it reaches every child process, so q4bench compare and the parity gate
@@ -183,6 +228,9 @@ __all__ = [
     "DfqGates",
     "DfqMethod",
     "DfqQuantizer",
+    "Fp4GemmQuantizer",
+    "Fp4Method",
+    "Fp4WeightQuantizer",
     "GemmBits",
     "LayerQuantizer",
     "LuqMethod",

@@ -118,6 +118,16 @@ class Method:
         quantizable layer in forward order (model.layer_macs_per_image)."""
         return None
 
+    def kernels(self, layer_count: int) -> str:
+        """What the method's GEMMs really run on this CPU (bench's method_costs)."""
+        if self.quantizes_gradients:
+            return ("simulated: every GEMM runs in float32 on this CPU; the low-bit saving is the bit-operation "
+                    "estimate, not a measured time")
+        if self.layer_quantizer(0, layer_count) is not None:
+            return ("float32 GEMMs on fake-quantized weights (codes x scale); the 4-bit storage is real in the "
+                    "exported int4.onnx")
+        return "float32"
+
     def project_(self, params: list[torch.Tensor]) -> None:
         """The post-step projection of the master weights (in place, outside autograd)."""
         if self.projection is None or not params:
@@ -146,18 +156,10 @@ def method_cost(method: Method, layer_macs: Sequence[int], total_steps: int) -> 
     """What the method would save on low-bit hardware, an estimate beside the measured step times: the
     kernels it really runs here, and its bit operations relative to FP32 under CPT's cost model."""
     ratio = method.bitops_ratio(layer_macs, total_steps)
-    if method.quantizes_gradients:
-        kernels = ("simulated: every GEMM runs in float32 on this CPU; the low-bit saving is the bit-operation "
-                   "estimate, not a measured time")
-    elif method.layer_quantizer(0, len(layer_macs)) is not None:
-        kernels = ("float32 GEMMs on fake-quantized weights (codes x scale); the 4-bit storage is real in the "
-                   "exported int4.onnx")
-    else:
-        kernels = "float32"
     return {
         "summary": method.summary,
         "quantizes_gradients": method.quantizes_gradients,
-        "kernels": kernels,
+        "kernels": method.kernels(len(layer_macs)),
         "bitops_ratio": {
             "value": ratio,
             "method": "estimated" if ratio is not None else "unavailable",
