@@ -11,6 +11,7 @@ from pathlib import Path
 
 from .atomic import write_json_atomic, write_json_new
 from .errors import UserError
+from .locks import real_folder, real_folder_under
 from .provenance import stamp
 from .userfiles import RESULT_MAX_BYTES, check_output_dir, read_user_json
 
@@ -102,7 +103,7 @@ def write_new_result(folder: str | os.PathLike, result: dict) -> Path:
     """write_result under result_filename in ``folder``, never replacing a file: when another bench took the
     name (same host, tier and second) this one lands beside it as NAME-2.json, NAME-3.json, ..."""
     result = _ready(result, folder)
-    name = Path(folder) / result_filename(result)
+    name = real_folder(folder) / result_filename(result)
     for n in range(1, 1000):
         path = name if n == 1 else name.with_stem(f"{name.stem}-{n}")
         try:
@@ -119,11 +120,14 @@ def result_filename(result: dict) -> str:
 
 def submit(path: str | os.PathLike, store: str | os.PathLike = DEFAULT_STORE) -> Path:
     """File a validated result under STORE/<host-id>/ for a pull request. Nothing in the store changes
-    when the file is refused; resubmitting an identical file is a no-op."""
+    when the file is refused; resubmitting an identical file is a no-op. STORE and STORE/<host-id> must be
+    real folders and the filed name no link: a link committed there would carry the file out of the store."""
     result = read_result(path)
     check_output_dir(store, "--store")
     host_id = result["host"]["host_id"]  # the schema's pattern keeps it a plain folder name
-    target = Path(store) / host_id / result_filename(result)
+    target = real_folder_under(Path(store), (host_id,), "--store") / result_filename(result)
+    if target.is_symlink():
+        raise UserError(f"--store {target}: is a symbolic link; the store holds only plain files: delete it")
     try:
         # Created only if absent (no check-then-write race): of two concurrent submits one files, and the
         # other finds the file complete (a link appears whole) and compares.
@@ -131,8 +135,8 @@ def submit(path: str | os.PathLike, store: str | os.PathLike = DEFAULT_STORE) ->
     except FileExistsError:
         pass
     try:
-        same = json.loads(target.read_text()) == result
-    except (OSError, json.JSONDecodeError):
+        same = read_user_json(target, "filed result", RESULT_MAX_BYTES) == result
+    except UserError:
         same = False
     if not same:
         raise UserError(f"{target} already exists with different content; refusing to overwrite it")

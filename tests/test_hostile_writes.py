@@ -1,0 +1,126 @@
+"""What the suite writes when the files around it come from strangers: symbolic links where its lock or its
+folders go, a store with links and impossible results, folders holding someone else's files, edited state
+files, broken plugins and command lines the code cannot serve. Every case runs the real CLI in a child
+process against real links and files, and expects one line on stderr, a non-zero exit and nothing outside
+the output folder touched."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from suite.locks import LOCK_NAME
+
+ROOT = Path(__file__).resolve().parent.parent
+PRECIOUS = b"someone else's file\n"
+
+
+def cli(*args, cwd=None, env=None, timeout=600) -> subprocess.CompletedProcess:
+    """The real `python -m suite` in a child process; PYTHONPATH keeps this checkout's code first."""
+    env = {**os.environ, **(env or {})}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    return subprocess.run([sys.executable, "-m", "suite", *map(str, args)], cwd=cwd or ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def refused(proc: subprocess.CompletedProcess, *fragments) -> str:
+    """The child's one-line error, after checking it is one line, no traceback and a non-zero exit."""
+    err = proc.stderr
+    assert proc.returncode not in (0, None), (proc.returncode, proc.stdout, err)
+    assert "Traceback" not in err and err.endswith("\n") and err.count("\n") == 1, err
+    assert ": error: " in err, err
+    for fragment in fragments:
+        assert str(fragment) in err, (fragment, err)
+    return err
+
+
+def precious_file(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(PRECIOUS)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. Locks and output folders: a link never redirects a write
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    """A real (tiny) tathe4 checkpoint, trained in process: export and --resume read it."""
+    from suite.train import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("ckpt") / "run"
+    train(TrainConfig(method="tathe4", synthetic=True, subset=64, batch_size=32, epochs=1, threads=2, out=str(out)),
+          log=lambda *a, **k: None)
+    return out / "checkpoint.pt"
+
+
+def _lock_commands(tmp: Path, out: Path, checkpoint: Path) -> dict[str, list]:
+    return {
+        "report": ["report", "--results", tmp / "empty", "--out", out],
+        "train": ["train", "--synthetic", "--subset", 16, "--epochs", 1, "--out", out],
+        "compare": ["compare", "--method", "tathe4", "--synthetic", "--epochs", 1, "--subset", 16, "--out", out],
+        "parity": ["parity", "--synthetic", "--out", out, "--report", tmp / "parity.md"],
+        "export": ["export", "--checkpoint", checkpoint, "--out", out, "--calibration-images", 8],
+        "verify-onnx": ["verify-onnx", "--checkpoint", checkpoint, "--onnx", out],
+    }
+
+
+@pytest.mark.parametrize("command", ["report", "train", "compare", "parity", "export", "verify-onnx"])
+def test_a_lock_that_is_a_symlink_is_refused_and_its_target_untouched(command, checkpoint, tmp_path):
+    (tmp_path / "empty").mkdir()
+    out = tmp_path / "out"
+    out.mkdir()
+    target = precious_file(tmp_path / "elsewhere" / "target.txt")
+    (out / LOCK_NAME).symlink_to(target)
+    refused(cli(*_lock_commands(tmp_path, out, checkpoint)[command]), LOCK_NAME, "symbolic link")
+    assert target.read_bytes() == PRECIOUS
+    assert (out / LOCK_NAME).is_symlink() and sorted(p.name for p in out.iterdir()) == [LOCK_NAME]
+
+
+@pytest.mark.parametrize("make, fragment", [(os.mkfifo, "not a plain file"), (os.mkdir, "not a plain file"),
+                                            (lambda p: os.link(precious_file(p.parent.parent / "t"), p),
+                                             "hard links")])
+def test_a_lock_that_is_a_fifo_a_folder_or_a_hard_link_is_refused(make, fragment, tmp_path):
+    (tmp_path / "empty").mkdir()
+    out = tmp_path / "out"
+    out.mkdir()
+    make(out / LOCK_NAME)
+    refused(cli("report", "--results", tmp_path / "empty", "--out", out, timeout=120), fragment)
+    if (tmp_path / "t").exists():
+        assert (tmp_path / "t").read_bytes() == PRECIOUS
+
+
+def test_a_new_lock_is_a_plain_file_of_mode_644(tmp_path):
+    (tmp_path / "empty").mkdir()
+    proc = cli("report", "--results", tmp_path / "empty", "--out", tmp_path / "out")
+    assert proc.returncode == 0, proc.stderr
+    lock = tmp_path / "out" / LOCK_NAME
+    assert not lock.is_symlink() and lock.is_file()
+    assert lock.stat().st_mode & 0o777 == 0o644 & ~_umask()
+    assert lock.read_text().startswith("q4bench report (pid ")
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+@pytest.mark.parametrize("command", ["report", "compare", "bench"])
+def test_an_output_folder_that_is_a_symlink_is_refused(command, tmp_path):
+    (tmp_path / "empty").mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    link = tmp_path / "out"
+    link.symlink_to(elsewhere)
+    args = {"report": ["report", "--results", tmp_path / "empty", "--out", link],
+            "compare": ["compare", "--method", "tathe4", "--synthetic", "--epochs", 1, "--out", link],
+            "bench": ["bench", "--tier", "smoke", "--no-download", "--out", link]}[command]
+    refused(cli(*args), f"--out {link}: is a symbolic link")
+    assert not any(elsewhere.iterdir())
