@@ -10,6 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from .atomic import write_json_atomic, write_json_new
+from .bounds import check_timestamp, out_of_limits
 from .errors import UserError
 from .locks import real_folder, real_folder_under
 from .provenance import stamp
@@ -60,7 +61,16 @@ def validation_errors(result: object) -> list[str]:
                 reasons.append(f"profiles/{i}/methods/{name}/accuracy: a figure although accuracy.measured is false")
     if not result["accuracy"]["measured"] and not result["accuracy"]["reason"]:
         reasons.append("accuracy/reason: accuracy was not measured and no reason is given")
-    return reasons
+    return reasons + _impossible(result)
+
+
+def _impossible(result: dict) -> list[str]:
+    """What no host could have produced: a figure outside its physical limit, a date that does not exist
+    or lies in the future (suite.bounds holds each limit and its reason)."""
+    reasons = check_timestamp(result["created_utc"], "created_utc")
+    if "provenance" in result:
+        reasons += check_timestamp(result["provenance"]["written_at"], "provenance/written_at")
+    return reasons + out_of_limits(result)
 
 
 def validate_result(result: object, source: str = "result") -> None:

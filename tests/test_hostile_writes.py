@@ -124,3 +124,83 @@ def test_an_output_folder_that_is_a_symlink_is_refused(command, tmp_path):
             "bench": ["bench", "--tier", "smoke", "--no-download", "--out", link]}[command]
     refused(cli(*args), f"--out {link}: is a symbolic link")
     assert not any(elsewhere.iterdir())
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. The store: links out of it, and results no host can produce
+
+
+def _result_file(tmp: Path, **changes) -> Path:
+    from tests.test_results import make_result
+
+    result = make_result()
+    for path, value in changes.items():
+        *parents, last = path.split("__")
+        node = result
+        for key in parents:
+            node = node[int(key)] if key.isdigit() else node[key]
+        node[last] = value
+    path = tmp / "result.json"
+    path.write_text(json.dumps(result))
+    return path
+
+
+HOST = "amd-epyc-2t-24g-0035969e"  # make_result's host
+
+
+def test_a_host_folder_that_links_out_of_the_store_is_refused(tmp_path):
+    store, outside = tmp_path / "store", tmp_path / "outside"
+    store.mkdir()
+    outside.mkdir()
+    (store / HOST).symlink_to(outside)
+    refused(cli("submit", _result_file(tmp_path), "--store", store), f"{store / HOST}: is a symbolic link")
+    assert not any(outside.iterdir())
+
+
+def test_a_store_that_is_a_symlink_is_refused(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (tmp_path / "store").symlink_to(outside)
+    refused(cli("submit", _result_file(tmp_path), "--store", tmp_path / "store"), "symbolic link")
+    assert not any(outside.iterdir())
+
+
+def test_a_filed_name_that_is_a_symlink_is_refused(tmp_path):
+    store = tmp_path / "store"
+    target = precious_file(tmp_path / "outside.json")
+    (store / HOST).mkdir(parents=True)
+    (store / HOST / "20261125T185502-amd-epyc-2t-24g-0035969e-smoke.json").symlink_to(target)
+    refused(cli("submit", _result_file(tmp_path), "--store", store), "symbolic link")
+    assert target.read_bytes() == PRECIOUS
+
+
+@pytest.mark.parametrize("field, value, fragments", [
+    ("created_utc", "2026-13-01T00:00:00Z", ["created_utc", "2026-13-01T00:00:00Z", "not a real date"]),
+    ("created_utc", "2026-11-25T99:00:00Z", ["created_utc", "2026-11-25T99:00:00Z", "not a real date"]),
+    ("created_utc", "2099-01-01T00:00:00Z", ["created_utc", "2099-01-01T00:00:00Z", "in the future"]),
+    ("created_utc", "1999-01-01T00:00:00Z", ["created_utc", "1999-01-01T00:00:00Z", "before 2023-03-15"]),
+    ("profiles__0__methods__tathe4__train_images_per_s", 1.7e308,
+     ["profiles/0/methods/tathe4/train_images_per_s", "1.7e+308", "images/s"]),
+    ("profiles__0__sgemm_gflops", 1e12, ["profiles/0/sgemm_gflops", "1000000000000.0", "GFLOP/s"]),
+    ("profiles__0__step_time_ratio__tathe4", 1e-300, ["profiles/0/step_time_ratio/tathe4", "1e-300"]),
+    ("host__memory_bytes", 2**60, ["host/memory_bytes", str(2**60), "PiB"]),
+    ("wall_seconds", 1e300, ["wall_seconds", "1e+300", "seconds"]),
+])
+def test_submit_refuses_what_no_host_can_produce(field, value, fragments, tmp_path):
+    store = tmp_path / "store"
+    result = _result_file(tmp_path, **{field: value})
+    refused(cli("submit", result, "--store", store), result, "invalid result file", *fragments)
+    assert not any(store.rglob("*.json"))
+
+
+def test_a_future_provenance_time_is_refused_and_a_real_result_is_filed(tmp_path):
+    store = tmp_path / "store"
+    ok = cli("submit", _result_file(tmp_path), "--store", store)
+    assert ok.returncode == 0, ok.stderr
+    assert [p.parent.name for p in store.rglob("*.json")] == [HOST]
+    provenance = {"code": {"commit": "abc", "dirty": False, "source": "git"},
+                  "versions": {"suite": "0.1", "python": "3.11", "torch": None, "onnxruntime": None},
+                  "written_at": "2099-06-01T00:00:00+00:00"}
+    late = _result_file(tmp_path, schema_version=2, provenance=provenance, created_utc="2026-11-26T00:00:00Z")
+    refused(cli("submit", late, "--store", store), "provenance/written_at", "2099-06-01", "in the future")
+    assert len(list(store.rglob("*.json"))) == 1
