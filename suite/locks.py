@@ -15,12 +15,13 @@ import datetime as dt
 import errno
 import fcntl
 import os
+import shutil
 import stat
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from .atomic import remove_stale_temps
+from .atomic import remove_stale_temps, write_atomic
 from .errors import UserError
 
 LOCK_NAME = ".q4bench.lock"
@@ -108,3 +109,34 @@ def hold(out: str | os.PathLike, command: str, label: str = "--out") -> Iterator
         yield out
     finally:
         os.close(fd)  # releases the flock
+
+
+# ---------------------------------------------------------------------------------------------
+# Ownership: a command that clears or replaces files in its folder first proves it made them
+
+
+def marker_name(command: str) -> str:
+    return f".q4bench-{command}"
+
+
+def claim(out: Path, command: str, names: tuple[str, ...], overwrite: bool, proof: tuple[str, ...] = ()) -> None:
+    """Before ``command`` removes or replaces OUT/<names>: refuse in one line when one of them exists and OUT
+    shows no sign that ``command`` made it (its marker, or one of the ``proof`` files only it writes),
+    unless ``overwrite``; then leave the marker, so the next run of the command may. Call holding OUT's lock."""
+    marker = out / marker_name(command)
+    made_here = overwrite or marker.is_file() or any((out / name).is_file() for name in proof)
+    found = [name for name in names if os.path.lexists(out / name)]
+    if found and not made_here:
+        raise UserError(f"{out} holds {', '.join(found)}, which q4bench {command} would remove or replace but did "
+                        f"not write (no {marker.name} there); choose another folder, or pass --overwrite to "
+                        f"let it")
+    write_atomic(marker, lambda f: f.write(f"q4bench {command} owns {', '.join(names)} in this folder and "
+                                           f"replaces them on its next run\n"), mode="w")
+
+
+def remove_owned(path: Path) -> None:
+    """Remove a file or folder a claim() gave us; a link is removed, never followed."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif os.path.lexists(path):
+        path.unlink()

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import shutil
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
@@ -24,7 +23,7 @@ from typing import Callable
 from .atomic import write_atomic, write_json_atomic
 from .bounds import check_count, check_number
 from .errors import UserError
-from .locks import hold
+from .locks import claim, hold, remove_owned
 from .provenance import stamp
 from .spec import PAPER_ARCH
 from .userfiles import check_output_dir, check_output_file, read_user_toml
@@ -377,19 +376,19 @@ class ParityRequest:
     report: str = str(DEFAULT_REPORT)
     candidate: str | None = None  # judge this method instead of the config's (e.g. the control, to see it fail)
     control: bool = True  # train the config's control too (when it names one)
+    overwrite: bool = False  # clear OUT even when parity did not make what is there
 
 
 # What one gate run writes under OUT; removed first, so a rerun trains afresh instead of resuming a stale run.
+# Removed only in a folder parity made (its marker, or a parity.json from before the marker): a compare folder
+# or anyone's files under these names are refused instead, unless --overwrite.
 _OWNED = ("runs", "onnx", "timing", "request.json", "plan.json", "compare.json", "parity.json")
 
 
-def _clear(out: Path) -> None:
+def _clear(out: Path, overwrite: bool) -> None:
+    claim(out, "parity", _OWNED, overwrite, proof=("parity.json",))
     for name in _OWNED:
-        path = out / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
+        remove_owned(out / name)
 
 
 def _pairs(doc: dict, method: str) -> tuple[list[dict], dict]:
@@ -429,7 +428,7 @@ def _run_parity(request: ParityRequest, log: Callable[[str], None]) -> ParityOut
     check_output_dir(out, "--out")
     check_output_file(request.report, "--report")
     started = time.perf_counter()
-    _clear(out)
+    _clear(out, request.overwrite)
     comparemod.check_identity(out, creq)
     runs = comparemod.all_runs(creq)
     log(f"parity: {len(runs)} runs ({', '.join(r.name for r in runs)}): {budget.arch}, {budget.epochs} epoch(s) "

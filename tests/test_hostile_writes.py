@@ -204,3 +204,64 @@ def test_a_future_provenance_time_is_refused_and_a_real_result_is_filed(tmp_path
     late = _result_file(tmp_path, schema_version=2, provenance=provenance, created_utc="2026-11-26T00:00:00Z")
     refused(cli("submit", late, "--store", store), "provenance/written_at", "2099-06-01", "in the future")
     assert len(list(store.rglob("*.json"))) == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. Never delete what the suite did not write
+
+
+def test_parity_over_someone_elses_compare_folder_deletes_nothing(tmp_path):
+    out = tmp_path / "theirs"
+    precious_file(out / "runs" / "fp32-seed0" / "history.json")
+    precious_file(out / "compare.json")
+    refused(cli("parity", "--synthetic", "--out", out, "--report", tmp_path / "p.md"),
+            "runs, compare.json", "did not write", "--overwrite")
+    assert (out / "compare.json").read_bytes() == PRECIOUS
+    assert (out / "runs" / "fp32-seed0" / "history.json").read_bytes() == PRECIOUS
+    assert not (tmp_path / "p.md").exists()
+
+
+def test_claim_accepts_its_marker_a_proof_or_overwrite_and_removes_links_not_targets(tmp_path):
+    from suite.errors import UserError
+    from suite.locks import claim, marker_name, remove_owned
+
+    out = tmp_path / "out"
+    precious_file(out / "compare.json")
+    with pytest.raises(UserError, match="did not write"):
+        claim(out, "parity", ("runs", "compare.json"), overwrite=False)
+    assert not (out / marker_name("parity")).exists()
+    claim(out, "parity", ("runs", "compare.json"), overwrite=True)
+    claim(out, "parity", ("runs", "compare.json"), overwrite=False)  # the marker left by the first claim
+    (out / marker_name("parity")).unlink()
+    precious_file(out / "parity.json")
+    claim(out, "parity", ("runs", "compare.json"), overwrite=False, proof=("parity.json",))
+    target = precious_file(tmp_path / "elsewhere" / "keep.txt")
+    (out / "runs").symlink_to(target.parent)
+    remove_owned(out / "runs")
+    assert not os.path.lexists(out / "runs") and target.read_bytes() == PRECIOUS
+
+
+def test_export_over_onnx_files_it_did_not_write_needs_overwrite(checkpoint, tmp_path):
+    out = tmp_path / "onnx"
+    precious_file(out / "int8.onnx")
+    precious_file(out / "verify.json")
+    args = ["export", "--checkpoint", checkpoint, "--out", out, "--calibration-images", 8, "--threads", 2]
+    refused(cli(*args), "int8.onnx, verify.json", "--overwrite")
+    assert (out / "int8.onnx").read_bytes() == PRECIOUS and (out / "verify.json").read_bytes() == PRECIOUS
+    done = cli(*args, "--overwrite")
+    assert done.returncode == 0, done.stderr
+    assert (out / "int8.onnx").read_bytes() != PRECIOUS and not (out / "verify.json").exists()
+    again = cli(*args)  # its own files now: no flag needed
+    assert again.returncode == 0, again.stderr
+
+
+def test_a_download_moves_an_incomplete_folder_aside_instead_of_deleting_it(tmp_path):
+    from suite import data
+
+    archive, md5 = data.synthetic_archive(tmp_path / "mirror", num_train=40, num_test=20)
+    root = tmp_path / "data"
+    mine = precious_file(root / "cifar-10-batches-py" / "my_notes.txt")
+    train, _ = data.load_dataset("cifar10", root, url=archive.as_uri(), md5=md5)
+    assert len(train) == 40
+    assert (root / "cifar-10-batches-py.incomplete-1" / "my_notes.txt").read_bytes() == PRECIOUS
+    assert not mine.exists()
