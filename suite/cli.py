@@ -383,7 +383,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    try:
+        parser = build_parser()  # imports the method registry, and with it $Q4BENCH_PLUGINS
+    except UserError as exc:
+        print(f"q4bench: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help (0) or a one-line usage error (2): a status, as for every other outcome

@@ -265,3 +265,46 @@ def test_a_download_moves_an_incomplete_folder_aside_instead_of_deleting_it(tmp_
     assert len(train) == 40
     assert (root / "cifar-10-batches-py.incomplete-1" / "my_notes.txt").read_bytes() == PRECIOUS
     assert not mine.exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. Plugins: found in the working directory by both entry points; a broken one is one line
+
+
+PLUGIN = '''import dataclasses
+from suite.methods import TATHE4, register
+
+register(dataclasses.replace(TATHE4, name="cwdplugin4", summary="a plugin found in the working directory"))
+'''
+CONSOLE_SCRIPT = Path(sys.executable).with_name("q4bench")
+
+
+def _entry(kind: str) -> list[str]:
+    return [str(CONSOLE_SCRIPT)] if kind == "q4bench" else [sys.executable, "-m", "suite"]
+
+
+def _run_entry(kind: str, cwd: Path, plugins: str, *args) -> subprocess.CompletedProcess:
+    env = {**os.environ, "Q4BENCH_PLUGINS": plugins}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    return subprocess.run([*_entry(kind), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("kind", ["q4bench", "python -m suite"])
+def test_a_plugin_in_the_working_directory_is_found_by_both_entry_points(kind, tmp_path):
+    assert CONSOLE_SCRIPT.is_file(), "make setup installs the q4bench console script beside the interpreter"
+    (tmp_path / "cwd_plugin.py").write_text(PLUGIN)
+    proc = _run_entry(kind, tmp_path, "cwd_plugin", "train", "--help")
+    assert proc.returncode == 0, proc.stderr
+    assert "cwdplugin4: a plugin found in the working directory" in proc.stdout
+
+
+@pytest.mark.parametrize("kind", ["q4bench", "python -m suite"])
+@pytest.mark.parametrize("source, fragments", [
+    (None, ["'no_such_plugin_module'", "ModuleNotFoundError"]),
+    ("raise RuntimeError('the plugin is broken')\n", ["'no_such_plugin_module'", "RuntimeError: the plugin is broken"]),
+    ("def (:\n", ["'no_such_plugin_module'", "SyntaxError"]),
+])
+def test_a_missing_or_failing_plugin_is_one_line(kind, source, fragments, tmp_path):
+    if source is not None:
+        (tmp_path / "no_such_plugin_module.py").write_text(source)
+    refused(_run_entry(kind, tmp_path, "no_such_plugin_module", "profile"), "$Q4BENCH_PLUGINS", *fragments)
