@@ -29,6 +29,12 @@ MAX_SEED = 2**32 - 1
 MAX_HOURS = 24 * 365  # a compare time box of a year
 MAX_MEMORY_CAP_MIB = 1 << 24  # 16 TiB
 MAX_WATTS_PER_THREAD = 1000.0  # a whole server socket is a few hundred watts
+# The parity gate's rule (parity.toml [tolerance]). A false-fail rate below 1e-6 is no rate a dozen measured
+# pairs can support, and from about 1e-16 on 1 - rate rounds to 1 in floating point (an infinite tolerance).
+FALSE_FAIL_RATE = (1e-6, 0.5)
+# Accuracy on 10,000 test images moves in steps of 0.01 points: rounding finer than 0.001 adds nothing (and
+# 1e-320 overflowed); rounding up by more than 100 points makes every tolerance 100.
+ROUND_UP_TO = (1e-3, 100.0)
 
 # name -> (lowest, highest): the ranges the CLI, the config dataclasses and the config files share.
 COUNTS = {

@@ -137,6 +137,11 @@ def validate(req: CompareRequest) -> CompareRequest:
     if req.ranks_per_run > 1 and req.device != "cpu":
         raise UserError(f"--ranks-per-run {req.ranks_per_run}: runs across processes use gloo on the CPU; "
                         f"drop it for --device {req.device}")
+    if req.ranks_per_run > 1:  # refused now, not after the step timing: every run would fail the same way
+        from .distributed import split_batch
+
+        split_batch(req.batch_size or get_recipe(req.recipe).batch_size, req.ranks_per_run,
+                    f"ranks (--ranks-per-run {req.ranks_per_run})")
     from .device import Placement
 
     Placement(req.device, req.precision)  # one-line errors for a bad device, precision, or no visible GPU

@@ -308,3 +308,41 @@ def test_a_missing_or_failing_plugin_is_one_line(kind, source, fragments, tmp_pa
     if source is not None:
         (tmp_path / "no_such_plugin_module.py").write_text(source)
     refused(_run_entry(kind, tmp_path, "no_such_plugin_module", "profile"), "$Q4BENCH_PLUGINS", *fragments)
+
+
+# ---------------------------------------------------------------------------------------------
+# 6. Command lines the code cannot serve: refused at once, in one line
+
+
+@pytest.mark.parametrize("batch, fragment", [(127, "does not split evenly over 2 ranks (--ranks-per-run 2)"),
+                                             (2, "BatchNorm needs 2 per rank")])
+def test_compare_refuses_a_batch_its_ranks_cannot_use_before_starting_anything(batch, fragment, tmp_path):
+    out = tmp_path / "cmp"
+    refused(cli("compare", "--method", "tathe4", "--synthetic", "--epochs", 1, "--ranks-per-run", 2,
+                "--batch-size", batch, "--out", out), f"global batch of {batch} images", fragment)
+    assert not out.exists()  # no plan, no timing children
+
+
+@pytest.mark.slow
+def test_torchrun_with_one_image_per_rank_is_refused_on_every_rank(tmp_path):
+    torchrun = Path(sys.executable).with_name("torchrun")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.run([str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "suite", "train",
+                           "--synthetic", "--subset", "16", "--batch-size", "2", "--epochs", "1", "--threads", "1",
+                           "--out", str(tmp_path / "run")], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode != 0
+    ours = [line for line in proc.stderr.splitlines() if line.startswith("q4bench: error:")]
+    assert len(ours) == 2 and all("gives each of 2 ranks 1; BatchNorm needs 2 per rank" in line for line in ours), proc.stderr
+    assert "ZeroDivisionError" not in proc.stderr and not (tmp_path / "run").exists()
+
+
+def test_a_data_dir_that_cannot_take_a_download_is_one_line(tmp_path):
+    if os.geteuid() == 0:  # permissions do not stop root: a sysfs folder refuses even root
+        data_dir = Path("/sys")
+    else:
+        data_dir = tmp_path / "readonly"
+        data_dir.mkdir()
+        data_dir.chmod(0o555)
+    refused(cli("train", "--data-dir", data_dir, "--subset", 16, "--epochs", 1, "--out", tmp_path / "run"),
+            f"{data_dir} cannot take a download", "--data-dir")
