@@ -3,10 +3,8 @@ result for a pull request (`q4bench submit`), and loading many results as flat r
 
 from __future__ import annotations
 
-import json
 import os
 import re
-from functools import lru_cache
 from pathlib import Path
 
 from .atomic import write_json_atomic, write_json_new
@@ -14,6 +12,7 @@ from .bounds import check_timestamp, out_of_limits
 from .errors import UserError
 from .locks import real_folder, real_folder_under
 from .provenance import stamp
+from .state import first_error, load_schema, schema_errors
 from .userfiles import RESULT_MAX_BYTES, check_output_dir, read_user_json
 
 SCHEMA_PATH = Path(__file__).resolve().parent / "result_schema.json"
@@ -24,23 +23,14 @@ DEFAULT_RESULTS_DIR = Path("reports/results")
 DEFAULT_STORE = Path("reports/submitted")
 
 
-@lru_cache(maxsize=1)
 def schema() -> dict:
-    return json.loads(SCHEMA_PATH.read_text())
-
-
-def _where(error) -> str:
-    return "/".join(str(p) for p in error.absolute_path) or "(top level)"
+    return load_schema(SCHEMA_PATH.name)
 
 
 def validation_errors(result: object) -> list[str]:
     """Every reason `result` is not a valid result file, schema first, then the cross-field rules
     the schema cannot state. Empty when it is valid."""
-    import jsonschema
-
-    validator = jsonschema.Draft202012Validator(schema(), format_checker=jsonschema.FormatChecker())
-    errors = sorted(validator.iter_errors(result), key=lambda e: (list(e.absolute_path), e.message))
-    reasons = [f"{_where(e)}: {e.message}" for e in errors]
+    reasons = schema_errors(result, schema())
     if reasons:
         return reasons
     methods = set(result["methods"])
@@ -76,8 +66,7 @@ def _impossible(result: dict) -> list[str]:
 def validate_result(result: object, source: str = "result") -> None:
     reasons = validation_errors(result)
     if reasons:
-        more = f" (and {len(reasons) - 1} more)" if len(reasons) > 1 else ""
-        raise UserError(f"{source}: invalid result file: {reasons[0]}{more}")
+        raise first_error(reasons, source, "result file")
 
 
 def read_result(path: str | os.PathLike) -> dict:

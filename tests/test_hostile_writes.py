@@ -346,3 +346,83 @@ def test_a_data_dir_that_cannot_take_a_download_is_one_line(tmp_path):
         data_dir.chmod(0o555)
     refused(cli("train", "--data-dir", data_dir, "--subset", 16, "--epochs", 1, "--out", tmp_path / "run"),
             f"{data_dir} cannot take a download", "--data-dir")
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. Edited state files: checked against suite/state_schema.json before use
+
+
+@pytest.mark.parametrize("plan, fragment", [
+    ({"epochs": 1, "seconds_per_image": {"fp32": 0.0, "tathe4": 0.01}, "startup_seconds": 1.0, "parallel": 1,
+      "threads": 1}, "seconds_per_image/fp32: 0.0 is less than or equal to the minimum of 0"),
+    ({"epochs": 1, "seconds_per_image": {"fp32": 0.01, "tathe4": 0.01}, "parallel": 1, "threads": 1},
+     "'startup_seconds' is a required property"),
+    ({"epochs": "1", "seconds_per_image": {"fp32": 0.01, "tathe4": 0.01}, "startup_seconds": 1.0, "parallel": 1,
+      "threads": 1}, "epochs: '1' is not of type 'integer'"),
+])
+def test_an_edited_compare_plan_is_one_line_naming_file_and_field(plan, fragment, tmp_path):
+    out = tmp_path / "cmp"
+    args = ["compare", "--method", "tathe4", "--synthetic", "--epochs", 1, "--subset", 16, "--out", out]
+    out.mkdir()
+    (out / "plan.json").write_text(json.dumps(plan))
+    refused(cli(*args), out / "plan.json", "invalid compare plan", fragment)
+
+
+def test_an_object_array_of_predictions_and_a_mistyped_history_are_one_line(tmp_path):
+    import numpy as np
+
+    from suite.compare import read_predictions
+    from suite.errors import UserError
+    from suite.state import read_state
+
+    np.save(tmp_path / "predictions.npy", np.array([1, "two", None], dtype=object), allow_pickle=True)
+    with pytest.raises(UserError, match=r"predictions.npy: not a predictions file \(Object arrays"):
+        read_predictions(tmp_path / "predictions.npy")
+    np.save(tmp_path / "floats.npy", np.zeros(4))
+    with pytest.raises(UserError, match="1-D integer array, found float64"):
+        read_predictions(tmp_path / "floats.npy")
+    history = {"method": "fp32", "seed": 0, "final_test_acc": "high", "epochs": [{"epoch": 1, "test_acc": 50.0}]}
+    (tmp_path / "history.json").write_text(json.dumps(history))
+    with pytest.raises(UserError, match=r"history.json: invalid run history: final_test_acc: 'high' is not of type"):
+        read_state(tmp_path / "history.json", "history", "run history")
+
+
+def _edited_checkpoint(checkpoint: Path, tmp: Path, edit) -> Path:
+    import shutil
+
+    import torch
+
+    run = tmp / "run"
+    shutil.copytree(checkpoint.parent, run)
+    (run / LOCK_NAME).unlink(missing_ok=True)
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    edit(state)
+    torch.save(state, run / "checkpoint.pt")
+    return run / "checkpoint.pt"
+
+
+CHECKPOINT_EDITS = {
+    "epoch as text": (lambda s: s.update(epoch="1"), "epoch: '1' is not of type 'integer'"),
+    "no method": (lambda s: s.pop("method"), "'method' is a required property"),
+    "num_classes as text": (lambda s: s["arch"].update(num_classes="10"), "arch/num_classes: '10' is not of type"),
+    "history without epochs": (lambda s: s["history"].pop("epochs"), "history: 'epochs' is a required property"),
+    "no optimizer": (lambda s: s.pop("optimizer"), "'optimizer' is a required property"),
+    "rng_state as a float tensor": (lambda s: s.update(rng_state=s["rng_state"].float()), "rng_state: torch.float32"),
+}
+
+
+@pytest.mark.parametrize("edit", ["epoch as text", "no method", "num_classes as text"])
+def test_export_of_an_edited_checkpoint_is_one_line(edit, checkpoint, tmp_path):
+    change, fragment = CHECKPOINT_EDITS[edit]
+    path = _edited_checkpoint(checkpoint, tmp_path, change)
+    refused(cli("export", "--checkpoint", path, "--out", tmp_path / "onnx", "--calibration-images", 8),
+            path, "invalid checkpoint", fragment)
+    assert not (tmp_path / "onnx").exists()
+
+
+@pytest.mark.parametrize("edit", list(CHECKPOINT_EDITS))
+def test_resume_from_an_edited_checkpoint_is_one_line(edit, checkpoint, tmp_path):
+    change, fragment = CHECKPOINT_EDITS[edit]
+    path = _edited_checkpoint(checkpoint, tmp_path, change)
+    refused(cli("train", "--method", "tathe4", "--synthetic", "--subset", 64, "--batch-size", 32, "--epochs", 2,
+                "--threads", 2, "--resume", "--out", path.parent), path, "invalid checkpoint", fragment)
