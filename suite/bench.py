@@ -23,6 +23,7 @@ from . import __version__
 from . import data as datamod
 from .bounds import check_count
 from .errors import UserError
+from .locks import refuse_link
 from .measure import CONV_PASSES, FLOP_CONVENTION, POWERCAP_ROOT, host_fingerprint, load_average
 from .profiles import (
     CgroupSlot,
@@ -518,6 +519,7 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] = _print) -> Path:
     """Run the bench; returns the path of the result file."""
     tier = get_tier(config.tier)
     check_output_dir(config.out, "--out")
+    refuse_link(config.out, "--out")  # again when the result is written, hours later
     host_cpus = usable_cpus()
     names = config.profiles or list(DEFAULT_PROFILES)
     profiles = [resolve_profile(n, config.profiles_dir, host_cpus) for n in names]

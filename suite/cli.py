@@ -88,7 +88,8 @@ def _add_train(sub) -> None:
 def _export(args: argparse.Namespace) -> None:
     from .export import describe, export
 
-    print(describe(export(args.checkpoint, args.out, args.data_dir, args.calibration_images, args.threads)))
+    print(describe(export(args.checkpoint, args.out, args.data_dir, args.calibration_images, args.threads,
+                          args.overwrite)))
 
 
 def _add_export(sub) -> None:
@@ -114,6 +115,8 @@ def _add_export(sub) -> None:
         help=f"training images for int8 activation ranges (default {DEFAULT_CALIBRATION_IMAGES})",
     )
     p.add_argument("--threads", type=count_type("threads"), help="torch threads for calibration")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace .onnx files and a verify.json in OUT that no export wrote (without it, refused)")
     p.set_defaults(func=_export)
 
 
@@ -299,7 +302,8 @@ def _parity(args: argparse.Namespace) -> int:
 
     outcome = run_parity(
         ParityRequest(config=args.config, data_dir=args.data_dir, synthetic=args.synthetic, out=args.out,
-                      report=args.report, candidate=args.candidate, control=not args.no_control)
+                      report=args.report, candidate=args.candidate, control=not args.no_control,
+                      overwrite=args.overwrite)
     )
     if not outcome.passed:
         for reason in outcome.reasons:
@@ -327,6 +331,9 @@ def _add_parity(sub) -> None:
     p.add_argument("--no-control", action="store_true", help="skip the config's degraded control (saves its runs)")
     p.add_argument("--out", default=str(DEFAULT_OUT), help=f"run folders, ONNX files, parity.json (default {DEFAULT_OUT})")
     p.add_argument("--report", default=str(DEFAULT_REPORT), help=f"the Markdown page (default {DEFAULT_REPORT})")
+    p.add_argument("--overwrite", action="store_true",
+                   help="clear OUT's runs, onnx and result files even when parity did not write them (a compare "
+                        "folder, a copy): without it such a folder is refused")
     p.set_defaults(func=_parity)
 
 
@@ -405,7 +412,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    try:
+        parser = build_parser()  # imports the method registry, and with it $Q4BENCH_PLUGINS
+    except UserError as exc:
+        print(f"q4bench: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help (0) or a one-line usage error (2): a status, as for every other outcome

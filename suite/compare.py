@@ -27,6 +27,7 @@ from typing import Callable
 from .atomic import write_json_atomic
 from .bounds import MAX_HOURS, MAX_SEED, check_count, check_number, check_optional_count
 from .errors import UserError
+from .state import load_schema, read_state, schema_errors
 from .locks import hold
 from .spec import PAPER_ARCH, SHORT_RECIPE
 from .userfiles import CONFIG_MAX_BYTES, check_output_dir, read_user_json
@@ -137,6 +138,11 @@ def validate(req: CompareRequest) -> CompareRequest:
     if req.ranks_per_run > 1 and req.device != "cpu":
         raise UserError(f"--ranks-per-run {req.ranks_per_run}: runs across processes use gloo on the CPU; "
                         f"drop it for --device {req.device}")
+    if req.ranks_per_run > 1:  # refused now, not after the step timing: every run would fail the same way
+        from .distributed import split_batch
+
+        split_batch(req.batch_size or get_recipe(req.recipe).batch_size, req.ranks_per_run,
+                    f"ranks (--ranks-per-run {req.ranks_per_run})")
     from .device import Placement
 
     Placement(req.device, req.precision)  # one-line errors for a bad device, precision, or no visible GPU
@@ -321,15 +327,15 @@ def run_finished(run_dir: Path, epochs: int) -> bool:
     if not history.is_file() or not (run_dir / "predictions.npy").is_file():
         return False
     try:
-        return len(json.loads(history.read_text())["epochs"]) >= epochs
-    except (ValueError, KeyError):
+        return len(read_state(history, "history", "run history")["epochs"]) >= epochs
+    except UserError:
         return False
 
 
 def epochs_done(run_dir: Path) -> int:
     try:
-        return len(json.loads((run_dir / "history.json").read_text())["epochs"])
-    except (OSError, ValueError, KeyError):
+        return len(read_state(run_dir / "history.json", "history", "run history")["epochs"])
+    except UserError:
         return 0
 
 
@@ -383,9 +389,7 @@ def make_plan(req: CompareRequest, out: Path, sizes: tuple[int, int, int], log: 
     """plan.json: reused on a rerun (so --hours keeps the epochs it first gave), else measured now."""
     path = out / "plan.json"
     if path.exists():
-        plan = read_user_json(path, "compare plan", CONFIG_MAX_BYTES)
-        if not isinstance(plan.get("seconds_per_image"), dict) or not isinstance(plan.get("epochs"), int):
-            raise UserError(f"{path}: not a compare plan (no seconds_per_image or epochs); delete it to measure anew")
+        plan = read_state(path, "plan", "compare plan (delete it to measure anew)")
         missing = [m for m in (req.reference, *req.methods) if m not in plan["seconds_per_image"]]
         if not missing:
             return plan
@@ -457,9 +461,11 @@ def _finished_gaps(req: CompareRequest, candidate: str, epochs: int, runs_dir: P
         if not all(run_finished(d, epochs) for d in dirs):
             continue
         try:
-            ref, cand = (json.loads((d / "history.json").read_text())["final_test_acc"] for d in dirs)
-        except (OSError, ValueError, KeyError):
+            ref, cand = (read_state(d / "history.json", "history", "run history")["final_test_acc"] for d in dirs)
+        except UserError:
             continue  # a broken history is refused later, by build_result, with its path
+        if ref is None or cand is None:
+            continue
         gaps.append(ref - cand)
     return gaps
 
@@ -512,7 +518,7 @@ def execute(req: CompareRequest, runs: list[Run], epochs: int, runs_dir: Path, l
                     failures.append(f"{run.name} exited {proc.returncode}: {_last_line(run_dir / 'train.log')} "
                                     f"(log {run_dir / 'train.log'})")
                     continue
-                history = json.loads((run_dir / "history.json").read_text())
+                history = read_state(run_dir / "history.json", "history", "run history")
                 log(f"compare: finished {run.name}: test {history['final_test_acc']:.2f}% after "
                     f"{len(history['epochs'])} epoch(s)")
     finally:
@@ -527,7 +533,7 @@ def execute(req: CompareRequest, runs: list[Run], epochs: int, runs_dir: Path, l
 def _add_wall(run_dir: Path, seconds: float) -> None:
     # Cumulative across reruns: what the compare spent on this run in child processes that exited.
     path = run_dir / "wall.json"
-    wall = json.loads(path.read_text()) if path.exists() else {"wall_seconds": 0.0, "attempts": 0}
+    wall = read_state(path, "wall", "run wall time") if path.exists() else {"wall_seconds": 0.0, "attempts": 0}
     write_json_atomic(path, {"wall_seconds": wall["wall_seconds"] + seconds, "attempts": wall["attempts"] + 1})
 
 
@@ -580,6 +586,9 @@ def _check_run_matches(run_dir: Path, history: dict, run: Run, req: CompareReque
         if got != want:
             raise UserError(f"{run_dir / 'history.json'}: {key} is {got!r}, this compare needs {want!r}; move that "
                             "run folder away (or choose another --out) and rerun")
+    if history["final_test_acc"] is None or not history["epochs"]:
+        raise UserError(f"{run_dir / 'history.json'}: final_test_acc is null or epochs is empty, in a run that "
+                        f"should be finished; move that run folder away and rerun")
 
 
 def build_result(req: CompareRequest, epochs: int, out: Path) -> dict:
@@ -594,9 +603,9 @@ def build_result(req: CompareRequest, epochs: int, out: Path) -> dict:
     runs, histories, predictions = [], {}, {}
     for run in all_runs(req):
         run_dir = runs_dir / run.name
-        history = json.loads((run_dir / "history.json").read_text())
+        history = read_state(run_dir / "history.json", "history", "run history")
         _check_run_matches(run_dir, history, run, req, epochs)
-        preds = np.load(run_dir / "predictions.npy", allow_pickle=False)
+        preds = read_predictions(run_dir / "predictions.npy")
         labels = labels_of(run.seed)
         if preds.shape != labels.shape:
             raise UserError(f"{run_dir / 'predictions.npy'}: {preds.size} predictions for {labels.size} test images")
@@ -613,7 +622,7 @@ def build_result(req: CompareRequest, epochs: int, out: Path) -> dict:
             "final_test_acc": history["final_test_acc"],
             "best_test_acc": history["best_test_acc"],
             "final_test_acc_tta": history["epochs"][-1].get("test_acc_tta"),
-            "wall_seconds": json.loads(wall.read_text())["wall_seconds"] if wall.exists() else None,
+            "wall_seconds": read_state(wall, "wall", "run wall time")["wall_seconds"] if wall.exists() else None,
             "history": os.path.relpath(run_dir / "history.json", out),
             "predictions": os.path.relpath(run_dir / "predictions.npy", out),
         })
@@ -667,17 +676,28 @@ def trained_on(histories) -> list[dict]:
 
 
 def schema() -> dict:
-    return json.loads((Path(__file__).parent / "compare_schema.json").read_text())
+    return load_schema("compare_schema.json")
 
 
 def validate_result(doc: dict) -> None:
-    import jsonschema
+    """A compare.json this code built fits its schema; a misfit is a bug here, not the user's (ValueError)."""
+    reasons = schema_errors(doc, schema())
+    if reasons:
+        raise ValueError(f"compare result does not fit compare_schema.json at {reasons[0]}")
 
-    validator = jsonschema.Draft202012Validator(schema())
-    error = next(iter(sorted(validator.iter_errors(doc), key=lambda e: list(e.path))), None)
-    if error is not None:
-        where = "/".join(str(p) for p in error.path) or "(top level)"
-        raise ValueError(f"compare result does not fit compare_schema.json at {where}: {error.message}")
+
+def read_predictions(path: Path):
+    """A run's predicted classes: a 1-D integer array (no pickled objects), else one line naming the file."""
+    import numpy as np
+
+    try:
+        preds = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:  # an object array, a truncated or foreign file
+        raise UserError(f"{path}: not a predictions file ({' '.join(str(exc).split())})") from None
+    if not isinstance(preds, np.ndarray) or preds.ndim != 1 or preds.dtype.kind not in "iu":
+        raise UserError(f"{path}: predictions must be a 1-D integer array, found "
+                        f"{getattr(preds, 'dtype', type(preds).__name__)} of shape {getattr(preds, 'shape', '?')}")
+    return preds
 
 
 def summary_line(doc: dict, comparison: dict) -> str:

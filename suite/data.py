@@ -268,8 +268,14 @@ def md5_of(path: Path) -> str:
 def download_archive(spec: DatasetSpec, root: Path, url: str, md5: str, timeout_s: float = 60.0) -> Path:
     """Fetch the archive, verify its md5, unpack it into root/<folder> (rename last, so a failed
     download never leaves a half folder that looks complete)."""
-    root.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".download-", dir=root) as tmp:
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        staging = tempfile.TemporaryDirectory(prefix=".download-", dir=root)
+    except OSError as exc:  # a read-only or foreign folder: say what to do instead of a traceback
+        raise UserError(f"{spec.name} folder {root / spec.folder} not found, and {root} cannot take a download "
+                        f"({exc.strerror or exc}); put the official {spec.folder} folder there or pass a "
+                        f"writable --data-dir") from None
+    with staging as tmp:
         archive = Path(tmp) / "archive.tar.gz"
         try:
             with urllib.request.urlopen(url, timeout=timeout_s) as response, open(archive, "wb") as out:
@@ -293,10 +299,20 @@ def download_archive(spec: DatasetSpec, root: Path, url: str, md5: str, timeout_
         if not source.is_dir():
             raise UserError(f"{url}: archive has no {spec.folder}/ folder")
         target = root / spec.folder
-        if target.exists():
-            shutil.rmtree(target)  # an incomplete folder from an earlier attempt
+        if os.path.lexists(target):
+            _move_aside(target)  # incomplete (find_folder refused it), but not ours to delete
         os.replace(source, target)
     return target
+
+
+def _move_aside(folder: Path) -> Path:
+    """Rename ``folder`` to a free FOLDER.incomplete-N beside it: the download replaces it, nothing is deleted."""
+    for n in range(1, 1000):
+        aside = folder.with_name(f"{folder.name}.incomplete-{n}")
+        if not os.path.lexists(aside):
+            os.rename(folder, aside)
+            return aside
+    raise UserError(f"{folder}: 999 incomplete copies beside it already; remove them")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -81,12 +81,26 @@ def threads_per_rank(world: World, cores: int) -> int:
     return max(1, cores // world.local_size)
 
 
+# BatchNorm needs at least 2 images per rank per step (the same floor as --batch-size for one process).
+MIN_LOCAL_BATCH = 2
+
+
+def split_batch(global_batch: int, ranks: int, how: str = "ranks") -> int:
+    """Images per rank per step: the global batch split evenly, at least MIN_LOCAL_BATCH each; anything else
+    is refused in one line (``how`` names the ranks as the user set them, e.g. --ranks-per-run 2)."""
+    if global_batch % ranks:
+        raise UserError(f"the global batch of {global_batch} images does not split evenly over {ranks} {how}; "
+                        f"pass a --batch-size divisible by {ranks}")
+    if global_batch // ranks < MIN_LOCAL_BATCH:
+        raise UserError(f"the global batch of {global_batch} images gives each of {ranks} {how} "
+                        f"{global_batch // ranks}; BatchNorm needs {MIN_LOCAL_BATCH} per rank: pass a --batch-size "
+                        f"of at least {MIN_LOCAL_BATCH * ranks}")
+    return global_batch // ranks
+
+
 def local_batch_size(global_batch: int, world: World) -> int:
-    """Images per rank per step: the global batch split evenly (refused when it does not divide)."""
-    if global_batch % world.size:
-        raise UserError(f"the global batch of {global_batch} images does not split evenly over {world.size} "
-                        f"ranks; pass a --batch-size divisible by {world.size}")
-    return global_batch // world.size
+    """Images per rank per step of this job (split_batch over its ranks)."""
+    return split_batch(global_batch, world.size)
 
 
 class PeerLost(Exception):

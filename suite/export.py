@@ -44,7 +44,7 @@ from . import data as datamod
 from .atomic import write_atomic
 from .bounds import check_count, check_optional_count
 from .errors import UserError
-from .locks import hold
+from .locks import claim, hold
 from .spec import VERIFY_FILE
 from .provenance import stamp
 from .threads import torch_threads
@@ -612,15 +612,18 @@ def export(
     data_dir: str | None = None,
     calibration_count: int = DEFAULT_CALIBRATION_IMAGES,
     threads: int | None = None,
+    overwrite: bool = False,
 ) -> ExportResult:
+    """overwrite: replace ONNX files and a verify.json in OUT that no export wrote (else refused)."""
     check_count(calibration_count, "calibration_images")
     check_optional_count(threads, "threads")
     check_output_dir(out_dir, "--out")
     with torch_threads(threads):
-        return _export(checkpoint, out_dir, data_dir, calibration_count)
+        return _export(checkpoint, out_dir, data_dir, calibration_count, overwrite)
 
 
-def _export(checkpoint: str | Path, out_dir: str | Path, data_dir: str | None, calibration_count: int) -> ExportResult:
+def _export(checkpoint: str | Path, out_dir: str | Path, data_dir: str | None, calibration_count: int,
+            overwrite: bool) -> ExportResult:
     model, method, state = model_from_checkpoint(checkpoint)
     stages = network_stages(model, method.name)
     meta = {"method": method.name, "epoch": int(state.get("epoch", 0)), "checkpoint": str(checkpoint),
@@ -636,6 +639,7 @@ def _export(checkpoint: str | Path, out_dir: str | Path, data_dir: str | None, c
                   "int8": build_int8(stages, calibration, meta)}
         images_used = calibration.images
     with hold(out, "export"):  # taken only now: a refused checkpoint leaves no folder behind
+        claim(out, "export", (*(f"{name}.onnx" for name in models), VERIFY_FILE), overwrite)
         # A verify.json already here checked the models this export replaces; removed first, so that a kill
         # at any point leaves either no check or the old check beside the old files, never one beside new files.
         stale = out / VERIFY_FILE

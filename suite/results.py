@@ -3,15 +3,16 @@ result for a pull request (`q4bench submit`), and loading many results as flat r
 
 from __future__ import annotations
 
-import json
 import os
 import re
-from functools import lru_cache
 from pathlib import Path
 
 from .atomic import write_json_atomic, write_json_new
+from .bounds import check_timestamp, out_of_limits
 from .errors import UserError
+from .locks import real_folder, real_folder_under
 from .provenance import stamp
+from .state import first_error, load_schema, schema_errors
 from .userfiles import RESULT_MAX_BYTES, check_output_dir, read_user_json
 
 SCHEMA_PATH = Path(__file__).resolve().parent / "result_schema.json"
@@ -22,23 +23,14 @@ DEFAULT_RESULTS_DIR = Path("reports/results")
 DEFAULT_STORE = Path("reports/submitted")
 
 
-@lru_cache(maxsize=1)
 def schema() -> dict:
-    return json.loads(SCHEMA_PATH.read_text())
-
-
-def _where(error) -> str:
-    return "/".join(str(p) for p in error.absolute_path) or "(top level)"
+    return load_schema(SCHEMA_PATH.name)
 
 
 def validation_errors(result: object) -> list[str]:
     """Every reason `result` is not a valid result file, schema first, then the cross-field rules
     the schema cannot state. Empty when it is valid."""
-    import jsonschema
-
-    validator = jsonschema.Draft202012Validator(schema(), format_checker=jsonschema.FormatChecker())
-    errors = sorted(validator.iter_errors(result), key=lambda e: (list(e.absolute_path), e.message))
-    reasons = [f"{_where(e)}: {e.message}" for e in errors]
+    reasons = schema_errors(result, schema())
     if reasons:
         return reasons
     methods = set(result["methods"])
@@ -59,14 +51,22 @@ def validation_errors(result: object) -> list[str]:
                 reasons.append(f"profiles/{i}/methods/{name}/accuracy: a figure although accuracy.measured is false")
     if not result["accuracy"]["measured"] and not result["accuracy"]["reason"]:
         reasons.append("accuracy/reason: accuracy was not measured and no reason is given")
-    return reasons
+    return reasons + _impossible(result)
+
+
+def _impossible(result: dict) -> list[str]:
+    """What no host could have produced: a figure outside its physical limit, a date that does not exist
+    or lies in the future (suite.bounds holds each limit and its reason)."""
+    reasons = check_timestamp(result["created_utc"], "created_utc")
+    if "provenance" in result:
+        reasons += check_timestamp(result["provenance"]["written_at"], "provenance/written_at")
+    return reasons + out_of_limits(result)
 
 
 def validate_result(result: object, source: str = "result") -> None:
     reasons = validation_errors(result)
     if reasons:
-        more = f" (and {len(reasons) - 1} more)" if len(reasons) > 1 else ""
-        raise UserError(f"{source}: invalid result file: {reasons[0]}{more}")
+        raise first_error(reasons, source, "result file")
 
 
 def read_result(path: str | os.PathLike) -> dict:
@@ -102,7 +102,7 @@ def write_new_result(folder: str | os.PathLike, result: dict) -> Path:
     """write_result under result_filename in ``folder``, never replacing a file: when another bench took the
     name (same host, tier and second) this one lands beside it as NAME-2.json, NAME-3.json, ..."""
     result = _ready(result, folder)
-    name = Path(folder) / result_filename(result)
+    name = real_folder(folder) / result_filename(result)
     for n in range(1, 1000):
         path = name if n == 1 else name.with_stem(f"{name.stem}-{n}")
         try:
@@ -119,11 +119,14 @@ def result_filename(result: dict) -> str:
 
 def submit(path: str | os.PathLike, store: str | os.PathLike = DEFAULT_STORE) -> Path:
     """File a validated result under STORE/<host-id>/ for a pull request. Nothing in the store changes
-    when the file is refused; resubmitting an identical file is a no-op."""
+    when the file is refused; resubmitting an identical file is a no-op. STORE and STORE/<host-id> must be
+    real folders and the filed name no link: a link committed there would carry the file out of the store."""
     result = read_result(path)
     check_output_dir(store, "--store")
     host_id = result["host"]["host_id"]  # the schema's pattern keeps it a plain folder name
-    target = Path(store) / host_id / result_filename(result)
+    target = real_folder_under(Path(store), (host_id,), "--store") / result_filename(result)
+    if target.is_symlink():
+        raise UserError(f"--store {target}: is a symbolic link; the store holds only plain files: delete it")
     try:
         # Created only if absent (no check-then-write race): of two concurrent submits one files, and the
         # other finds the file complete (a link appears whole) and compares.
@@ -131,8 +134,8 @@ def submit(path: str | os.PathLike, store: str | os.PathLike = DEFAULT_STORE) ->
     except FileExistsError:
         pass
     try:
-        same = json.loads(target.read_text()) == result
-    except (OSError, json.JSONDecodeError):
+        same = read_user_json(target, "filed result", RESULT_MAX_BYTES) == result
+    except UserError:
         same = False
     if not same:
         raise UserError(f"{target} already exists with different content; refusing to overwrite it")

@@ -22,6 +22,7 @@ from .provenance import stamp
 from .userfiles import check_output_dir
 from .bounds import check_count, check_optional_count
 from .errors import UserError
+from .state import check_state
 from .locks import hold
 from .device import Placement
 from . import distributed as dist_mod
@@ -288,8 +289,9 @@ def _save_checkpoint(path: Path, model, optimizer, scheduler, epoch: int, config
     write_atomic(path, lambda f: torch.save(state, f))
 
 
-def load_checkpoint(path: str | Path) -> dict:
-    """A checkpoint dict, loaded with weights_only=True (a checkpoint may come from anyone)."""
+def load_checkpoint(path: str | Path, resumable: bool = False) -> dict:
+    """A checkpoint dict, loaded with weights_only=True (a checkpoint may come from anyone) and checked against
+    state_schema.json (with everything --resume restores when ``resumable``)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: {'not a file' if path.exists() else 'checkpoint not found'} (expected a checkpoint.pt)")
@@ -302,7 +304,18 @@ def load_checkpoint(path: str | Path) -> dict:
     arch = state["arch"].get("name") if isinstance(state["arch"], dict) else None
     if arch not in ARCHS:
         raise UserError(f"{path}: checkpoint is of architecture {arch!r}, expected one of {', '.join(ARCHS)}")
+    check_state(state, "resumable" if resumable else "checkpoint", path, "checkpoint")
+    _check_tensors(state, path)
     return state
+
+
+def _check_tensors(state: dict, path: Path) -> None:
+    """The RNG state torch restores, which the schema cannot see (the weights may hold a module's extra state
+    beside its tensors: whether they fit is for load_state_dict to say)."""
+    rng = state.get("rng_state", torch.zeros(0, dtype=torch.uint8))
+    if not isinstance(rng, torch.Tensor) or rng.dtype != torch.uint8:
+        raise UserError(f"{path}: invalid checkpoint: rng_state: {getattr(rng, 'dtype', type(rng).__name__)}, "
+                        f"expected a torch.uint8 tensor")
 
 
 def model_from_checkpoint(path: str | Path) -> tuple[torch.nn.Module, Method, dict]:
@@ -393,7 +406,7 @@ def _read_resume_state(config: TrainConfig, recipe: Recipe, epochs: int, batch_s
         raise UserError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
     if not (config.resume and ckpt_path.exists()):
         return None
-    state = load_checkpoint(ckpt_path)
+    state = load_checkpoint(ckpt_path, resumable=True)
     _check_resume(state, dataclasses.replace(config, batch_size=batch_size), ckpt_path)
     saved_epochs = state.get("config", {}).get("epochs")
     if recipe.per_step and saved_epochs is not None and saved_epochs != epochs:
@@ -460,10 +473,14 @@ def _train(config, recipe, method, placement, epochs, batch_size, out, on_batch,
     trained_on = _trained_on()
     start_epoch = 1
     if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng_state"])
+        try:  # the schema checked the fields' types; whether the tensors fit this model only loading tells
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            torch.set_rng_state(state["rng_state"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+            raise UserError(f"{ckpt_path}: cannot resume from this checkpoint ({type(exc).__name__}: "
+                            f"{(str(exc).splitlines() or [''])[0]})") from None
         history["epochs"] = state["history"]["epochs"]
         history["resumed_from"] = state["history"].get("resumed_from", []) + [
             {"after_epoch": int(state["epoch"]), "provenance": history["provenance"]}

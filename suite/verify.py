@@ -326,7 +326,7 @@ def verify(config: VerifyConfig, log=print) -> dict:
     if not Path(config.onnx_dir).is_dir():
         raise UserError(f"{config.onnx_dir}: no such folder (pass the --out folder of q4bench export)")
     # Locked like export's folder, so an export cannot replace the files while they are being verified.
-    with hold(config.onnx_dir, "verify-onnx"), torch_threads(config.threads):
+    with hold(config.onnx_dir, "verify-onnx", "--onnx"), torch_threads(config.threads):
         return _verify(config, log)
 
 

@@ -196,19 +196,26 @@ register(
 
 # Methods outside this folder: $Q4BENCH_PLUGINS names modules (comma-separated) imported here, each calling
 # register(). Through the environment it reaches every child process, so q4bench compare and the parity gate
-# can train a method defined elsewhere (the tests use it for a deliberately broken one).
+# can train a method defined elsewhere (the tests use it for a deliberately broken one). Modules are looked up
+# in the working directory too (after everything installed): `python -m suite` puts it on sys.path, the
+# `q4bench` console script does not, and both must find the same plugins.
 PLUGINS_ENV = "Q4BENCH_PLUGINS"
 
 
 def _load_plugins() -> None:
     import importlib
     import os
+    import sys
 
-    for module in filter(None, (m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(","))):
+    modules = [m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(",") if m.strip()]
+    if modules and os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.append(os.getcwd())
+    for module in modules:
         try:
             importlib.import_module(module)
-        except ImportError as exc:
-            raise UserError(f"${PLUGINS_ENV}: cannot import {module!r} ({exc})") from None
+        except Exception as exc:  # a plugin is anyone's code: whatever it raises, one line naming it
+            detail = " ".join(str(exc).split()) or "no message"
+            raise UserError(f"${PLUGINS_ENV}: cannot import {module!r} ({type(exc).__name__}: {detail})") from None
 
 
 def get_method(name: str) -> Method:
