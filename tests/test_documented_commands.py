@@ -114,7 +114,7 @@ def test_every_documented_command_is_covered():
 
 
 @pytest.fixture(scope="module")
-def copy(tmp_path_factory) -> dict[str, str]:
+def checkout(tmp_path_factory) -> dict[str, str]:
     """A fresh copy of the repository (tracked and unignored files only), a synthetic data folder and make's stamp."""
     root = tmp_path_factory.mktemp("checkout")
     files = subprocess.run(["git", "ls-files", "-z", "-co", "--exclude-standard"], cwd=REPO, check=True,
@@ -134,8 +134,17 @@ def copy(tmp_path_factory) -> dict[str, str]:
     import json
 
     result.write_text(json.dumps(fixture_result("docs-host", "Docs CPU", "2026-01-01T00:00:00Z", 1.0)))
-    return {"root": str(root), "data": str(data), "tmp": str(tmp_path_factory.mktemp("scratch")), "venv": str(VENV),
-            "stamp": str(stamp)}
+    return {"root": str(root), "data": str(data), "venv": str(VENV), "stamp": str(stamp)}
+
+
+@pytest.fixture
+def copy(checkout, tmp_path) -> dict[str, str]:
+    """The checkout copied again for one command: each documented line starts from a clean tree, as a reader's
+    first try would (two lines writing the same default folder do not meet)."""
+    root = tmp_path / "checkout"
+    shutil.copytree(checkout["root"], root, symlinks=True)
+    (tmp_path / "scratch").mkdir()
+    return {**checkout, "root": str(root), "stamp": str(root / ".stamp"), "tmp": str(tmp_path / "scratch")}
 
 
 def _shell(line: str, places: dict[str, str], timeout: int) -> subprocess.CompletedProcess:
