@@ -241,9 +241,12 @@ def _add_submit(sub) -> None:
 def _report(args: argparse.Namespace) -> None:
     from .report import ReportSources, render_report
 
-    written = render_report(ReportSources.from_options(args.results, args.runs, args.onnx), args.out)
-    for path in written:
+    report = render_report(ReportSources.from_options(args.results, args.runs, args.onnx), args.out)
+    for path in report.written:
         print(f"wrote {path}")
+    if report.unused:
+        print(f"q4bench: note: {len(report.unused)} input file(s) not used (see \"Files not used\" in "
+              f"{args.out}/report.md)", file=sys.stderr)
 
 
 def _add_report(sub) -> None:

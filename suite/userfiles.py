@@ -1,12 +1,14 @@
-"""Paths a user hands us. Files read (profile and parity TOML, result and compare JSON): size capped before
-reading, strict UTF-8, no NaN/Infinity, nesting bounded, the top level an object; memory and time stay
-bounded by the cap whatever the file holds. Output folders: checked before any work. Every failure is one
-UserError naming the file or option."""
+"""Paths a user hands us. Files read (profile and parity TOML, result and compare JSON, histories): regular
+files only (a FIFO or device is refused before it is opened, so nothing waits on one), optionally only inside
+a given folder (a link leaving it is refused), size capped before reading, strict UTF-8, no NaN/Infinity,
+nesting bounded, the top level an object; memory and time stay bounded by the cap whatever the file holds.
+Output folders: checked before any work. Every failure is one UserError naming the file or option."""
 
 from __future__ import annotations
 
 import json
 import os
+import stat
 from pathlib import Path
 
 try:
@@ -23,21 +25,59 @@ CONFIG_MAX_BYTES = 1 << 20
 RESULT_MAX_BYTES = 32 << 20
 
 
-def read_user_bytes(path: str | os.PathLike, what: str, max_bytes: int) -> bytes:
-    """The file's bytes; refused when missing, not a regular file, empty or over max_bytes."""
-    path = Path(path)
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def _open_regular(path: Path, what: str, inside: str | os.PathLike | None) -> int:
+    """A descriptor of the regular file at path, checked before it is opened (a FIFO or device is never opened,
+    so never waited on) and again after (the same inode: a file swapped in between is refused)."""
+    target = path
+    if inside is not None:
+        root, target = Path(os.path.realpath(inside)), Path(os.path.realpath(path))
+        if target != root and root not in target.parents:
+            raise UserError(f"{path}: {what} lies outside {inside} (it resolves to {target}); not read")
     try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            if size > max_bytes:
-                raise UserError(f"{path}: {what} is {size:,} bytes, over the {max_bytes:,}-byte limit for one")
-            data = f.read(max_bytes + 1)  # a file that grows while read (a pipe, /dev/zero) stops here
-    except IsADirectoryError:
-        raise UserError(f"{path}: {what} is a folder, expected a file") from None
+        before = os.stat(target)
     except FileNotFoundError:
         raise UserError(f"{path}: {what} not found") from None
     except OSError as exc:
         raise UserError(f"{path}: cannot read {what} ({exc.strerror or exc})") from None
+    if not stat.S_ISREG(before.st_mode):
+        if stat.S_ISDIR(before.st_mode):
+            raise UserError(f"{path}: {what} is a folder, expected a file")
+        raise UserError(f"{path}: {what} is {_kind(before.st_mode)}, expected a regular file; not read")
+    # O_NONBLOCK: were a FIFO swapped in after the check, open returns at once instead of waiting for a writer.
+    # O_NOFOLLOW on the resolved path: a link swapped in after the resolution is refused, not followed.
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | (os.O_NOFOLLOW if inside is not None else 0)
+    try:
+        fd = os.open(target, flags)
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read {what} ({exc.strerror or exc})") from None
+    after = os.fstat(fd)
+    if (after.st_ino, after.st_dev) != (before.st_ino, before.st_dev) or not stat.S_ISREG(after.st_mode):
+        os.close(fd)
+        raise UserError(f"{path}: {what} changed while it was opened; not read")
+    return fd
+
+
+def read_user_bytes(path: str | os.PathLike, what: str, max_bytes: int, *,
+                    inside: str | os.PathLike | None = None) -> bytes:
+    """The file's bytes; refused when missing, not a regular file (a FIFO, device or socket is never opened),
+    empty, over max_bytes or, with inside, resolving (through links) to a place outside that folder."""
+    path = Path(path)
+    with os.fdopen(_open_regular(path, what, inside), "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size > max_bytes:
+            raise UserError(f"{path}: {what} is {size:,} bytes, over the {max_bytes:,}-byte limit for one")
+        try:
+            data = f.read(max_bytes + 1)  # a file that grows while read stops here
+        except OSError as exc:
+            raise UserError(f"{path}: cannot read {what} ({exc.strerror or exc})") from None
     if len(data) > max_bytes:
         raise UserError(f"{path}: {what} is over the {max_bytes:,}-byte limit for one")
     if not data.strip():
@@ -45,8 +85,9 @@ def read_user_bytes(path: str | os.PathLike, what: str, max_bytes: int) -> bytes
     return data
 
 
-def read_user_text(path: str | os.PathLike, what: str, max_bytes: int) -> str:
-    data = read_user_bytes(path, what, max_bytes)
+def read_user_text(path: str | os.PathLike, what: str, max_bytes: int, *,
+                   inside: str | os.PathLike | None = None) -> str:
+    data = read_user_bytes(path, what, max_bytes, inside=inside)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -75,8 +116,9 @@ def parse_user_json(path: str | os.PathLike, text: str, what: str) -> dict:
     return doc
 
 
-def read_user_json(path: str | os.PathLike, what: str, max_bytes: int = RESULT_MAX_BYTES) -> dict:
-    return parse_user_json(path, read_user_text(path, what, max_bytes), what)
+def read_user_json(path: str | os.PathLike, what: str, max_bytes: int = RESULT_MAX_BYTES, *,
+                   inside: str | os.PathLike | None = None) -> dict:
+    return parse_user_json(path, read_user_text(path, what, max_bytes, inside=inside), what)
 
 
 def parse_user_toml(path: str | os.PathLike, text: str, what: str) -> dict:

@@ -481,8 +481,9 @@ def test_another_network_never_decides_the_papers_claims(tmp_path):
     h = full_budget_history("fp32", 0, 92.6, 90.5)
     h["arch"] = {"name": "vgg4bit"}
     _write(root / "paper-fp32-seed0" / "history.json", h)
-    with pytest.raises(UserError, match=r"history.json arch must be a network's name such as \"vgg4bit\"; got \{\"name\""):
-        _inputs(tmp_path, ("submitted",), ("submitted",))
+    unused = _inputs(tmp_path, ("submitted",), ("submitted",)).unused  # not used, and said why: never a crash
+    assert [(u.path.name, u.reason.split(": ", 1)[1]) for u in unused] == [
+        ("history.json", 'history.json field arch is {"name": "vgg4bit"}, expected of type ["string", "null"]')]
 
 
 def short_history(method: str, seed: int, accs: list[float], planned: int | None = None, **changes) -> dict:
@@ -601,18 +602,20 @@ def test_no_inputs_at_all_still_renders(tmp_path, monkeypatch):
     assert "data:image/png" not in page
 
 
-def test_bad_input_is_one_line_naming_the_file(tmp_path, capsys):
+def test_bad_input_is_left_out_with_one_line_naming_the_file(tmp_path, capsys):
+    """A bad input costs its own figures only: the report renders, lists it under "Files not used" with the
+    reason, and says on stderr how many were left out; only a path that does not exist is an error."""
     bad = _write(tmp_path / "results" / "bad.json", {"schema_version": 1})
-    assert main(["report", "--results", str(bad), "--out", str(tmp_path / "out")]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "bad.json" in err
     other = _write(tmp_path / "x" / "other.json", {"hello": 1})
-    assert main(["report", "--results", str(other), "--out", str(tmp_path / "out")]) == 2
-    assert "other.json: neither a bench result" in capsys.readouterr().err
     history = _write(tmp_path / "runs" / "history.json", {"method": "fp32"})
-    assert main(["report", "--runs", str(history.parent), "--out", str(tmp_path / "out")]) == 2
+    md, page = _render(tmp_path, "--results", str(bad), "--results", str(other), "--runs", str(history.parent))
     err = capsys.readouterr().err.strip()
-    assert "history.json has no field 'recipe'" in err and len(err.splitlines()) == 1
+    assert err.splitlines() == [f'q4bench: note: 3 input file(s) not used (see "Files not used" in {tmp_path / "out"}/report.md)']
+    unused = md[md.index("## Files not used: 3"):]
+    assert "bad.json | invalid result file:" in unused
+    assert "other.json | neither a bench result (no schema_version) nor a compare result" in unused
+    assert "history.json | history.json has no field 'recipe'" in unused
+    assert "Files not used: 3" in page and "history.json has no field &#x27;recipe&#x27;" in page
     assert main(["report", "--results", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out")]) == 2
 
 

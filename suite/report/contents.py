@@ -9,13 +9,20 @@ from .sections import (Section, section_accuracy, section_claims, section_compar
                        section_epochs, section_methods, section_onnx, section_profiles, section_runs,
                        section_scaling)
 from .time_to_accuracy import section_time_to_accuracy
+from .untrusted import plain_text_figures
+from .unused import section_unused
 
 
 def build_sections(inputs: Inputs) -> list[Section]:
-    main = [section_answer(inputs), section_hosts(inputs), section_claims(inputs), section_glossary()]
-    details = [section_compare(inputs), section_time_to_accuracy(inputs), section_accuracy(inputs),
-               section_epochs(inputs), section_profiles(inputs), section_methods(inputs), section_scaling(inputs),
-               section_onnx(inputs), section_cross_hardware(inputs), section_runs(inputs)]
+    """The sections; "Files not used" on the main page when any input was refused. Figures are drawn with
+    matplotlib's mathtext off: a '$' in a method or layer name is shown as written."""
+    with plain_text_figures():
+        main = [section_answer(inputs), section_hosts(inputs), section_claims(inputs), section_unused(inputs),
+                section_glossary()]
+        details = [section_compare(inputs), section_time_to_accuracy(inputs), section_accuracy(inputs),
+                   section_epochs(inputs), section_profiles(inputs), section_methods(inputs), section_scaling(inputs),
+                   section_onnx(inputs), section_cross_hardware(inputs), section_runs(inputs)]
+    main = [s for s in main if s is not None]
     for s in details:
         s.details = True
     return main + details

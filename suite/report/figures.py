@@ -7,6 +7,7 @@ import io
 import textwrap
 
 from ..spec import BASELINE
+from .untrusted import plottable
 
 _PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
 _FIXED = {BASELINE: "#7f7f7f", "tathe4": "#d62728"}  # the two every reader looks for: grey reference, red 4-bit
@@ -47,7 +48,7 @@ def throughput_bars(bars: list[dict], title: str) -> bytes:
     fig, axes = plt.subplots(1, 2, figsize=(12, 0.32 * len(bars) + 1.6), sharey=True)
     for ax, key, xlabel in ((axes[0], "train", "training images/s (measured)"),
                             (axes[1], "eval", "eval images/s (measured)")):
-        values = [b[key] or 0 for b in bars]
+        values = [plottable(b[key] or 0, missing=0.0) for b in bars]  # an off-scale rate: no bar, the table has it
         ax.barh(y, values, color=[colours[b["method"]] for b in bars])
         for yi, v in zip(y, values):
             if v:
@@ -72,7 +73,7 @@ def curves(panels: list[dict], title: str, xlabel: str, ylabel: str, reference: 
     fig, axes = plt.subplots(1, len(panels), figsize=(min(5.4 * len(panels), 16), 3.8), squeeze=False)
     for ax, panel in zip(axes[0], panels):
         for line in panel["lines"]:
-            ax.plot(line["x"], line["y"], "--" if line.get("dashed") else "-", color=colours[line["method"]],
+            ax.plot(list(map(plottable, line["x"])), list(map(plottable, line["y"])), "--" if line.get("dashed") else "-", color=colours[line["method"]],
                     marker="o" if len(line["x"]) <= 20 else None, markersize=3, lw=1.3, label=line["label"])
         if reference:
             ax.plot(list(reference), list(reference.values()), "k*", markersize=7, label=reference_label)

@@ -3,22 +3,24 @@
 
 Files are told apart by content, not by folder: a JSON with "schema" starting with "q4bench-compare/" is
 a compare result, one with "schema_version" a bench result (validated strictly against its schema),
-history.json and verify.json by name. Bench results and histories that fail their checks stop the report
-with a one-line error naming the file; a compare result is read defensively (it may predate fields this
-report knows): what it lacks becomes a one-line note, never a crash."""
+history.json and verify.json by name. Every file is read through suite/userfiles.py: a regular file (never a
+FIFO or device), of bounded size and, when found in a folder, inside that folder (a link leaving it is not
+followed). A file that fails its checks (schema, shape in shapes.py, a path leaving its folder) is not used:
+the report lists it with the one-line reason under "Files not used" and goes on. A compare result is read
+defensively (it may predate fields this report knows): what it lacks becomes a one-line note."""
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
 from ..errors import UserError
-from ..userfiles import read_user_json
+from ..userfiles import CONFIG_MAX_BYTES, read_user_json
 from ..spec import (CIFAR10_TEST_IMAGES, CIFAR10_TRAIN_IMAGES, COMPARE_SCHEMA_PREFIX, FIXTURE_MARK, HISTORY_FILE,
                     PAPER_ARCH, PAPER_EPOCHS, PAPER_RECIPE, VERIFY_FILE)
+from .shapes import HISTORY, VERIFY, check_compare, check_shape, inside_folder
 
 DEFAULT_RESULTS = ("reports/results", "reports/submitted")
 # reports/submitted holds committed full-budget histories too (reports/submitted/<host>/paper-<method>-seed<k>/).
@@ -185,6 +187,19 @@ class VerifyFile:
     fixture: bool
 
 
+@dataclass(frozen=True)
+class UnusedFile:
+    """A file the report found and did not use, and why (one line, naming the file and the field)."""
+
+    path: Path
+    reason: str
+
+    @property
+    def why(self) -> str:
+        """The reason without the file's name in front."""
+        return self.reason.removeprefix(f"{self.path}: ")
+
+
 @dataclass
 class CompareRun:
     method: str
@@ -240,6 +255,7 @@ class CompareResult:
     comparisons: list[Comparison]
     notes: list[str] = field(default_factory=list)
     arch: str = PAPER_ARCH  # compare results before --arch trained the paper's network
+    unused: list[UnusedFile] = field(default_factory=list)  # run histories it names that could not be used
 
     @property
     def host(self) -> dict:
@@ -270,6 +286,7 @@ class Inputs:
     verifies: list[VerifyFile] = field(default_factory=list)
     sources: ReportSources = ReportSources()
     notes: list[str] = field(default_factory=list)  # files read only in part, or skipped, and why
+    unused: list[UnusedFile] = field(default_factory=list)  # files refused: listed under "Files not used"
 
     @property
     def has_fixture(self) -> bool:
@@ -283,33 +300,20 @@ class Inputs:
 # ---------------------------------------------------------------------------------------------
 
 
-def _files(paths: Iterable[Path], pattern: str) -> list[Path]:
-    out: list[Path] = []
+def _files(paths: Iterable[Path], pattern: str) -> list[tuple[Path, Path | None]]:
+    """(file, the folder it was found in) for each match under a folder; (file, None) for a file named."""
+    out: list[tuple[Path, Path | None]] = []
     for p in paths:
-        out.extend(sorted(p.rglob(pattern)) if p.is_dir() else [p])
+        out.extend(((f, p) for f in sorted(p.rglob(pattern))) if p.is_dir() else [(p, None)])
     return out
 
 
-def _require(doc: dict, path: Path, what: str, keys: Iterable[str]) -> None:
-    for key in keys:
-        if key not in doc:
-            raise UserError(f"{path}: {what} has no field '{key}'")
-
-
-def read_history(path: Path) -> RunHistory | None:
+def read_history(path: Path, inside: Path | None = None) -> RunHistory | None:
     """A history.json, checked for the fields the report uses; None for a run before its first epoch."""
-    doc = read_user_json(path, HISTORY_FILE)
-    _require(doc, path, HISTORY_FILE, ("method", "recipe", "data_source", "train_images", "test_images", "epochs"))
-    if not isinstance(doc["epochs"], list) or not doc["epochs"]:
+    doc = read_user_json(path, HISTORY_FILE, inside=inside)
+    check_shape(doc, HISTORY, path, HISTORY_FILE)
+    if not doc["epochs"]:
         return None
-    for i, e in enumerate(doc["epochs"]):
-        if not isinstance(e, dict):
-            raise UserError(f"{path}: {HISTORY_FILE} epochs[{i}] is not an object")
-        _require(e, path, f"{HISTORY_FILE} epochs[{i}]", ("epoch", "test_acc"))
-    arch = doc.get("arch")
-    if arch is not None and not (isinstance(arch, str) and arch):
-        raise UserError(f"{path}: {HISTORY_FILE} arch must be a network's name such as \"{PAPER_ARCH}\"; "
-                        f"got {json.dumps(arch)[:60]}")
     return RunHistory(path, doc, is_fixture(doc))
 
 
@@ -318,8 +322,11 @@ def _number(value) -> float | None:
 
 
 def read_compare(path: Path, doc: dict) -> CompareResult:
-    """Defensive: every field optional; each absence a note (one line) instead of an error."""
+    """Defensive: every field optional; each absence a note (one line) instead of an error. A field of the wrong
+    type, or a run's file outside the compare folder: UserError (the file is not used)."""
+    check_compare(doc, path)
     notes: list[str] = []
+    unused: list[UnusedFile] = []
 
     def get(d: dict, key: str, kind, default):
         if key not in d or d[key] is None:
@@ -339,12 +346,13 @@ def read_compare(path: Path, doc: dict) -> CompareResult:
         history = None
         rel = r.get("history")
         if isinstance(rel, str):
-            hpath = path.parent / rel
+            hpath = inside_folder(rel, path, f"runs.{i}.history")
             try:
-                history = read_history(hpath) if hpath.exists() else None
+                history = read_history(hpath, inside=path.parent) if os.path.lexists(hpath) else None
             except UserError as exc:
                 notes.append(f"runs[{i}] history: {exc}")
-            if history is None and not hpath.exists():
+                unused.append(UnusedFile(hpath, str(exc)))
+            if history is None and not os.path.lexists(hpath):
                 notes.append(f"{path.name}: runs[{i}] history {rel} not found next to the file")
         runs.append(CompareRun(str(r.get("method", "?")), r.get("seed"), _number(r.get("final_test_acc")),
                                _number(r.get("best_test_acc")), _number(r.get("final_test_acc_tta")),
@@ -370,52 +378,72 @@ def read_compare(path: Path, doc: dict) -> CompareResult:
         precision=str(doc.get("precision") or "fp32"), budget=get(doc, "budget", dict, {}) or {},
         data_source=doc.get("data_source"), reference=str(doc.get("reference") or "fp32"),
         margin_points=_number(doc.get("margin_points")), runs=runs, comparisons=comparisons, notes=notes,
-        arch=doc["arch"] if isinstance(doc.get("arch"), str) and doc["arch"] else PAPER_ARCH)
+        arch=doc["arch"] if isinstance(doc.get("arch"), str) and doc["arch"] else PAPER_ARCH, unused=unused)
 
 
 def load_inputs(sources: ReportSources) -> Inputs:
-    from ..results import validate_result  # strict schema validation; jsonschema only, no torch
-
+    """Every input the sources hold; a file that cannot be used goes to inputs.unused with its reason."""
     inputs = Inputs(sources=sources)
     seen_histories: set[Path] = set()
     skipped: list[Path] = []  # other JSON beside results (a compare run's predictions, parity.json): not ours
-    beside_results: list[Path] = []
-    for path in _files(sources.results, "*.json"):
-        named = path in sources.results  # a file named on the command line must be something we read
+    beside_results: list[tuple[Path, Path | None]] = []
+    for path, folder in _files(sources.results, "*.json"):
         if path.name == HISTORY_FILE:
-            beside_results.append(path)  # e.g. reports/submitted/<host>/paper-<method>-seed<k>/: read as runs below
+            beside_results.append((path, folder))  # e.g. reports/submitted/<host>/paper-<method>-seed<k>/: runs
             continue
         if path.name == VERIFY_FILE:
             continue  # read with --onnx below; a results folder may hold a parity run's checks
-        doc = read_user_json(path, "result file")
-        if str(doc.get("schema", "")).startswith(COMPARE_SCHEMA_PREFIX):
-            compare = read_compare(path, doc)
-            inputs.compares.append(compare)
-            inputs.notes.extend(compare.notes)
-            seen_histories.update(r.history.path.resolve() for r in compare.runs if r.history)
-        elif "schema_version" in doc:
-            validate_result(doc, str(path))
-            inputs.results.append(ResultFile(path, doc, is_fixture(doc)))
-        elif named:
-            raise UserError(f"{path}: neither a bench result (no schema_version) nor a compare result "
-                            f"(no schema {COMPARE_SCHEMA_PREFIX}...)")
-        else:
-            skipped.append(path)
+        try:
+            if not _read_result(path, folder, inputs, seen_histories):
+                skipped.append(path)
+        except UserError as exc:
+            inputs.unused.append(UnusedFile(path, str(exc)))
     if skipped:
         inputs.notes.append(f"{len(skipped)} other JSON file(s) beside the results are neither bench nor compare "
                             f"results and were skipped, e.g. {relative(skipped[0])}")
-    for path in [*beside_results, *_files(sources.runs, HISTORY_FILE)]:
+    for path, folder in [*beside_results, *_files(sources.runs, HISTORY_FILE)]:
         if path.resolve() in seen_histories:
             continue  # a compare run: shown with its compare result
-        run = read_history(path)
+        seen_histories.add(path.resolve())  # a folder named both as results and as runs: read once
+        try:
+            run = read_history(path, inside=folder)
+        except UserError as exc:
+            inputs.unused.append(UnusedFile(path, str(exc)))
+            continue
         if run is not None:
-            seen_histories.add(path.resolve())
             inputs.runs.append(run)
-    for path in _files(sources.onnx, VERIFY_FILE):
-        doc = read_user_json(path, VERIFY_FILE)
-        _require(doc, path, VERIFY_FILE, ("files", "method", "test_images"))
+    for path, folder in _files(sources.onnx, VERIFY_FILE):
+        try:
+            doc = read_user_json(path, VERIFY_FILE, inside=folder)
+            check_shape(doc, VERIFY, path, VERIFY_FILE)
+        except UserError as exc:
+            inputs.unused.append(UnusedFile(path, str(exc)))
+            continue
         inputs.verifies.append(VerifyFile(path, doc, is_fixture(doc)))
     return inputs
+
+
+def _read_result(path: Path, folder: Path | None, inputs: Inputs, seen_histories: set[Path]) -> bool:
+    """Adds a bench or compare result to inputs; False for other JSON found in a folder (not ours)."""
+    from ..results import validate_result  # strict schema validation; jsonschema only, no torch
+
+    doc = read_user_json(path, "result file", inside=folder)
+    if str(doc.get("schema", "")).startswith(COMPARE_SCHEMA_PREFIX):
+        compare = read_compare(path, doc)
+        inputs.compares.append(compare)
+        inputs.notes.extend(compare.notes)
+        inputs.unused.extend(compare.unused)
+        seen_histories.update(r.history.path.resolve() for r in compare.runs if r.history)
+        seen_histories.update(u.path.resolve() for u in compare.unused)  # listed once, as the compare's
+        return True
+    if "schema_version" in doc:
+        validate_result(doc, str(path))
+        inputs.results.append(ResultFile(path, doc, is_fixture(doc)))
+        return True
+    if folder is None:  # a file named on the command line must be something we read
+        raise UserError(f"{path}: neither a bench result (no schema_version) nor a compare result "
+                        f"(no schema {COMPARE_SCHEMA_PREFIX}...)")
+    return False
 
 
 def study_request(run: RunHistory) -> dict:
@@ -423,11 +451,11 @@ def study_request(run: RunHistory) -> dict:
     seeds the study pairs), {} where there is none or it is unreadable."""
     if run.path.parent.parent.name != "runs":
         return {}
+    study = run.path.parent.parent.parent
     try:
-        doc = json.loads((run.path.parent.parent.parent / "request.json").read_text())
-    except (OSError, ValueError):
+        return read_user_json(study / "request.json", "compare request", CONFIG_MAX_BYTES, inside=study)
+    except UserError:
         return {}
-    return doc if isinstance(doc, dict) else {}
 
 
 def describe_code(provenance: dict | None) -> str:

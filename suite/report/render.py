@@ -9,13 +9,15 @@ import html
 import json
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..atomic import remove_stale_temps, write_atomic
 from ..locks import hold
 from ..provenance import stamp
 from ..userfiles import check_output_dir
-from .inputs import Inputs, ReportSources, describe_code, load_inputs
+from .inputs import Inputs, ReportSources, UnusedFile, describe_code, load_inputs, relative
+from .untrusted import foreign_strings, markdown, render_text, visible
 from .contents import build_sections
 from .sections import Cell, Figure, Kind, Paragraph, Section, Table
 
@@ -51,8 +53,12 @@ def _provenance_line(p: dict) -> str:
 # Markdown
 
 
-def _md_text(cell: Cell, numbers: dict[str, int]) -> str:
-    out = cell.text.replace("|", "\\|").replace("\n", "<br>")
+def _md_cell(text: str, foreign: frozenset[str]) -> str:
+    return markdown(text, foreign, table_cell=True).replace("\n", "<br>")
+
+
+def _md_text(cell: Cell, numbers: dict[str, int], foreign: frozenset[str]) -> str:
+    out = _md_cell(cell.text, foreign)
     if cell.fixture and not out.startswith("FIXTURE"):
         out = "FIXTURE " + out
     if cell.note in numbers:
@@ -60,30 +66,34 @@ def _md_text(cell: Cell, numbers: dict[str, int]) -> str:
     return out
 
 
-def markdown_table(table: Table) -> str:
+def markdown_table(table: Table, foreign: frozenset[str] = frozenset()) -> str:
     if not table.rows:
         return "_not measured_"
     numbers = footnote_numbers(table)
-    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
-    lines += ["| " + " | ".join(_md_text(c, numbers) for c in row) + " |" for row in table.rows]
-    lines += [""] + [f"[{n}] {table.footnotes[key]}  " for key, n in numbers.items()]
+    lines = ["| " + " | ".join(_md_cell(c, foreign) for c in table.columns) + " |", "|" + "---|" * len(table.columns)]
+    lines += ["| " + " | ".join(_md_text(c, numbers, foreign) for c in row) + " |" for row in table.rows]
+    lines += [""] + [f"[{n}] {markdown(table.footnotes[key], foreign)}  " for key, n in numbers.items()]
     return "\n".join(lines).rstrip()
 
 
-def _markdown_blocks(s: Section, figure_dir: str) -> list[str]:
+def _markdown_blocks(s: Section, figure_dir: str, foreign: frozenset[str]) -> list[str]:
     lines = []
     for b in s.blocks:
         if isinstance(b, Paragraph):
-            lines += [b.text, ""]
+            lines += [markdown(b.text, foreign), ""]
         elif isinstance(b, Table):
-            lines += ([f"_{b.caption}_", ""] if b.caption and not b.sortable else []) + [markdown_table(b), ""]
+            caption = [f"_{markdown(b.caption, foreign)}_", ""] if b.caption and not b.sortable else []
+            lines += caption + [markdown_table(b, foreign), ""]
         elif isinstance(b, Figure):
-            lines += [f"![{b.title}]({figure_dir}/{b.name}.png)", "", f"_{b.caption}_", ""]
+            title = markdown(b.title, foreign).replace("[", "\\[").replace("]", "\\]")
+            lines += [f"![{title}]({figure_dir}/{b.name}.png)", "", f"_{markdown(b.caption, foreign)}_", ""]
     return lines
 
 
-def render_markdown(sections: list[Section], fixture: bool, provenance: dict, figure_dir: str = "figures") -> str:
-    """The main sections as '##', then a 'Details' heading with the rest as '###' under it."""
+def render_markdown(sections: list[Section], fixture: bool, provenance: dict, figure_dir: str = "figures",
+                    foreign: frozenset[str] = frozenset()) -> str:
+    """The main sections as '##', then a 'Details' heading with the rest as '###' under it. The strings in
+    foreign (from result files) are escaped wherever they occur: shown, never read as Markdown or HTML."""
     lines = [f"# {TITLE}", ""]
     if fixture:
         lines += [f"**{FIXTURE_BANNER}**", ""]
@@ -92,9 +102,9 @@ def render_markdown(sections: list[Section], fixture: bool, provenance: dict, fi
         if s.details and not details_started:
             lines += ["---", "", '<a id="details"></a>', "## Details", "", DETAILS_INTRO, "", LEGEND, ""]
             details_started = True
-        lines += [f'<a id="{s.anchor}"></a>', f"{'###' if s.details else '##'} {s.title}", ""]
-        lines += _markdown_blocks(s, figure_dir)
-    lines += ["---", _provenance_line(provenance), ""]
+        lines += [f'<a id="{s.anchor}"></a>', f"{'###' if s.details else '##'} {markdown(s.title, foreign)}", ""]
+        lines += _markdown_blocks(s, figure_dir, foreign)
+    lines += ["---", markdown(_provenance_line(provenance), foreign), ""]
     return "\n".join(lines)
 
 
@@ -149,15 +159,20 @@ window.addEventListener('hashchange',openTarget);openTarget();
 """
 
 
-def _inline_md(text: str) -> str:
-    """The little Markdown the paragraphs use (**bold**, *italic*, `code`), on escaped text."""
+def _own_markup(text: str) -> str:
     out = html.escape(text)
     out = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", out)
     out = re.sub(r"(?<![\w*])\*(?!\s)(.+?)(?<!\s)\*(?![\w*])", r"<em>\1</em>", out)
     return re.sub(r"`(.+?)`", r"<code>\1</code>", out)
 
 
-def _html_cell(cell: Cell, numbers: dict[str, int]) -> str:
+def _inline_md(text: str, foreign: frozenset[str] = frozenset()) -> str:
+    """The little Markdown the report's own text uses (**bold**, *italic*, `code`), on escaped text; the strings
+    in foreign (from result files) only escaped."""
+    return render_text(text, foreign, _own_markup, html.escape)
+
+
+def _html_cell(cell: Cell, numbers: dict[str, int], foreign: frozenset[str]) -> str:
     classes = []
     if cell.kind is not Kind.TEXT:
         classes.append("k-" + cell.kind.value.replace(" ", ""))
@@ -168,36 +183,37 @@ def _html_cell(cell: Cell, numbers: dict[str, int]) -> str:
     attrs = f' class="{" ".join(classes)}"' if classes else ""
     if cell.value is not None:
         attrs += f' data-sort="{cell.value!r}"'
-    body = _inline_md(("FIXTURE " if cell.fixture and not cell.text.startswith("FIXTURE") else "") + cell.text)
+    body = _inline_md(("FIXTURE " if cell.fixture and not cell.text.startswith("FIXTURE") else "") + cell.text, foreign)
     if cell.note in numbers:
         body += f"<sup>{numbers[cell.note]}</sup>"
     return f"<td{attrs}>{body}</td>"
 
 
-def html_table(table: Table) -> str:
+def html_table(table: Table, foreign: frozenset[str] = frozenset()) -> str:
     if not table.rows:
         return "<p><em>not measured</em></p>"
     numbers = footnote_numbers(table)
     cls = ' class="sortable"' if table.sortable else ""
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in table.columns)
-    rows = "".join("<tr>" + "".join(_html_cell(c, numbers) for c in row) + "</tr>" for row in table.rows)
-    caption = f"<caption>{html.escape(table.caption)}</caption>" if table.caption else ""
-    notes = "".join(f"<p><sup>{n}</sup> {_inline_md(table.footnotes[key])}</p>" for key, n in numbers.items())
+    head = "".join(f"<th>{html.escape(visible(c))}</th>" for c in table.columns)
+    rows = "".join("<tr>" + "".join(_html_cell(c, numbers, foreign) for c in row) + "</tr>" for row in table.rows)
+    caption = f"<caption>{html.escape(visible(table.caption))}</caption>" if table.caption else ""
+    notes = "".join(f"<p><sup>{n}</sup> {_inline_md(table.footnotes[key], foreign)}</p>" for key, n in numbers.items())
     return (f"<table{cls} id='t-{table.name}'>{caption}<thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
             + (f"<div class='notes'>{notes}</div>" if notes else ""))
 
 
-def _html_blocks(s: Section) -> list[str]:
+def _html_blocks(s: Section, foreign: frozenset[str]) -> list[str]:
     parts = []
     for b in s.blocks:
         if isinstance(b, Paragraph):
-            parts.append(f"<p{f' class={chr(39)}{b.css}{chr(39)}' if b.css else ''}>{_inline_md(b.text)}</p>")
+            parts.append(f"<p{f' class={chr(39)}{b.css}{chr(39)}' if b.css else ''}>{_inline_md(b.text, foreign)}</p>")
         elif isinstance(b, Table):
-            parts.append(html_table(b))
+            parts.append(html_table(b, foreign))
         elif isinstance(b, Figure):
             data = base64.b64encode(b.png).decode()
-            parts.append(f"<figure id='f-{b.name}'><img alt='{html.escape(b.title, quote=True)}' "
-                         f"src='data:image/png;base64,{data}'><figcaption>{html.escape(b.caption)}</figcaption></figure>")
+            parts.append(f"<figure id='f-{b.name}'><img alt='{html.escape(visible(b.title), quote=True)}' "
+                         f"src='data:image/png;base64,{data}'><figcaption>{html.escape(visible(b.caption))}"
+                         "</figcaption></figure>")
     return parts
 
 
@@ -209,8 +225,9 @@ def _nav(sections: list[Section]) -> str:
     return f"<nav>{main}<a href='#details'>Details:</a>{details}</nav>"
 
 
-def render_html(sections: list[Section], fixture: bool, provenance: dict) -> str:
-    """The main sections open; below a divider each detail section folded in a <details> element."""
+def render_html(sections: list[Section], fixture: bool, provenance: dict, foreign: frozenset[str] = frozenset()) -> str:
+    """The main sections open; below a divider each detail section folded in a <details> element. The strings
+    in foreign (from result files) are escaped and never read as the report's own emphasis or code."""
     meta = html.escape(json.dumps(provenance, sort_keys=True), quote=True)
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
              f"<meta name='viewport' content='width=device-width,initial-scale=1'>"
@@ -225,21 +242,27 @@ def render_html(sections: list[Section], fixture: bool, provenance: dict) -> str
                          f"{_inline_md(DETAILS_INTRO)} {_inline_md(LEGEND)}</p></section>")
             details_started = True
         if s.details:
-            parts.append(f"<details id='{s.anchor}'><summary>{html.escape(s.title)}</summary>")
-            parts += _html_blocks(s)
+            parts.append(f"<details id='{s.anchor}'><summary>{html.escape(visible(s.title))}</summary>")
+            parts += _html_blocks(s, foreign)
             parts.append("</details>")
         else:
-            parts.append(f"<section id='{s.anchor}'><h2>{html.escape(s.title)}</h2>")
-            parts += _html_blocks(s)
+            parts.append(f"<section id='{s.anchor}'><h2>{html.escape(visible(s.title))}</h2>")
+            parts += _html_blocks(s, foreign)
             parts.append("</section>")
         if i == 0:  # the answer first, then the way to everything else
             parts.append(_nav(sections))
-    parts.append(f"<footer>{html.escape(_provenance_line(provenance))}</footer><script>{_JS}</script></body></html>")
+    parts.append(f"<footer>{html.escape(visible(_provenance_line(provenance)))}</footer><script>{_JS}</script></body></html>")
     return "\n".join(parts)
 
 
-def render_report(sources: ReportSources, out: str | os.PathLike) -> list[Path]:
-    """Write OUT/report.md, OUT/figures/*.png and OUT/report.html; returns the paths written.
+@dataclass(frozen=True)
+class RenderedReport:
+    written: list[Path]  # figures, report.md, report.html
+    unused: list[UnusedFile]  # inputs found and not used, each with its reason (listed in the report too)
+
+
+def render_report(sources: ReportSources, out: str | os.PathLike) -> RenderedReport:
+    """Write OUT/report.md, OUT/figures/*.png and OUT/report.html.
 
     Each file is written atomically, figures first and report.html last, under OUT's lock (one report at a
     time); after a kill the set may mix the old report and the new one until the command is rerun."""
@@ -249,7 +272,15 @@ def render_report(sources: ReportSources, out: str | os.PathLike) -> list[Path]:
     provenance = stamp()
     with hold(out, "report"):
         remove_stale_temps(Path(out) / "figures")
-        return _write_report(sections, inputs, provenance, Path(out))
+        return RenderedReport(_write_report(sections, inputs, provenance, Path(out)), list(inputs.unused))
+
+
+def _foreign(inputs: Inputs) -> frozenset[str]:
+    """Every string the inputs brought in, as Markdown and HTML must escape it."""
+    docs = [*(r.data for r in inputs.results), *(c.data for c in inputs.compares), *(r.history for r in inputs.runs),
+            *(v.data for v in inputs.verifies), inputs.notes, [u.why for u in inputs.unused]]
+    files = [*(x.path for x in [*inputs.results, *inputs.compares, *inputs.runs, *inputs.verifies, *inputs.unused])]
+    return foreign_strings(docs, [*files, *map(relative, files)])
 
 
 def _write_report(sections: list[Section], inputs: Inputs, provenance: dict, out: Path) -> list[Path]:
@@ -259,8 +290,9 @@ def _write_report(sections: list[Section], inputs: Inputs, provenance: dict, out
         written.append(write_atomic(out / "figures" / f"{f.name}.png", lambda fo, png=f.png: fo.write(png)))
     for stale in FIGURE_NAMES - {f.name for f in figures}:  # a figure of an earlier report that has no data now
         (out / "figures" / f"{stale}.png").unlink(missing_ok=True)
-    md = render_markdown(sections, inputs.has_fixture, provenance).encode()
-    page = render_html(sections, inputs.has_fixture, provenance).encode()
+    foreign = _foreign(inputs)
+    md = render_markdown(sections, inputs.has_fixture, provenance, foreign=foreign).encode()
+    page = render_html(sections, inputs.has_fixture, provenance, foreign).encode()
     written.append(write_atomic(out / "report.md", lambda f: f.write(md)))
     written.append(write_atomic(out / "report.html", lambda f: f.write(page)))
     return written
