@@ -8,16 +8,16 @@ worse and "above" better; an interval is turned with the sentence so its numbers
 from __future__ import annotations
 
 import textwrap
-from collections import defaultdict
 
 from ..spec import BASELINE, COMPARE_COMMAND, PAPER_ARCH, PAPER_EPOCHS, PAPER_RECIPE, REFERENCE_4BIT
 from . import figures
 from .claims import FULL_BUDGET_NOISE, PAPER_FP32_ACC
 from .gaps import ALPHA, PAPER_CLAIM, GapPoint, gap_points, gap_series, unfinished_runs
 from .hosts import NETWORK_NOTE, HostName, history_host, host_names, network_name
-from .inputs import Inputs, describe_code
+from .inputs import Inputs
+from .palette import PALETTE
 from .sections import (Cell, Figure, Kind, Paragraph, Section, Table, device_of, fix_for_missing_accuracy,
-                       run_time, text)
+                       omitted_note, provenance_note, run_time, text)
 
 QUESTION = ("Does 4-bit training (tathe4) reach the CIFAR-10 test accuracy of fp32 training at the same budget, "
             "on each machine measured?")
@@ -193,38 +193,41 @@ def answer_footnote(points: list[GapPoint]) -> str:
 
 
 def provenance_summary(points: list[GapPoint]) -> str:
-    """'3 compare results and 40 histories; commits a8b3987b49 (2026-11-26), ...'."""
-    dates: dict[str, set[str]] = defaultdict(set)
-    unrecorded = 0
-    for p in points:
-        for prov in p.provenance:
-            dates[describe_code(prov)].add(str(prov.get("written_at") or "date not recorded")[:10])
-        unrecorded += len(p.files) - len(p.provenance)
+    """'Drawn from 3 compare result(s) and 40 histories; code: a8b3987b49 (2026-11-26), ...'."""
     compares = sum(len(p.files) for p in points if p.source == "compare")
     histories = sum(len(p.files) for p in points if p.source != "compare")
-    commits = "; ".join(f"{c} ({', '.join(sorted(d))})" for c, d in sorted(dates.items(), key=lambda kv: min(kv[1])))
-    return (f"Drawn from {compares} compare result(s) and {histories} histories; code: {commits or 'not recorded'}"
-            + (f"; {unrecorded} file(s) without provenance" if unrecorded else "") + ".")
+    provenances = [prov for p in points for prov in p.provenance]
+    provenances += [None] * sum(len(p.files) - len(p.provenance) for p in points)
+    return provenance_note(compares + histories, f"files ({compares} compare result(s), {histories} histories)",
+                           provenances)
+
+
+MAX_SERIES = len(PALETTE)  # one colour each; more hosts than that are named in the caption, not drawn
 
 
 def gap_figure(points: list[GapPoint], names: dict[str, HostName]) -> Figure | None:
     if not points:
         return None
-    series = gap_series(points, names)
+    every = gap_series(points, names)
+    # The series with the most seed pairs keep a colour; a page of 50 hosts says which it left out.
+    series = sorted(every, key=lambda s: -sum(p["n"] for p in s["points"]))[:MAX_SERIES]
+    series.sort(key=lambda s: every.index(s))
+    left = [s["label"] for s in every if s not in series]
     for s in series:  # legend entries never wider than a third of the page
         s["legend"] = "\n".join(textwrap.wrap(s["label"], 44))
     margin = max((p.margin for p in points), default=FULL_BUDGET_NOISE)
     claim = dict(PAPER_CLAIM, label="\n".join(textwrap.wrap(PAPER_CLAIM["label"], 44)))
-    png = figures.gap_vs_budget([dict(s, label=s["legend"]) for s in series], margin, claim,
-                                "fp32 minus tathe4 against the training budget, per host and network")
+    png = figures.png(figures.gap_vs_budget([dict(s, label=s["legend"]) for s in series], margin, claim,
+                                            "fp32 minus tathe4 against the training budget, per host and network"))
     caption = ("Each point: the mean gap over its seed pairs (n) at one budget; bars: 95% intervals (compare results: "
                "as compare wrote them; run pairs: t intervals computed here); hollow: one seed pair, no interval. "
                f"Grey band: +-{margin:g} points, the equivalence margin. Star: the paper's claimed "
                f"{PAPER_CLAIM['gap']:.2f}-point gap at {PAPER_EPOCHS} epochs, against a cited fp32 figure; not a "
-               "measurement. All 50,000 CIFAR-10 training images, all 10,000 test images. "
-               + provenance_summary(points))
+               "measurement. All 50,000 CIFAR-10 training images, all 10,000 test images."
+               + omitted_note(left, f"at most {MAX_SERIES} series, those with the most seed pairs; all are in the "
+                                    "per-host summary") + " " + provenance_summary(points))
     return Figure("gap_vs_budget", png, "fp32 minus tathe4 against the budget", caption,
-                  {"series": series, "margin": margin, "paper_claim": PAPER_CLAIM})
+                  {"series": series, "omitted": len(left), "margin": margin, "paper_claim": PAPER_CLAIM})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -322,9 +325,12 @@ GLOSSARY = (
     ("TOST", "two one-sided tests: p < 0.05 shows the gap lies inside +-margin (equivalence); p >= 0.05 shows "
              "nothing either way."),
     ("margin", f"+-{FULL_BUDGET_NOISE:g} points, about the run-to-run noise of one full CIFAR-10 training."),
-    ("SGEMM", "one large float32 matrix product timed on the host: the yardstick the efficiency figures divide by."),
-    ("efficiency", "a method's counted training FLOP rate over the SGEMM rate; above 100% means the yardstick is "
-                   "not the host's peak, not that the hardware was exceeded."),
+    ("SGEMM", "single-precision general matrix multiply: a float32 matrix product timed on the host. Newer "
+              "results take the best of several shapes (the network's convolutions as GEMMs among them), per "
+              "precision, as the ceiling; older ones one square product."),
+    ("efficiency", "a method's counted training FLOP rate over the ceiling of its precision (fp32 or bf16); each "
+                   "table's note names the ceiling used. Above 100% is flagged as an anomaly, or, in older results, "
+                   "means the one-shape probe was not the host's peak."),
     ("flip TTA", "test-time augmentation: each test image scored as is and mirrored, the two averaged."),
     ("unfinished", "a run with fewer epochs than planned (stopped, or still training)."),
     ("networks", NETWORK_NOTE),
