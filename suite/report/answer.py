@@ -22,6 +22,11 @@ from .sections import (Cell, Figure, Kind, Paragraph, Section, Table, device_of,
 QUESTION = ("Does 4-bit training (tathe4) reach the CIFAR-10 test accuracy of fp32 training at the same budget, "
             "on each machine measured?")
 MAX_OTHER_BUDGETS = 4  # clauses after the strongest verdict in a first-screen row; the rest are in the figure
+# Rows of the first screen and of the main page's per-host summary, whatever the number of hosts: up to this many
+# hosts a row each; beyond it the hosts with an accuracy comparison keep their rows (the most evidence first) and
+# the speed-only hosts share one row; the per-host summary shows the same hosts, every other in the details.
+MAX_HOST_ROWS = 12
+MAX_NAMED = 6  # host names listed in one grouped row or line
 
 
 # ---------------------------------------------------------------------------------------------
@@ -130,6 +135,22 @@ def _answer_cell(inputs: Inputs, host: str, mine: list[GapPoint]) -> Cell:
     return Cell("\n".join(lines), Kind.MEASURED, lead.gap, "verdict", fixture)
 
 
+def first_screen_hosts(hosts: list[str], points: list[GapPoint]) -> tuple[list[str], list[str], list[str]]:
+    """(hosts with a row each, speed-only hosts sharing one row, hosts with comparisons beyond the rows), in the
+    order answer_hosts gives. Up to MAX_HOST_ROWS hosts: a row each."""
+    if len(hosts) <= MAX_HOST_ROWS:
+        return hosts, [], []
+    compared = {p.host_id for p in points}
+    with_gap = [h for h in hosts if h in compared]
+    return with_gap[:MAX_HOST_ROWS], [h for h in hosts if h not in compared], with_gap[MAX_HOST_ROWS:]
+
+
+def named(hosts: list[str], names: dict[str, HostName]) -> str:
+    """'A; B; C and 44 more': at most MAX_NAMED names in one line."""
+    shown = "; ".join(names[h].label for h in hosts[:MAX_NAMED])
+    return shown + (f" and {len(hosts) - MAX_NAMED} more" if len(hosts) > MAX_NAMED else "")
+
+
 def not_yet_said(points: list[GapPoint], names: dict[str, HostName], hosts: list[str]) -> str:
     """One line: what the evidence does not reach yet (the paper's full budget, intervals at long budgets)."""
     parts = []
@@ -146,9 +167,9 @@ def not_yet_said(points: list[GapPoint], names: dict[str, HostName], hosts: list
     single = [p.epochs for p in points if not p.ci95 and p.finished]
     if with_ci and single and max(single) > max(with_ci):
         parts.append(f"intervals over seeds stop at {max(with_ci)} epochs; longer budgets are single seeds")
-    bare = [names[h].label for h in hosts if not any(p.host_id == h for p in points)]
+    bare = [h for h in hosts if not any(p.host_id == h for p in points)]
     if bare:
-        parts.append(f"{'; '.join(bare)}: speed only, no accuracy comparison")
+        parts.append(f"{named(bare, names)}: speed only, no accuracy comparison")
     return ("**What this does not yet say:** " + "; ".join(parts) + ".") if parts else ""
 
 
@@ -165,10 +186,21 @@ def section_answer(inputs: Inputs) -> Section:
     names = host_names(inputs, hosts)
     table = Table("answer", ["host", "answer: tathe4 against fp32, strongest evidence first"])
     table.footnotes["verdict"] = answer_footnote(points)
-    for host in hosts:
+    shown, speed_only, more = first_screen_hosts(hosts, points)
+    for host in shown:
         mine = [p for p in points if p.host_id == host]
         table.add({"host": text(names[host].label, fixture=any(p.fixture for p in mine)),
                    "answer: tathe4 against fp32, strongest evidence first": _answer_cell(inputs, host, mine)})
+    if speed_only:
+        table.add({"host": text(f"{len(speed_only)} hosts, speed only"),
+                   "answer: tathe4 against fp32, strongest evidence first": Cell(
+                       f"No accuracy comparison on these hosts yet: {named(speed_only, names)}; each in the per-host "
+                       f"summary.\n`{COMPARE_COMMAND}` makes one.", Kind.UNAVAILABLE)})
+    if more:
+        table.add({"host": text(f"{len(more)} more hosts"),
+                   "answer: tathe4 against fp32, strongest evidence first": text(
+                       f"With accuracy comparisons, fewer seed pairs than the rows above: {named(more, names)}; "
+                       "each in the per-host summary and the figure.")})
     s.blocks.append(table)
     line = not_yet_said(points, names, hosts)
     if line:
@@ -289,14 +321,39 @@ def _in_progress(inputs: Inputs, host: str) -> list[str]:
             f"recipe, epoch {len(r.epochs)} of {r.history['planned_epochs']}" for r in runs]
 
 
+def summary_hosts(inputs: Inputs, points: list[GapPoint]) -> list[str]:
+    hosts = answer_hosts(inputs, points)
+    return hosts + sorted({history_host(r) for r in unfinished_runs(inputs)} - set(hosts))
+
+
 def section_hosts(inputs: Inputs) -> Section:
+    """The main page's per-host summary: the first MAX_HOST_ROWS hosts (those with the most evidence first);
+    section_more_hosts has the others, below the divider."""
     s = Section("hosts", "Per host: every budget, speed, memory, and what is not measured")
     points = gap_points(inputs)
-    hosts = answer_hosts(inputs, points)
-    hosts += sorted({history_host(r) for r in unfinished_runs(inputs)} - set(hosts))
+    hosts = summary_hosts(inputs, points)
     if not hosts:
         s.blocks.append(Paragraph("No host has a bench result, a compare result or run pairs yet."))
         return s
+    s.blocks.append(_hosts_table(inputs, points, hosts[:MAX_HOST_ROWS]))
+    if len(hosts) > MAX_HOST_ROWS:
+        s.blocks.append(Paragraph(f"{len(hosts) - MAX_HOST_ROWS} more hosts, in the same form: Details, "
+                                  "[every other host](#more_hosts)."))
+    return s
+
+
+def section_more_hosts(inputs: Inputs) -> Section | None:
+    """The hosts past the main page's MAX_HOST_ROWS, one row each; None when there are none."""
+    points = gap_points(inputs)
+    hosts = summary_hosts(inputs, points)[MAX_HOST_ROWS:]
+    if not hosts:
+        return None
+    s = Section("more_hosts", f"Every other host ({len(hosts)}): every budget, speed, memory, what is not measured")
+    s.blocks.append(_hosts_table(inputs, points, hosts))
+    return s
+
+
+def _hosts_table(inputs: Inputs, points: list[GapPoint], hosts: list[str]) -> Table:
     names = host_names(inputs, hosts)
     table = Table("hosts", ["host", "accuracy gap at every budget, largest first", "speed and memory (latest bench)",
                             "not measured on this host"])
@@ -309,8 +366,7 @@ def section_hosts(inputs: Inputs) -> Section:
                    "accuracy gap at every budget, largest first": text("\n".join(budgets) or "none"),
                    "speed and memory (latest bench)": _speed_cell(inputs, host),
                    "not measured on this host": text("\n".join(_missing(inputs, host, mine)))})
-    s.blocks.append(table)
-    return s
+    return table
 
 
 # ---------------------------------------------------------------------------------------------
