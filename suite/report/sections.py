@@ -15,7 +15,7 @@ from ..spec import BASELINE, CIFAR10_TEST_IMAGES, CIFAR10_TRAIN_IMAGES, COMPARE_
 from . import figures
 from .claims import (EARLY_EPOCH_SWING, FULL_BUDGET_NOISE, COMPRESSION_FLOOR, HARDWARE_BAND, PAPER_CODES, PAPER_LOG,
                      Verdict, accuracy_entries, claim_checks, epoch_seconds, gaps, provenance_label)
-from .efficiency import COLUMN as EFFICIENCY_COLUMN, NOTES as EFFICIENCY_NOTES, efficiency
+from .efficiency import COLUMN as EFFICIENCY_COLUMN, NOTES as EFFICIENCY_NOTES, efficiency, peak_words
 from .hosts import history_host, host_names, network_name
 from .inputs import CompareResult, Inputs, ResultFile, RunHistory, describe_code, relative
 
@@ -708,6 +708,9 @@ def section_profiles(inputs: Inputs) -> Section:
                 })
     s.blocks.append(throughput_figure(inputs))
     s.blocks.append(table)
+    ceilings = _ceiling_table(inputs, names)
+    if ceilings.rows:
+        s.blocks.append(ceilings)
     kernels = _conv_kernel_table(inputs)
     if kernels.rows:
         s.blocks.append(Paragraph("Where efficiency stops: the network's convolutions timed alone, pass by pass, at the "
@@ -715,6 +718,32 @@ def section_profiles(inputs: Inputs) -> Section:
                                   "breakdown have none). A pass far below SGEMM's rate caps the step's efficiency."))
         s.blocks.append(kernels)
     return s
+
+
+def _ceiling_words(found: dict | None) -> Cell:
+    if not found:
+        return text("-")
+    return Cell(f"{found['gflops']:.1f} GFLOP/s ({found['shape']['origin']}, {found['shape']['m']}x"
+                f"{found['shape']['k']}x{found['shape']['n']}; best of {len(found['shapes'])} shapes)", Kind.MEASURED,
+                found["gflops"])
+
+
+def _ceiling_table(inputs: Inputs, names: dict) -> Table:
+    """One row per profile of a result that measured the multi-shape ceiling, with the theoretical peak."""
+    table = Table("ceilings", ["host", "run", "profile", "fp32 ceiling (measured)", "bf16 ceiling (measured)",
+                               "theoretical FMA peak (estimated)"], caption="What the efficiencies divide by")
+    for r in inputs.results:
+        for p in r.data["profiles"]:
+            ceiling = p.get("ceiling")
+            if not isinstance(ceiling, dict):
+                continue
+            peak = peak_words(p) or f"not stated: {(ceiling.get('peak') or {}).get('reason', 'not recorded')}"
+            table.add({"host": host_cell(names, r.host_id), "run": text(run_label(r)), "profile": text(p["profile"]),
+                       "fp32 ceiling (measured)": _ceiling_words(ceiling.get("fp32")),
+                       "bf16 ceiling (measured)": _ceiling_words(ceiling.get("bf16")),
+                       "theoretical FMA peak (estimated)": Cell(peak, Kind.ESTIMATED if "GFLOP/s" in peak else
+                                                                Kind.UNAVAILABLE)})
+    return table
 
 
 def section_scaling(inputs: Inputs) -> Section:
