@@ -142,3 +142,8 @@ def test_per_epoch_figure_pairs_methods_of_one_seed_and_names_what_it_leaves_out
     assert "Not drawn (2," in per_epoch.caption and "Drawn from 12 histories; code:" in per_epoch.caption
     assert codes.data["panels"] == 6 and codes.data["omitted"] == 2 and "Not drawn (2," in codes.caption
     assert codes.data["lines"] == 6 * 8  # every layer of every drawn run
+
+
+def test_host_and_layer_series_never_take_a_methods_reference_colour():
+    colours = {figures.series_colour(i) for i in range(40)}
+    assert method_style("tathe4").colour not in colours and REFERENCE_GREY not in colours and len(colours) >= 12

@@ -15,7 +15,7 @@ from .claims import FULL_BUDGET_NOISE, PAPER_FP32_ACC
 from .gaps import ALPHA, PAPER_CLAIM, GapPoint, gap_points, gap_series, unfinished_runs
 from .hosts import NETWORK_NOTE, HostName, history_host, host_names, network_name
 from .inputs import Inputs
-from .palette import PALETTE
+from .palette import SERIES_COLOURS
 from .sections import (Cell, Figure, Kind, Paragraph, Section, Table, device_of, fix_for_missing_accuracy,
                        omitted_note, provenance_note, run_time, text)
 
@@ -234,7 +234,7 @@ def provenance_summary(points: list[GapPoint]) -> str:
                            provenances)
 
 
-MAX_SERIES = len(PALETTE)  # one colour each; more hosts than that are named in the caption, not drawn
+MAX_SERIES = len(SERIES_COLOURS)  # one colour each; more hosts than that are named in the caption, not drawn
 
 
 def gap_figure(points: list[GapPoint], names: dict[str, HostName]) -> Figure | None:

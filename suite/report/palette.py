@@ -50,6 +50,10 @@ def _base_style(base: str) -> tuple[str, str]:
     return PALETTE[slot % len(PALETTE)], _UNKNOWN_MARKERS[(slot // len(PALETTE)) % len(_UNKNOWN_MARKERS)]
 
 
+# Series that are not methods (hosts, layers) never take tathe4's colour, so no host reads as the method.
+SERIES_COLOURS = tuple(c for c in PALETTE if c != PALETTE[KNOWN_METHODS.index("tathe4")])
+
+
 def series_colour(index: int) -> str:
     """The colour of the index-th series of a figure whose series are not methods (hosts, layers)."""
-    return PALETTE[index % len(PALETTE)]
+    return SERIES_COLOURS[index % len(SERIES_COLOURS)]
