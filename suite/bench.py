@@ -22,6 +22,7 @@ from typing import Callable
 from . import __version__
 from . import data as datamod
 from .bounds import check_count
+from .ceiling import fma_peak
 from .errors import UserError
 from .locks import refuse_link
 from .measure import CONV_PASSES, FLOP_CONVENTION, POWERCAP_ROOT, host_fingerprint, load_average
@@ -417,6 +418,8 @@ def measure_profile(
             "eval_images_per_s": m["eval_images_per_s"] if m else None,
             "achieved_gflops": m["achieved_gflops"] if m else None,
             "efficiency": m["efficiency"] if m else None,
+            "efficiency_baseline": m.get("efficiency_baseline") if m else None,
+            "efficiency_anomaly": m.get("efficiency_anomaly") if m else None,
             "efficiency_range": m.get("efficiency_range") if m else None,
             "peak_rss_bytes": footprint.result.get("peak_rss_bytes"),
             "peak_device_memory_bytes": footprint.result.get("peak_device_memory_bytes"),
@@ -444,6 +447,7 @@ def measure_profile(
         "status_detail": "; ".join(details) or None,
         "sgemm_gflops": t["sgemm"]["gflops"] if t else None,
         "sgemm": t.get("sgemm"),
+        "ceiling": dict(t["ceiling"], peak=fma_peak(host, profile.threads, profile.device)) if t.get("ceiling") else None,
         "train_flops_per_image": t.get("train_flops_per_image"),
         "step_time_ratio": t.get("step_time_ratio", {}),
         "step_time_ratio_range": t.get("step_time_ratio_range", {}),
@@ -629,6 +633,17 @@ def conv_kernels_line(kernels: dict, sgemm_gflops: float, baseline: dict) -> str
     return f"conv kernels timed alone: {passes}{share}"
 
 
+def ceiling_line(ceiling: dict) -> str:
+    """'ceiling: fp32 120.3 GFLOP/s (conv 3 forward), bf16 250.1 (square), of 23 shapes; peak ...'."""
+    parts = [f"{p} {ceiling[p]['gflops']:.1f} GFLOP/s ({ceiling[p]['shape']['origin']})"
+             for p in ("fp32", "bf16") if ceiling.get(p)]
+    shapes = len(next((ceiling[p]["shapes"] for p in ("fp32", "bf16") if ceiling.get(p)), []))
+    peak = ceiling.get("peak") or {}
+    said = (f"theoretical FMA peak fp32 {peak['fp32_gflops']:.0f} GFLOP/s (estimated: {peak['formula']}; "
+            f"{peak['clock_source']})" if peak.get("fp32_gflops") else f"no theoretical peak: {peak.get('reason')}")
+    return f"ceiling, best of {shapes} GEMM shapes: " + ", ".join(parts) + f"; {said}"
+
+
 def summary_lines(result: dict) -> list[str]:
     """A short human summary of a result (printed after a bench)."""
     lines = []
@@ -637,6 +652,8 @@ def summary_lines(result: dict) -> list[str]:
         sg = entry["sgemm_gflops"]
         lines.append(f"{entry['profile']}: {entry['threads']} thread(s), status {entry['status']}, "
                      f"SGEMM {sg:.1f} GFLOP/s" if sg else f"{entry['profile']}: status {entry['status']}")
+        if entry.get("ceiling"):
+            lines.append("  " + ceiling_line(entry["ceiling"]))
         kernels = entry.get("conv_kernels")
         if kernels and sg:
             lines.append("  " + conv_kernels_line(kernels, sg, entry["methods"].get(result["baseline_method"], {})))
@@ -652,7 +669,9 @@ def summary_lines(result: dict) -> list[str]:
             lines.append(
                 f"  {name}: train {m['train_images_per_s']:.1f} img/s, step ratio {ratio:.3f}"
                 + (f" [{spread[0]:.3f}-{spread[1]:.3f}]" if spread and name != result["baseline_method"] else "") + ", "
-                f"{m['achieved_gflops']:.1f} GFLOP/s = {m['efficiency']:.2f} of SGEMM"
+                f"{m['achieved_gflops']:.1f} GFLOP/s = {m['efficiency']:.2f} of the "
+                f"{m.get('efficiency_baseline') or 'fp32 SGEMM'} ceiling"
+                + (f" [ANOMALY: {m['efficiency_anomaly']}]" if m.get("efficiency_anomaly") else "")
                 + (f" [rounds {m['efficiency_range'][0]:.2f}-{m['efficiency_range'][1]:.2f}]" if m.get("efficiency_range") else "")
                 + ", eval "
                 f"{m['eval_images_per_s']:.0f} img/s, peak RSS {(m['peak_rss_bytes'] or 0) / 2**20:.0f} MiB, energy "

@@ -98,7 +98,26 @@ def _energy_reader(task: dict):
     return measure.RaplReader(Path(task["powercap_root"]))
 
 
+def _ceilings(model, task: dict, arms: list[dict], square_samples: list[float]) -> dict:
+    """Per precision of the arms, the best GEMM over the square product and the network's convolutions as
+    GEMMs (suite/ceiling.py); the fp32 ceiling also counts every square sample taken between rounds."""
+    from . import ceiling as ceiling_mod
+
+    shapes = ceiling_mod.conv_gemm_shapes(model, task["batch_size"], task["sgemm_n"])
+    device = task.get("device", "cpu")
+    found = {}
+    for precision in sorted({a["precision"] for a in arms}, key=["fp32", "bf16"].index):
+        found[precision] = ceiling_mod.measure_ceiling(shapes, precision, task["sgemm_repeats"], device)
+    best_sample = max(square_samples, default=0.0)
+    if "fp32" in found and best_sample > found["fp32"]["gflops"]:
+        n = task["sgemm_n"]
+        found["fp32"] = dict(found["fp32"], gflops=best_sample,
+                             shape={"m": n, "k": n, "n": n, "origin": "square, sampled between rounds"})
+    return found
+
+
 def run_throughput(task: dict) -> dict:
+    from . import ceiling as ceiling_mod
     from . import data as datamod
     from . import measure
     from .profiles import apply_threads
@@ -126,6 +145,7 @@ def run_throughput(task: dict) -> dict:
         seconds = measure.interleaved_training_windows(steppers, lambda: next(batch_source), plan, meters,
                                                        probe.sample)
         sgemm = probe.result()
+        ceilings = _ceilings(next(iter(models.values())), task, arms, probe.samples)
         ratios = measure.ratio_estimates(seconds, arms[0]["name"])
         eval_batches = list(datamod.batches(test_split.head(task["eval_images"] + 100), 100))
         # GPU energy is measured (NVML) or unavailable; the CPU-time power model says nothing about a GPU.
@@ -138,10 +158,9 @@ def run_throughput(task: dict) -> dict:
             rates = [images_per_window / s for s in seconds[name]]
             median_rate = images_per_window / statistics.median(seconds[name])
             achieved = flops * median_rate / 1e9
-            # Each round's window against the SGEMM sample taken just before that round: the spread a reader
-            # should grant the efficiency (the probe alone moved 83-150 GFLOP/s within one run here).
-            round_samples = probe.samples[task["sgemm_repeats"]:]
-            per_round = [flops * rate / 1e9 / sample for rate, sample in zip(rates, round_samples)]
+            ceiling = ceilings[arm["precision"]]["gflops"]
+            # Each round's window against the same ceiling: the spread the rounds' rates give the efficiency.
+            per_round = [flops * rate / 1e9 / ceiling for rate in rates]
             methods[name] = {
                 "method": arm["method"],
                 "precision": arm["precision"],
@@ -152,7 +171,7 @@ def run_throughput(task: dict) -> dict:
                 "eval_images_per_s": (measure.eval_throughput(models[name], eval_batches, placements[name])
                                       if len(eval_batches) > 1 else None),
                 "achieved_gflops": achieved,
-                "efficiency": achieved / sgemm["gflops"],
+                **ceiling_mod.efficiency_against(achieved, ceiling, arm["precision"]),
                 "efficiency_range": [min(per_round), max(per_round)] if per_round else None,
                 "energy": measure.energy_result(meters[name], power, task["epoch_images"]),
             }
@@ -163,6 +182,7 @@ def run_throughput(task: dict) -> dict:
         "torch_threads": threads,
         "device_name": _placement(task).device_name(),
         "sgemm": sgemm,
+        "ceiling": dict(ceilings, max_rows=task["sgemm_n"]),
         "conv_kernels": kernels,
         "train_flops_per_image": flops,
         "step_time_ratio": {name: r["median"] for name, r in ratios.items()},

@@ -210,13 +210,22 @@ def test_smoke_bench_end_to_end(tmp_path):
         if m["precision"] == "bf16":
             assert m["precision_support"].startswith("native")
         assert name in entry["step_time_ratio"]
+    # The ceiling: per precision of the arms, the best of the square product and the network's convolutions as
+    # GEMMs; the fp32 one never below a square sample taken between rounds.
+    ceiling = entry["ceiling"]
+    assert set(p for p in ("fp32", "bf16") if ceiling.get(p)) == set(entry["precisions"])
+    assert len(ceiling["fp32"]["shapes"]) > 10 and ceiling["max_rows"] == 1024
+    assert ceiling["fp32"]["gflops"] >= max(max(s["gflops"] for s in ceiling["fp32"]["shapes"]),
+                                            max(entry["sgemm"]["samples_gflops"]))
+    assert "fp32_gflops" in ceiling["peak"]
     for m in entry["methods"].values():
         assert m["train_images_per_s"] > 0 and m["eval_images_per_s"] > 0 and m["peak_rss_bytes"] > 100 * 2**20
-        assert m["efficiency"] == pytest.approx(m["achieved_gflops"] / entry["sgemm_gflops"])
-        # The range pairs each round's window with the SGEMM sample taken just before that round.
-        before_rounds = entry["sgemm"]["samples_gflops"][result["tier"]["plan"]["sgemm_repeats"]:]
-        per_round = [entry["train_flops_per_image"] * rate / 1e9 / sample
-                     for rate, sample in zip(m["train_window_images_per_s"], before_rounds)]
+        best = ceiling[m["precision"]]["gflops"]
+        assert m["efficiency_baseline"] == m["precision"]
+        assert m["efficiency"] == pytest.approx(m["achieved_gflops"] / best)
+        assert (m["efficiency_anomaly"] is None) == (m["efficiency"] <= 1)  # above 1 is flagged, never silent
+        # The range: each round's window against the same ceiling.
+        per_round = [entry["train_flops_per_image"] * rate / 1e9 / best for rate in m["train_window_images_per_s"]]
         assert len(per_round) == len(m["train_window_images_per_s"]) == 4
         assert m["efficiency_range"] == pytest.approx([min(per_round), max(per_round)])
         assert m["energy"]["method"] in ("measured_rapl", "estimated")
@@ -230,6 +239,7 @@ def test_smoke_bench_end_to_end(tmp_path):
     assert kernels["batch_size"] == 16 and kernels["layers"] == 6
     assert all(kernels[name]["gflops"] > 0 for name in measure.CONV_PASSES)
     assert any(line.strip().startswith("conv kernels timed alone: forward") for line in bench.summary_lines(result))
+    assert any(line.strip().startswith("ceiling, best of") for line in bench.summary_lines(result))
     assert any("result:" in line for line in lines)
 
 

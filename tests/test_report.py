@@ -241,7 +241,10 @@ def test_throughput_plot_has_one_bar_per_row_and_rows_tell_runs_apart(tmp_path):
     secs = _sections(_inputs(tmp_path))
     profiles = secs["profiles"]
     table, figure = profiles.tables()["profiles"], profiles.figures()["throughput"]
-    assert figure.data["bars"] == len(table.rows) == 3 * 2 * 2
+    assert len(table.rows) == 3 * 2 * 2  # the table has every run
+    # The figure one bar per host, profile, device/precision and method, from the newest run measuring it.
+    assert figure.data["bars"] == 2 * 2 and figure.data["omitted"] == 0
+    assert {d[-1] for d in figure.data["drawn"]} == {"2026-01-01T02:00:00Z"}
     runs = {c.text for c in table.column("run")}
     assert len(runs) == 3 and any("synthetic data (not CIFAR-10)" in r for r in runs)
     hardware = secs["hardware"].tables()["hardware"]
@@ -268,15 +271,17 @@ def test_cells_say_measured_derived_or_estimated_and_explain_once(two_hosts):
     assert md.count("fixture power model") == 1
     # Efficiency with its per-round spread (host a, single thread, fp32: 18.52 of 40 GFLOP/s), derived.
     eff = _row(secs["profiles"].tables()["profiles"], host="fixture-host-a", profile="single-thread",
-               method="fp32")["efficiency of SGEMM (derived)"]
-    assert eff.kind is Kind.DERIVED and eff.text == "46.3% (18.5 of 40.0 GFLOP/s), rounds 42-51%"
+               method="fp32")[sections.EFFICIENCY_COLUMN]
+    assert eff.kind is Kind.DERIVED and eff.text == ("46.3% of the fp32 SGEMM probe, 40.0 GFLOP/s; 18.5 GFLOP/s "
+                                                     "achieved; rounds 42-51%")
+    assert "old single-shape probe" in secs["profiles"].tables()["profiles"].footnotes[eff.note]
 
 
 def test_conv_passes_above_sgemm_are_explained(two_hosts):
     table = _sections(_inputs(two_hosts))["profiles"].tables()["conv_kernels"]
     fwd = _row(table, profile="single-thread")["forward GFLOP/s"]
     assert "(1.20 of SGEMM)" in fwd.text and fwd.kind is Kind.MEASURED
-    assert "not a hard ceiling" in table.footnotes[fwd.note]
+    assert "not the host's peak" in table.footnotes[fwd.note]
     assert _row(table, profile="colab-free-cpu")["convs alone / fp32 step"].text == "1.20 s / 3.20 s"  # 128 images at 40 images/s
 
 
@@ -299,7 +304,7 @@ def test_compare_result_gives_the_verdict_line_and_accuracy_against_time(two_hos
     assert point["gap"] == pytest.approx(0.3) and point["ci95"] == pytest.approx([-0.4, 1.0])
     assert "c0ffeec0ff (2026-11-27)" in answer.figures()["gap_vs_budget"].caption  # its provenance
     compare = _sections(inputs)["compare"]
-    assert compare.figures()["accuracy_vs_time"].data == {"panels": 1, "lines": 6}
+    assert compare.figures()["accuracy_vs_time"].data == {"panels": 1, "lines": 6, "omitted": 0}
     row = dict(zip(compare.tables()["comparisons"].columns, compare.tables()["comparisons"].rows[0]))
     assert row["verdict"].text.startswith("inconclusive: neither a difference nor equivalence within +-0.5")
     runs = _sections(inputs)["runs"].tables()["runs"]
@@ -440,10 +445,10 @@ def test_full_budget_histories_decide_the_accuracy_claims(tmp_path):
     assert "cuda (Fixture GPU), fp32" in best.measured and "paper-tathe4-seed0" in best.evidence
     gap = checks["4-bit vs FP32 gap"]
     assert gap.verdict is Verdict.CONFIRMED and "paired by seed, 2 pair(s)" in gap.measured
-    assert "final epoch +0.70 (4-bit 0.70 points worse)" in gap.measured
+    assert "final epoch +0.70 (tathe4 0.70 points below fp32)" in gap.measured
     assert checks["the reported figure is the best epoch, not the last"].verdict is Verdict.CONFIRMED
     figure = _sections(inputs)["claims"].figures()["paper_curves"]
-    assert figure.data == {"runs": 4}
+    assert figure.data == {"runs": 4, "lines": 4}
     # Contradicted when the full-budget best falls short.
     _write(root / "paper-tathe4-seed0" / "history.json", full_budget_history("tathe4", 0, 90.0, 89.9))
     _write(root / "paper-tathe4-seed1" / "history.json", full_budget_history("tathe4", 1, 90.2, 90.0))
@@ -544,7 +549,7 @@ def test_short_budgets_cannot_decide_accuracy_claims(two_hosts):
     for claim in ("4-bit best-epoch accuracy on CIFAR-10", "FP32 accuracy of the same network", "4-bit vs FP32 gap",
                   "the reported figure is the best epoch, not the last"):
         assert checks[claim].verdict is Verdict.NOT_MEASURABLE, claim
-    assert "+1.50 (4-bit 1.50 points worse)" in checks["4-bit vs FP32 gap"].measured  # 45.0 - 43.5 from the runs
+    assert "+1.50 (tathe4 1.50 points below fp32)" in checks["4-bit vs FP32 gap"].measured  # 45.0 - 43.5 from the runs
     assert checks["distinct weight values per layer"].verdict is Verdict.CONFIRMED
     assert checks["model compression FP32 -> int4"].verdict is Verdict.CONFIRMED
     table = _sections(inputs)["claims"].tables()["claims"]

@@ -4,6 +4,7 @@ submit files valid results and leaves the store untouched otherwise; writes are 
 import copy
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -188,3 +189,43 @@ def test_new_results_must_name_their_code_and_old_ones_stay_valid(tmp_path):
     assert written["provenance"]["versions"]["suite"] and written["provenance"]["written_at"]
     broken = {**new, "provenance": {"code": {"commit": "abc"}, "versions": {}, "written_at": "x"}}
     assert any("provenance/code" in r for r in results.validation_errors(broken))
+
+
+def _jsonschema_valid(doc) -> bool:
+    import jsonschema
+
+    return jsonschema.Draft202012Validator(results.schema()).is_valid(doc)
+
+
+def _compiled_valid(doc) -> bool:
+    import fastjsonschema
+
+    try:
+        results._compiled_schema()(doc)
+        return True
+    except fastjsonschema.JsonSchemaException:
+        return False
+
+
+COMMITTED_RESULTS = sorted((Path(__file__).resolve().parent.parent / "reports" / "submitted").glob("*/*.json"))
+
+
+@pytest.mark.parametrize("path, value", [
+    (["surprise"], 1), (["schema_version"], 3), (["profiles"], KeyError), (["profiles"], []),
+    (["tier", "name"], "weekend"), (["host", "host_id"], "../../etc"), (["profiles", 0, "threads"], 0),
+    (["profiles", 0, "methods", "fp32", "efficiency"], "high"), (["profiles", 0, "methods", "fp32", "extra"], 1),
+    (["profiles", 0, "methods", "fp32", "energy", "method"], "guessed"), (["profiles", 0, "sgemm_gflops"], 0),
+    (["profiles", 0, "methods", "fp32", "energy", "joules_per_epoch"], None), (["accuracy", "measured"], "yes"),
+])
+def test_the_compiled_schema_check_answers_as_jsonschema_does(path, value):
+    """The fast check a report runs on every result rejects exactly what jsonschema (2020-12) rejects."""
+    doc = mutate(path, value)
+    assert _compiled_valid(doc) == _jsonschema_valid(doc) is False
+    assert _compiled_valid(make_result()) and _jsonschema_valid(make_result())
+
+
+def test_the_compiled_schema_check_accepts_every_committed_result():
+    assert COMMITTED_RESULTS
+    for path in COMMITTED_RESULTS:
+        doc = json.loads(path.read_text())
+        assert _compiled_valid(doc) == _jsonschema_valid(doc) is True, path

@@ -8,7 +8,6 @@ worse and "above" better; an interval is turned with the sentence so its numbers
 from __future__ import annotations
 
 import textwrap
-from collections import defaultdict
 
 from ..spec import BASELINE, COMPARE_COMMAND, PAPER_ARCH, PAPER_EPOCHS, PAPER_RECIPE, REFERENCE_4BIT
 from ..stats import ALPHA
@@ -16,13 +15,19 @@ from . import figures
 from .claims import FULL_BUDGET_NOISE, PAPER_FP32_ACC
 from .gaps import PAPER_CLAIM, GapPoint, gap_points, gap_series, unfinished_runs
 from .hosts import NETWORK_NOTE, HostName, history_host, host_names, network_name
-from .inputs import Inputs, describe_code
+from .inputs import Inputs
+from .palette import SERIES_COLOURS
 from .sections import (Cell, Figure, Kind, Paragraph, Section, Table, device_of, fix_for_missing_accuracy,
-                       run_time, text)
+                       omitted_note, provenance_note, run_time, text)
 
 QUESTION = ("Does 4-bit training (tathe4) reach the CIFAR-10 test accuracy of fp32 training at the same budget, "
             "on each machine measured?")
 MAX_OTHER_BUDGETS = 4  # clauses after the strongest verdict in a first-screen row; the rest are in the figure
+# Rows of the first screen and of the main page's per-host summary, whatever the number of hosts: up to this many
+# hosts a row each; beyond it the hosts with an accuracy comparison keep their rows (the most evidence first) and
+# the speed-only hosts share one row; the per-host summary shows the same hosts, every other in the details.
+MAX_HOST_ROWS = 12
+MAX_NAMED = 6  # host names listed in one grouped row or line
 
 
 # ---------------------------------------------------------------------------------------------
@@ -143,6 +148,22 @@ def _answer_cell(inputs: Inputs, host: str, mine: list[GapPoint]) -> Cell:
     return Cell("\n".join(lines), Kind.MEASURED, lead.gap, "verdict", fixture)
 
 
+def first_screen_hosts(hosts: list[str], points: list[GapPoint]) -> tuple[list[str], list[str], list[str]]:
+    """(hosts with a row each, speed-only hosts sharing one row, hosts with comparisons beyond the rows), in the
+    order answer_hosts gives. Up to MAX_HOST_ROWS hosts: a row each."""
+    if len(hosts) <= MAX_HOST_ROWS:
+        return hosts, [], []
+    compared = {p.host_id for p in points}
+    with_gap = [h for h in hosts if h in compared]
+    return with_gap[:MAX_HOST_ROWS], [h for h in hosts if h not in compared], with_gap[MAX_HOST_ROWS:]
+
+
+def named(hosts: list[str], names: dict[str, HostName]) -> str:
+    """'A; B; C and 44 more': at most MAX_NAMED names in one line."""
+    shown = "; ".join(names[h].label for h in hosts[:MAX_NAMED])
+    return shown + (f" and {len(hosts) - MAX_NAMED} more" if len(hosts) > MAX_NAMED else "")
+
+
 def not_yet_said(points: list[GapPoint], names: dict[str, HostName], hosts: list[str]) -> str:
     """One line: what the evidence does not reach yet (the paper's full budget, intervals at long budgets)."""
     parts = []
@@ -159,9 +180,9 @@ def not_yet_said(points: list[GapPoint], names: dict[str, HostName], hosts: list
     single = [p.epochs for p in points if not p.ci95 and p.finished]
     if with_ci and single and max(single) > max(with_ci):
         parts.append(f"intervals over seeds stop at {max(with_ci)} epochs; longer budgets are single seeds")
-    bare = [names[h].label for h in hosts if not any(p.host_id == h for p in points)]
+    bare = [h for h in hosts if not any(p.host_id == h for p in points)]
     if bare:
-        parts.append(f"{'; '.join(bare)}: speed only, no accuracy comparison")
+        parts.append(f"{named(bare, names)}: speed only, no accuracy comparison")
     return ("**What this does not yet say:** " + "; ".join(parts) + ".") if parts else ""
 
 
@@ -178,10 +199,21 @@ def section_answer(inputs: Inputs) -> Section:
     names = host_names(inputs, hosts)
     table = Table("answer", ["host", "answer: tathe4 against fp32, strongest evidence first"])
     table.footnotes["verdict"] = answer_footnote(points)
-    for host in hosts:
+    shown, speed_only, more = first_screen_hosts(hosts, points)
+    for host in shown:
         mine = [p for p in points if p.host_id == host]
         table.add({"host": text(names[host].label, fixture=any(p.fixture for p in mine)),
                    "answer: tathe4 against fp32, strongest evidence first": _answer_cell(inputs, host, mine)})
+    if speed_only:
+        table.add({"host": text(f"{len(speed_only)} hosts, speed only"),
+                   "answer: tathe4 against fp32, strongest evidence first": Cell(
+                       f"No accuracy comparison on these hosts yet: {named(speed_only, names)}; each in the per-host "
+                       f"summary.\n`{COMPARE_COMMAND}` makes one.", Kind.UNAVAILABLE)})
+    if more:
+        table.add({"host": text(f"{len(more)} more hosts"),
+                   "answer: tathe4 against fp32, strongest evidence first": text(
+                       f"With accuracy comparisons, fewer seed pairs than the rows above: {named(more, names)}; "
+                       "each in the per-host summary and the figure.")})
     s.blocks.append(table)
     line = not_yet_said(points, names, hosts)
     if line:
@@ -206,38 +238,41 @@ def answer_footnote(points: list[GapPoint]) -> str:
 
 
 def provenance_summary(points: list[GapPoint]) -> str:
-    """'3 compare results and 40 histories; commits a8b3987b49 (2026-11-26), ...'."""
-    dates: dict[str, set[str]] = defaultdict(set)
-    unrecorded = 0
-    for p in points:
-        for prov in p.provenance:
-            dates[describe_code(prov)].add(str(prov.get("written_at") or "date not recorded")[:10])
-        unrecorded += len(p.files) - len(p.provenance)
+    """'Drawn from 3 compare result(s) and 40 histories; code: a8b3987b49 (2026-11-26), ...'."""
     compares = sum(len(p.files) for p in points if p.source == "compare")
     histories = sum(len(p.files) for p in points if p.source != "compare")
-    commits = "; ".join(f"{c} ({', '.join(sorted(d))})" for c, d in sorted(dates.items(), key=lambda kv: min(kv[1])))
-    return (f"Drawn from {compares} compare result(s) and {histories} histories; code: {commits or 'not recorded'}"
-            + (f"; {unrecorded} file(s) without provenance" if unrecorded else "") + ".")
+    provenances = [prov for p in points for prov in p.provenance]
+    provenances += [None] * sum(len(p.files) - len(p.provenance) for p in points)
+    return provenance_note(compares + histories, f"files ({compares} compare result(s), {histories} histories)",
+                           provenances)
+
+
+MAX_SERIES = len(SERIES_COLOURS)  # one colour each; more hosts than that are named in the caption, not drawn
 
 
 def gap_figure(points: list[GapPoint], names: dict[str, HostName]) -> Figure | None:
     if not points:
         return None
-    series = gap_series(points, names)
+    every = gap_series(points, names)
+    # The series with the most seed pairs keep a colour; a page of 50 hosts says which it left out.
+    series = sorted(every, key=lambda s: -sum(p["n"] for p in s["points"]))[:MAX_SERIES]
+    series.sort(key=lambda s: every.index(s))
+    left = [s["label"] for s in every if s not in series]
     for s in series:  # legend entries never wider than a third of the page
         s["legend"] = "\n".join(textwrap.wrap(s["label"], 44))
     margin = max((p.margin for p in points), default=FULL_BUDGET_NOISE)
     claim = dict(PAPER_CLAIM, label="\n".join(textwrap.wrap(PAPER_CLAIM["label"], 44)))
-    png = figures.gap_vs_budget([dict(s, label=s["legend"]) for s in series], margin, claim,
-                                "fp32 minus tathe4 against the training budget, per host and network")
+    png = figures.png(figures.gap_vs_budget([dict(s, label=s["legend"]) for s in series], margin, claim,
+                                            "fp32 minus tathe4 against the training budget, per host and network"))
     caption = ("Each point: the mean gap over its seed pairs (n) at one budget; bars: 95% intervals (compare results: "
                "as compare wrote them; run pairs: t intervals computed here); hollow: one seed pair, no interval. "
                f"Grey band: +-{margin:g} points, the equivalence margin. Star: the paper's claimed "
                f"{PAPER_CLAIM['gap']:.2f}-point gap at {PAPER_EPOCHS} epochs, against a cited fp32 figure; not a "
-               "measurement. All 50,000 CIFAR-10 training images, all 10,000 test images. "
-               + provenance_summary(points))
+               "measurement. All 50,000 CIFAR-10 training images, all 10,000 test images."
+               + omitted_note(left, f"at most {MAX_SERIES} series, those with the most seed pairs; all are in the "
+                                    "per-host summary") + " " + provenance_summary(points))
     return Figure("gap_vs_budget", png, "fp32 minus tathe4 against the budget", caption,
-                  {"series": series, "margin": margin, "paper_claim": PAPER_CLAIM})
+                  {"series": series, "omitted": len(left), "margin": margin, "paper_claim": PAPER_CLAIM})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -299,14 +334,39 @@ def _in_progress(inputs: Inputs, host: str) -> list[str]:
             f"recipe, epoch {len(r.epochs)} of {r.history['planned_epochs']}" for r in runs]
 
 
+def summary_hosts(inputs: Inputs, points: list[GapPoint]) -> list[str]:
+    hosts = answer_hosts(inputs, points)
+    return hosts + sorted({history_host(r) for r in unfinished_runs(inputs)} - set(hosts))
+
+
 def section_hosts(inputs: Inputs) -> Section:
+    """The main page's per-host summary: the first MAX_HOST_ROWS hosts (those with the most evidence first);
+    section_more_hosts has the others, below the divider."""
     s = Section("hosts", "Per host: every budget, speed, memory, and what is not measured")
     points = gap_points(inputs)
-    hosts = answer_hosts(inputs, points)
-    hosts += sorted({history_host(r) for r in unfinished_runs(inputs)} - set(hosts))
+    hosts = summary_hosts(inputs, points)
     if not hosts:
         s.blocks.append(Paragraph("No host has a bench result, a compare result or run pairs yet."))
         return s
+    s.blocks.append(_hosts_table(inputs, points, hosts[:MAX_HOST_ROWS]))
+    if len(hosts) > MAX_HOST_ROWS:
+        s.blocks.append(Paragraph(f"{len(hosts) - MAX_HOST_ROWS} more hosts, in the same form: Details, "
+                                  "[every other host](#more_hosts)."))
+    return s
+
+
+def section_more_hosts(inputs: Inputs) -> Section | None:
+    """The hosts past the main page's MAX_HOST_ROWS, one row each; None when there are none."""
+    points = gap_points(inputs)
+    hosts = summary_hosts(inputs, points)[MAX_HOST_ROWS:]
+    if not hosts:
+        return None
+    s = Section("more_hosts", f"Every other host ({len(hosts)}): every budget, speed, memory, what is not measured")
+    s.blocks.append(_hosts_table(inputs, points, hosts))
+    return s
+
+
+def _hosts_table(inputs: Inputs, points: list[GapPoint], hosts: list[str]) -> Table:
     names = host_names(inputs, hosts)
     table = Table("hosts", ["host", "accuracy gap at every budget, largest first", "speed and memory (latest bench)",
                             "not measured on this host"])
@@ -319,8 +379,7 @@ def section_hosts(inputs: Inputs) -> Section:
                    "accuracy gap at every budget, largest first": text("\n".join(budgets) or "none"),
                    "speed and memory (latest bench)": _speed_cell(inputs, host),
                    "not measured on this host": text("\n".join(_missing(inputs, host, mine)))})
-    s.blocks.append(table)
-    return s
+    return table
 
 
 # ---------------------------------------------------------------------------------------------
@@ -339,9 +398,12 @@ GLOSSARY = (
               "measured seed-to-seed spread of the gap. With high power, equivalence not shown means a gap of this "
               "size is likely real; with low power, equivalence may have been missed by chance."),
     ("margin", f"+-{FULL_BUDGET_NOISE:g} points, about the run-to-run noise of one full CIFAR-10 training."),
-    ("SGEMM", "one large float32 matrix product timed on the host: the yardstick the efficiency figures divide by."),
-    ("efficiency", "a method's counted training FLOP rate over the SGEMM rate; above 100% means the yardstick is "
-                   "not the host's peak, not that the hardware was exceeded."),
+    ("SGEMM", "single-precision general matrix multiply: a float32 matrix product timed on the host. Newer "
+              "results take the best of several shapes (the network's convolutions as GEMMs among them), per "
+              "precision, as the ceiling; older ones one square product."),
+    ("efficiency", "a method's counted training FLOP rate over the ceiling of its precision (fp32 or bf16); each "
+                   "table's note names the ceiling used. Above 100% is flagged as an anomaly, or, in older results, "
+                   "means the one-shape probe was not the host's peak."),
     ("flip TTA", "test-time augmentation: each test image scored as is and mirrored, the two averaged."),
     ("unfinished", "a run with fewer epochs than planned (stopped, or still training)."),
     ("networks", NETWORK_NOTE),

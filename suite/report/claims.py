@@ -206,9 +206,11 @@ def check_fp32_accuracy(inputs: Inputs, entries: list[AccuracyEntry]) -> ClaimCh
 
 
 def _gap_words(gap: float) -> str:
+    """fp32 minus tathe4, with its direction in words naming the method (not 'the 4-bit', which reads wrong
+    beside methods that are not 4-bit)."""
     if gap < 0:
-        return f"{gap:+.2f} (4-bit {-gap:.2f} points better)"
-    return f"{gap:+.2f} (4-bit {gap:.2f} points worse)" if gap > 0 else "+0.00 (equal)"
+        return f"{gap:+.2f} ({REFERENCE_4BIT} {-gap:.2f} points above fp32)"
+    return f"{gap:+.2f} ({REFERENCE_4BIT} {gap:.2f} points below fp32)" if gap > 0 else "+0.00 (equal)"
 
 
 def check_gap(inputs: Inputs, entries: list[AccuracyEntry]) -> ClaimCheck:

@@ -3,7 +3,7 @@ summary, claim checks, terms), then, below a divider, the details behind it."""
 
 from __future__ import annotations
 
-from .answer import section_answer, section_glossary, section_hosts
+from .answer import section_answer, section_glossary, section_hosts, section_more_hosts
 from .inputs import Inputs
 from .sections import (Section, section_accuracy, section_claims, section_compare, section_cross_hardware,
                        section_epochs, section_methods, section_onnx, section_profiles, section_runs,
@@ -19,10 +19,12 @@ def build_sections(inputs: Inputs) -> list[Section]:
     with plain_text_figures():
         main = [section_answer(inputs), section_hosts(inputs), section_claims(inputs), section_unused(inputs),
                 section_glossary()]
-        details = [section_compare(inputs), section_time_to_accuracy(inputs), section_accuracy(inputs),
+        more_hosts = section_more_hosts(inputs)  # past the main page's rows: hosts beyond the first dozen
+        details = [more_hosts, section_compare(inputs), section_time_to_accuracy(inputs), section_accuracy(inputs),
                    section_epochs(inputs), section_profiles(inputs), section_methods(inputs), section_scaling(inputs),
                    section_onnx(inputs), section_cross_hardware(inputs), section_runs(inputs)]
     main = [s for s in main if s is not None]
+    details = [s for s in details if s is not None]
     for s in details:
         s.details = True
     return main + details

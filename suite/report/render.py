@@ -189,16 +189,25 @@ def _html_cell(cell: Cell, numbers: dict[str, int], foreign: frozenset[str]) -> 
     return f"<td{attrs}>{body}</td>"
 
 
+MAX_HTML_ROWS = 200  # a table's rows in report.html, so the page stays small with any number of results
+
+
 def html_table(table: Table, foreign: frozenset[str] = frozenset()) -> str:
+    """The table; past MAX_HTML_ROWS rows it says how many it left to report.md, which has them all."""
     if not table.rows:
         return "<p><em>not measured</em></p>"
     numbers = footnote_numbers(table)
     cls = ' class="sortable"' if table.sortable else ""
     head = "".join(f"<th>{html.escape(visible(c))}</th>" for c in table.columns)
-    rows = "".join("<tr>" + "".join(_html_cell(c, numbers, foreign) for c in row) + "</tr>" for row in table.rows)
+    rows = "".join("<tr>" + "".join(_html_cell(c, numbers, foreign) for c in row) + "</tr>"
+                   for row in table.rows[:MAX_HTML_ROWS])
+    cut = ""
+    if len(table.rows) > MAX_HTML_ROWS:  # in <tfoot>, so sorting never moves it
+        cut = (f"<tfoot><tr><td colspan='{len(table.columns)}'><em>The first {MAX_HTML_ROWS} of {len(table.rows):,} "
+               "rows; report.md beside this page has every row.</em></td></tr></tfoot>")
     caption = f"<caption>{html.escape(visible(table.caption))}</caption>" if table.caption else ""
     notes = "".join(f"<p><sup>{n}</sup> {_inline_md(table.footnotes[key], foreign)}</p>" for key, n in numbers.items())
-    return (f"<table{cls} id='t-{table.name}'>{caption}<thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+    return (f"<table{cls} id='t-{table.name}'>{caption}<thead><tr>{head}</tr></thead><tbody>{rows}</tbody>{cut}</table>"
             + (f"<div class='notes'>{notes}</div>" if notes else ""))
 
 

@@ -14,8 +14,9 @@ from enum import Enum
 from ..spec import BASELINE, CIFAR10_TEST_IMAGES, CIFAR10_TRAIN_IMAGES, COMPARE_COMMAND, CONV_PASSES
 from . import figures
 from .claims import (EARLY_EPOCH_SWING, FULL_BUDGET_NOISE, COMPRESSION_FLOOR, HARDWARE_BAND, PAPER_CODES, PAPER_LOG,
-                     Verdict, accuracy_entries, claim_checks, epoch_seconds, gaps, provenance_label,
-                     run_group)
+                     Verdict, accuracy_entries, claim_checks, epoch_seconds, gaps, provenance_label)
+from .efficiency import COLUMN as EFFICIENCY_COLUMN, NOTES as EFFICIENCY_NOTES, efficiency, peak_words
+from .hosts import history_host, host_names, network_name
 from .inputs import CompareResult, Inputs, ResultFile, RunHistory, describe_code, relative
 
 NOT_MEASURED = "not measured"
@@ -198,31 +199,94 @@ def fix_for_missing_accuracy(result: ResultFile) -> str:
     return "`q4bench bench --tier quick` (the smoke tier measures no accuracy)"
 
 
-def accuracy_vs_time(compares: list[CompareResult]) -> Figure | None:
-    """Test accuracy against summed training seconds, one panel per compare result (at most 4, said so)."""
+def host_cell(names: dict, host_id: str | None, fixture: bool = False) -> Cell:
+    """The host id, then its name (CPU model, ISA class, cores; or the GPU): two hosts with one CPU model string
+    differ by their ISA class."""
+    if not host_id:
+        return text("not recorded", fixture=fixture)
+    name = names.get(host_id)
+    return text(f"{host_id}\n{name.label}" if name else host_id, fixture=fixture)
+
+
+def table_host_names(inputs: Inputs) -> dict:
+    """host id -> its name, for every host a table of this report may name."""
+    hosts = {r.host_id for r in inputs.results} | {c.host_id for c in inputs.compares if c.host_id}
+    hosts |= {history_host(r) for r in inputs.runs}
+    return host_names(inputs, sorted(hosts))
+
+
+def provenance_note(count: int, what: str, provenances: list[dict | None]) -> str:
+    """'Drawn from 3 compare result(s); code: a8b3987b49 (2026-11-26); c0ffeec0ff (2026-11-27).': the commits
+    and dates of the files a figure draws, said in its caption."""
+    dates: dict[str, set[str]] = {}
+    unrecorded = 0
+    for prov in provenances:
+        if not prov:
+            unrecorded += 1
+            continue
+        dates.setdefault(describe_code(prov), set()).add(str(prov.get("written_at") or "date not recorded")[:10])
+    commits = "; ".join(f"{c} ({', '.join(sorted(d))})" for c, d in sorted(dates.items(), key=lambda kv: min(kv[1])))
+    return (f"Drawn from {count} {what}; code: {commits or 'not recorded'}"
+            + (f"; {unrecorded} file(s) without provenance (written before files recorded it)" if unrecorded else "")
+            + ".")
+
+
+def omitted_note(omitted: list[str], why: str) -> str:
+    """' Not drawn (why): a; b; and 3 more.': what a figure leaves out, bounded in length."""
+    if not omitted:
+        return ""
+    shown = "; ".join(omitted[:5]) + (f"; and {len(omitted) - 5} more" if len(omitted) > 5 else "")
+    return f" Not drawn ({len(omitted)}, {why}): {shown}."
+
+
+def _seed_words(seeds: list) -> str:
+    known = sorted(s for s in seeds if isinstance(s, int))
+    if not known:
+        return "seeds not recorded"
+    if len(known) > 2 and known == list(range(known[0], known[-1] + 1)):
+        return f"seeds {known[0]}-{known[-1]}"
+    return f"seed{'s' if len(known) > 1 else ''} {', '.join(map(str, known))}"
+
+
+def _int_or_zero(value) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def accuracy_vs_time(inputs: Inputs) -> Figure | None:
+    """Test accuracy against summed training seconds, one panel per compare result; at most figures.MAX_PANELS
+    (the largest budgets first), the others named in the caption."""
+    names = host_names(inputs, sorted({c.host_id or "not recorded" for c in inputs.compares}))
     panels = []
-    for c in compares:
+    for c in sorted(inputs.compares, key=lambda c: (-_int_or_zero(c.budget.get("epochs")), -len(c.runs))):
         lines = []
         for run in c.runs:
-            h = run.history
-            wall = h.wall_seconds() if h else None
-            if not wall:
-                continue
-            lines.append({"method": run.method, "label": f"{run.method} seed {run.seed}", "x": [w / 60 for w in wall],
-                          "y": [e["test_acc"] for e in h.epochs], "dashed": run.method == c.reference})
-        if lines:
-            panels.append({"title": ("FIXTURE: " if c.fixture else "") + f"{c.host_id}, {c.device}, {c.precision}, "
-                           f"{c.describe_budget()}", "lines": lines})
-    if not panels:
+            wall = run.history.wall_seconds() if run.history else None
+            if wall:
+                lines.append({"method": run.method, "label": f"{run.method} seed {run.seed}", "seed": run.seed,
+                              "x": [w / 60 for w in wall], "y": [e["test_acc"] for e in run.history.epochs],
+                              "dashed": run.method == c.reference})
+        host = names[c.host_id or "not recorded"].label
+        title = (("FIXTURE: " if c.fixture else "") + f"{host}, {c.device} {c.precision}, {c.describe_budget()}, "
+                 f"{_seed_words(sorted({r.seed for r in c.runs if r.seed is not None}))}")
+        panels.append({"title": title, "lines": lines, "compare": c})
+    drawable = [p for p in panels if p["lines"]]
+    if not drawable:
         return None
-    drawn = panels[:4]
-    omitted = f" {len(panels) - 4} more compare result(s) are in the tables only." if len(panels) > 4 else ""
-    png = figures.curves(drawn, "Test accuracy against training time, per method and seed (compare runs)",
-                         "training time, minutes (summed epoch seconds; evaluation excluded)", "test accuracy, %")
-    return Figure("accuracy_vs_time", png, "Accuracy against training time",
-                  "Each line one compare run (fp32 dashed); x: the run's summed epoch seconds, which exclude evaluation "
-                  "and include whatever else shared the host; measured." + omitted,
-                  {"panels": len(drawn), "lines": sum(len(p["lines"]) for p in drawn)})
+    drawn = drawable[:figures.MAX_PANELS]
+    omitted = [f"{p['title']} (no per-epoch seconds)" for p in panels if not p["lines"]]
+    omitted += [p["title"] for p in drawable[figures.MAX_PANELS:]]
+    fig = figures.curves([{"title": p["title"], "lines": p["lines"]} for p in drawn],
+                         "Test accuracy against training time, each line one run (compare results)",
+                         "training time, minutes: the history's summed epoch `seconds` (evaluation excluded)",
+                         "test accuracy after the epoch, %")
+    files = [p["compare"] for p in drawn]
+    caption = ("Each line one run of a compare result, one point per epoch (fp32 dashed); x: the run's summed epoch "
+               "`seconds`, which exclude evaluation and include whatever else ran on the host; measured. On a shared "
+               "host the spread between runs of one method is other load, not the method's cost: read cost from "
+               "bench's step times." + omitted_note(omitted, f"at most {figures.MAX_PANELS} panels, largest budgets first")
+               + " " + provenance_note(len(files), "compare result(s)", [c.provenance for c in files]))
+    return Figure("accuracy_vs_time", figures.png(fig), "Accuracy against training time", caption,
+                  {"panels": len(drawn), "lines": sum(len(p["lines"]) for p in drawn), "omitted": len(omitted)})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -252,14 +316,15 @@ def section_claims(inputs: Inputs) -> Section:
                   "x": [e["epoch"] for e in r.epochs], "y": [e["test_acc"] for e in r.epochs],
                   "dashed": r.method == BASELINE} for r in full]
         fixture = "FIXTURE: " if any(r.fixture for r in full) else ""
-        png = figures.curves([{"title": f"{fixture}150-epoch paper recipe, CIFAR-10 (all 10,000 test images)",
+        fig = figures.curves([{"title": f"{fixture}150-epoch paper recipe, CIFAR-10 (all 10,000 test images)",
                                "lines": lines}],
-                             "Full-budget runs against the paper's log", "epoch", "test accuracy, %",
+                             "Full-budget runs against the paper's log", "epoch", "test accuracy after the epoch, %",
                              reference=PAPER_LOG, reference_label="paper's log (tathe4)")
-        s.blocks.append(Figure("paper_curves", png, "Full-budget runs against the paper's log",
+        s.blocks.append(Figure("paper_curves", figures.png(fig), "Full-budget runs against the paper's log",
                                "Test accuracy per epoch of every full-budget history (measured; fp32 dashed) and the "
-                               "paper's own tathe4 log (stars: epochs 1, 7, 8, 13, 50, 75, 100, 110, 150).",
-                               {"runs": len(full)}))
+                               "paper's own tathe4 log (stars: epochs 1, 7, 8, 13, 50, 75, 100, 110, 150). "
+                               + provenance_note(len(full), "histories", [r.provenance for r in full]),
+                               {"runs": len(full), "lines": len(lines)}))
     return s
 
 
@@ -268,6 +333,7 @@ def section_claims(inputs: Inputs) -> Section:
 
 
 def section_compare(inputs: Inputs) -> Section:
+    names = table_host_names(inputs)
     s = Section("compare", "Compare: paired seeds of tathe4 and fp32, gap with its confidence interval")
     if not inputs.compares:
         s.blocks.append(Paragraph(f"No compare result. `{COMPARE_COMMAND}` trains both methods on the same seeds "
@@ -282,7 +348,7 @@ def section_compare(inputs: Inputs) -> Section:
     runs = Table("compare_runs", ["host", "method", "seed", "final test acc", "best test acc", "final acc, TTA",
                                   "wall time", "history"], sortable=True)
     for c in inputs.compares:
-        host, device = text(c.host_id or "not recorded", fixture=c.fixture), text(f"{c.device}, {c.precision}")
+        host, device = host_cell(names, c.host_id, c.fixture), text(f"{c.device}, {c.precision}")
         for comp in c.comparisons:
             if comp.ci95_method:  # newer compare results say how their interval was computed: said once
                 verdicts.footnotes[f"ci:{comp.ci95_method}"] = f"95% interval: {comp.ci95_method}."
@@ -308,7 +374,7 @@ def section_compare(inputs: Inputs) -> Section:
                                           fixture=c.fixture),
                       "history": text(relative(r.history.path) if r.history else "not found")})
     s.blocks += [verdicts, runs]
-    figure = accuracy_vs_time(inputs.compares)
+    figure = accuracy_vs_time(inputs)
     if figure:
         s.blocks.append(figure)
     return s
@@ -319,6 +385,7 @@ def section_compare(inputs: Inputs) -> Section:
 
 
 def section_runs(inputs: Inputs) -> Section:
+    names = table_host_names(inputs)
     s = Section("runs", "Runs: one row per file, with its time, data and code")
     table = Table("runs", ["kind", "host", "time", "data", "budget / tier", "device", "code", "file", "source"],
                   sortable=True)
@@ -328,20 +395,20 @@ def section_runs(inputs: Inputs) -> Section:
     for r in inputs.results:
         devices = sorted({f"{d}, {p}" for d, p, _ in (device_of(x) for x in r.data["profiles"])})
         recorded = all(device_of(x)[2] for x in r.data["profiles"])
-        table.add({"kind": text("bench result"), "host": text(r.host_id), "time": text(run_time(r.created)),
+        table.add({"kind": text("bench result"), "host": host_cell(names, r.host_id), "time": text(run_time(r.created)),
                    "data": text(data_label(r)), "budget / tier": text(f"{r.data['tier']['name']} tier"),
                    "device": text("; ".join(devices), note=None if recorded else "old-device"),
                    "code": text(describe_code(r.provenance), note=None if r.provenance else "old-code"),
                    "file": text(relative(r.path)), "source": source_cell(r.fixture, "q4bench bench")})
     for c in inputs.compares:
-        table.add({"kind": text("compare result"), "host": text(c.host_id or "not recorded"),
+        table.add({"kind": text("compare result"), "host": host_cell(names, c.host_id),
                    "time": text(run_time((c.provenance or {}).get("written_at"))),
                    "data": text(c.data_source or "not recorded"), "budget / tier": text(c.describe_budget()),
                    "device": text(f"{c.device}, {c.precision}"), "code": text(describe_code(c.provenance)),
                    "file": text(relative(c.path)), "source": source_cell(c.fixture, "q4bench compare")})
     for run in inputs.runs:
         h = run.history
-        table.add({"kind": text(f"history ({run.method}, seed {h.get('seed')})"), "host": text(h.get("host_id", "-")),
+        table.add({"kind": text(f"history ({run.method}, seed {h.get('seed')})"), "host": host_cell(names, h.get("host_id")),
                    "time": text(run_time((run.provenance or {}).get("written_at"))),
                    "data": text("CIFAR-10" if run.budget.real_cifar10 else h["data_source"]),
                    "budget / tier": text(run.budget.describe()), "device": text(f"{run.device}, {run.precision}"),
@@ -433,6 +500,85 @@ def _table_epochs(run: RunHistory) -> list[dict]:
             or i == len(run.epochs) - 1]
 
 
+def _panel_key(run: RunHistory) -> tuple:
+    """Everything runs must share to be drawn on one axes, but the method: the host, the network, the data, the
+    recipe and its planned epochs, the seed, the device and precision. A pair stopped at different epochs (101
+    and 94 of 150) still shares its axes."""
+    h, b = run.history, run.budget
+    return (history_host(run), run.arch, b.data, b.train_images, b.test_images, h["recipe"],
+            h.get("planned_epochs"), h.get("seed"), h.get("batch_size"), run.device, run.precision, run.fixture)
+
+
+def run_title(run: RunHistory, host: str) -> str:
+    """'NVIDIA H100 80GB HBM3, VGG4bit, paper recipe (150 epochs planned), 50,000 imgs/epoch, seed 0, cuda fp32'."""
+    h, b = run.history, run.budget
+    planned = h.get("planned_epochs")
+    budget = f"{h['recipe']} recipe" + (f", {planned} epoch{'s' if planned != 1 else ''} planned" if planned else "")
+    return (("FIXTURE: " if run.fixture else "") + f"{host}, {network_name(run.arch)}, {budget}, "
+            f"{b.train_images:,} imgs/epoch, seed {h.get('seed')}, {run.device} {run.precision}")
+
+
+def _run_provenances(runs: list[RunHistory]) -> list[dict | None]:
+    return [r.provenance for r in runs]
+
+
+def accuracy_per_epoch(inputs: Inputs) -> Figure:
+    """One panel per group of runs that differ only by method (fp32 and tathe4 of one seed on one axes); at most
+    figures.MAX_PANELS, groups with both methods first, then the longest; the rest named in the caption."""
+    groups: dict[tuple, list[RunHistory]] = {}
+    for r in inputs.runs:
+        groups.setdefault(_panel_key(r), []).append(r)
+    names = host_names(inputs, sorted({k[0] for k in groups}))
+    ordered = sorted(groups.values(), key=lambda rs: (len({r.method for r in rs}) < 2,
+                                                       -max(len(r.epochs) for r in rs), str(rs[0].path)))
+    panels = [{"title": run_title(runs[0], names[history_host(runs[0])].label),
+               "lines": [{"method": r.method, "label": r.method, "x": [e["epoch"] for e in r.epochs],
+                          "y": [e["test_acc"] for e in r.epochs], "dashed": r.method == BASELINE}
+                         for r in sorted(runs, key=lambda r: (r.method != BASELINE, r.method))],
+               "runs": runs} for runs in ordered]
+    drawn = panels[:figures.MAX_PANELS]
+    fig = figures.curves([{"title": p["title"], "lines": p["lines"]} for p in drawn],
+                         "Test accuracy per epoch, fp32 and the other methods of one seed on one axes", "epoch",
+                         "test accuracy after the epoch, % (measured)")
+    runs = [r for p in drawn for r in p["runs"]]
+    caption = ("Measured by q4bench train (fp32 dashed); one panel per host, network, recipe, device and seed, "
+               "with every method trained on it." + omitted_note(
+                   [p["title"] for p in panels[figures.MAX_PANELS:]],
+                   f"at most {figures.MAX_PANELS} panels: pairs first, then the most epochs; all are in the table "
+                   "below") + " " + provenance_note(len(runs), "histories", _run_provenances(runs)))
+    return Figure("accuracy_per_epoch", figures.png(fig), "Test accuracy per epoch", caption,
+                  {"panels": len(drawn), "lines": sum(len(p["lines"]) for p in drawn),
+                   "omitted": len(panels) - len(drawn), "groups": len(panels), "titles": [p["title"] for p in drawn],
+                   "runs": [[(r.method, len(r.epochs)) for r in p["runs"]] for p in drawn]})
+
+
+def distinct_codes(inputs: Inputs) -> Figure | None:
+    """Distinct integer codes per layer and epoch, one panel per run with codes; at most figures.MAX_PANELS (the
+    longest runs first), the others named in the caption."""
+    coded = [r for r in inputs.runs if any(e.get("distinct_codes") for e in r.epochs)]
+    if not coded:
+        return None
+    coded.sort(key=lambda r: (-len(r.epochs), str(r.path)))
+    names = host_names(inputs, sorted({history_host(r) for r in coded}))
+    titles = [f"{r.method}: " + run_title(r, names[history_host(r)].label) for r in coded]
+    panels = []
+    for r, title in zip(coded[:figures.MAX_PANELS], titles):
+        layers = list(r.epochs[-1].get("distinct_codes") or {})
+        panels.append({"title": title,
+                       "layers": {layer: ([e["epoch"] for e in r.epochs if layer in (e.get("distinct_codes") or {})],
+                                          [e["distinct_codes"][layer] for e in r.epochs
+                                           if layer in (e.get("distinct_codes") or {})]) for layer in layers}})
+    fig = figures.codes_per_layer(panels, "Distinct weight codes per layer after each epoch", PAPER_CODES)
+    drawn = coded[:figures.MAX_PANELS]
+    caption = (f"Distinct integer weight codes per layer after each epoch, measured (dotted: the paper's "
+               f"{PAPER_CODES}); one panel per run, each layer one line." + omitted_note(
+                   titles[figures.MAX_PANELS:], f"at most {figures.MAX_PANELS} panels, the longest runs first")
+               + " " + provenance_note(len(drawn), "histories", _run_provenances(drawn)))
+    return Figure("distinct_codes", figures.png(fig), "Distinct weight codes per layer", caption,
+                  {"panels": len(panels), "lines": sum(len(p["layers"]) for p in panels),
+                   "omitted": len(coded) - len(panels), "runs": len(coded)})
+
+
 def section_epochs(inputs: Inputs) -> Section:
     s = Section("epochs", "Accuracy per epoch and distinct codes per layer (histories)")
     if not inputs.runs:
@@ -441,21 +587,7 @@ def section_epochs(inputs: Inputs) -> Section:
                                   "the two `make parity` writes under reports/parity/runs, or any `q4bench train "
                                   "--out DIR` passed with --runs."))
         return s
-    groups: dict[tuple, list[RunHistory]] = {}
-    for r in inputs.runs:
-        groups.setdefault(run_group(r), []).append(r)
-    panels = []
-    for runs in list(groups.values())[:6]:
-        b, h = runs[0].budget, runs[0].history
-        panels.append({"title": ("FIXTURE: " if runs[0].fixture else "") + f"{b.train_images:,} imgs/epoch, "
-                       f"{b.recipe}, seed {h.get('seed')}, {runs[0].device}/{runs[0].precision}",
-                       "lines": [{"method": r.method, "label": r.method, "x": [e["epoch"] for e in r.epochs],
-                                  "y": [e["test_acc"] for e in r.epochs], "dashed": r.method == BASELINE}
-                                 for r in sorted(runs, key=lambda r: r.method != BASELINE)]})
-    s.blocks.append(Figure("accuracy_per_epoch", figures.curves(panels, "Test accuracy per epoch", "epoch",
-                                                                "test accuracy, % (measured)"),
-                           "Test accuracy per epoch", "Measured by q4bench train (fp32 dashed); one panel per budget "
-                           "and seed.", {"panels": len(panels)}))
+    s.blocks.append(accuracy_per_epoch(inputs))
     table = Table("epochs", ["method", "epoch", "train acc", "test acc", "test acc, TTA", "lr", "seconds",
                              "train images/s", "run"])
     table.footnotes["tta"] = "test-time augmentation (the short recipe only): the flipped and unflipped image averaged"
@@ -476,21 +608,11 @@ def section_epochs(inputs: Inputs) -> Section:
                        "run": text(r.path.parent.name, note=f"run:{r.path}", fixture=r.fixture)})
     s.blocks.append(table)
 
-    coded = [r for r in inputs.runs if any(e.get("distinct_codes") for e in r.epochs)][:4]
-    if not coded:
+    figure = distinct_codes(inputs)
+    if figure is None:
         s.blocks.append(Paragraph(f"Distinct codes per layer: {NOT_MEASURED} (no run of a method with integer codes)."))
-        return s
-    panels = []
-    for r in coded:
-        layers = list(r.epochs[-1].get("distinct_codes", {}))
-        panels.append({"title": ("FIXTURE: " if r.fixture else "") + f"{r.method}, seed {r.history.get('seed')}",
-                       "layers": {layer: ([e["epoch"] for e in r.epochs if layer in (e.get("distinct_codes") or {})],
-                                          [e["distinct_codes"][layer] for e in r.epochs
-                                           if layer in (e.get("distinct_codes") or {})]) for layer in layers}})
-    s.blocks.append(Figure("distinct_codes", figures.codes_per_layer(panels, "Distinct weight codes per layer",
-                                                                     PAPER_CODES),
-                           "Distinct weight codes per layer", f"Distinct integer weight codes per layer after each "
-                           f"epoch, measured (dotted: the paper's {PAPER_CODES}).", {"panels": len(panels)}))
+    else:
+        s.blocks.append(figure)
     return s
 
 
@@ -509,39 +631,60 @@ def _energy_cells(energy: dict, fixture: bool) -> tuple[Cell, Cell, str | None]:
     return unavailable(energy.get("model") or "unavailable"), text("-"), None
 
 
-def _efficiency_cell(m: dict, p: dict, miss: str, fixture: bool) -> Cell:
-    eff = m.get("efficiency")
-    if eff is None:
-        return unavailable(miss) if miss else unavailable()
-    extra = ""
-    if m.get("achieved_gflops") and p.get("sgemm_gflops"):
-        extra = f" ({m['achieved_gflops']:.1f} of {p['sgemm_gflops']:.1f} GFLOP/s)"
-    if m.get("efficiency_range"):
-        extra += f", rounds {100 * m['efficiency_range'][0]:.0f}-{100 * m['efficiency_range'][1]:.0f}%"
-    return Cell(f"{100 * eff:.1f}%{extra}", Kind.DERIVED, 100 * eff, "efficiency" if eff <= 1 else "above-sgemm", fixture)
+def efficiency_cell(table: Table, m: dict, p: dict, fixture: bool, why_missing: str = "") -> Cell:
+    """The efficiency with the ceiling it is read against; its footnote registered once in the table."""
+    found = efficiency(m, p)
+    if found is None:
+        return unavailable(why_missing)
+    table.footnotes[found.note] = EFFICIENCY_NOTES[found.note]
+    return Cell(found.text, Kind.DERIVED, found.percent, found.note, fixture)
 
 
-ABOVE_SGEMM = ("Above 100% or above 1.00 of SGEMM is possible: the SGEMM figure is one square 1024x1024 float32 "
-               "matrix product at the profile's threads, sampled between rounds on a shared machine, not a hard "
-               "ceiling. oneDNN's convolution kernels keep their tiles in cache and may run faster than that "
-               "product, and a sample taken while the host was busy reads low.")
+MAX_BARS = 40  # bars of the throughput figure: what stays readable and bounded whatever the number of results
+
+
+def throughput_figure(inputs: Inputs) -> Figure:
+    """One bar per host, profile, device/precision and method, from that host's newest result measuring it: the
+    table below has every run. At most MAX_BARS bars (the newest first); the rest said in the caption."""
+    latest: dict[tuple, tuple[ResultFile, dict, str, dict]] = {}
+    for r in sorted(inputs.results, key=lambda r: r.created):
+        for p in r.data["profiles"]:
+            for name, m in p["methods"].items():
+                device, precision, _ = device_of(p, m)
+                latest[(r.host_id, p["profile"], device, precision, name)] = (r, p, name, m)
+    names = host_names(inputs, sorted({k[0] for k in latest}))
+    chosen = sorted(latest.values(), key=lambda v: v[0].created, reverse=True)[:MAX_BARS]
+    chosen.sort(key=lambda v: (names[v[0].host_id].label, v[1]["profile"], v[0].created))
+    bars = []
+    for r, p, name, m in chosen:
+        device, precision, _ = device_of(p, m)
+        bars.append({"label": ("FIXTURE " if r.fixture else "") + f"{names[r.host_id].label} | {p['profile']} | "
+                     f"{device} {precision} | {run_time(r.created)[:10]}{'' if r.real_data else ' synthetic'} | {name}",
+                     "method": name, "train": m["train_images_per_s"], "eval": m["eval_images_per_s"]})
+    left = len(latest) - len(chosen)
+    files = list({id(v[0]): v[0] for v in chosen}.values())
+    caption = ("One bar per host, profile, device/precision and method, from the newest result measuring it "
+               "(measured by q4bench bench; the table below has every run); colour by method, hatched: a bf16 arm."
+               + (f" Not drawn ({left}, at most {MAX_BARS} bars, the newest first): the older combinations, in the "
+                  "table." if left else "") + " " + provenance_note(len(files), "bench result(s)",
+                                                                    [r.provenance for r in files]))
+    fig = figures.throughput_bars(bars, "Training and eval throughput, newest result per host, profile and method")
+    return Figure("throughput", figures.png(fig), "Throughput per host, profile and method", caption,
+                  {"bars": len(bars), "omitted": left, "drawn": [(r.host_id, p["profile"], *device_of(p, m)[:2], name,
+                                                                 r.created) for r, p, name, m in chosen]})
 
 
 def section_profiles(inputs: Inputs) -> Section:
+    names = table_host_names(inputs)
     s = Section("profiles", "Per profile and run: throughput, efficiency, memory, energy")
     if not inputs.results:
         s.blocks.append(Paragraph(f"Throughput, efficiency, memory and energy: {NOT_MEASURED} (no result file; run "
                                   "`make bench`)."))
         return s
     table = Table("profiles", ["host", "run", "profile", "threads", "device", "method", "train images/s",
-                               "eval images/s", "efficiency of SGEMM (derived)", "peak memory", "energy J/epoch (RAPL, measured)",
+                               "eval images/s", EFFICIENCY_COLUMN, "peak memory", "energy J/epoch (RAPL, measured)",
                                "energy J/epoch (estimated)", "source"], sortable=True)
-    table.footnotes["efficiency"] = ("Derived: the method's counted training FLOP rate over the same profile's SGEMM "
-                                     f"rate (FLOP convention: {inputs.results[0].data['flop_convention']}); rounds: "
-                                     "each timed window against the SGEMM sample just before it.")
-    table.footnotes["above-sgemm"] = ABOVE_SGEMM
     table.footnotes["old-device"] = OLD_DEVICE_NOTE
-    bars = []
     for r in inputs.results:
         for p in r.data["profiles"]:
             for name, m in p["methods"].items():
@@ -550,30 +693,25 @@ def section_profiles(inputs: Inputs) -> Section:
                 if model:
                     table.footnotes[f"energy:{model}"] = f"Estimated, not measured: {model}."
                 table.add({
-                    "host": text(r.host_id), "run": text(run_label(r)), "profile": text(p["profile"]),
+                    "host": host_cell(names, r.host_id), "run": text(run_label(r)), "profile": text(p["profile"]),
                     "threads": number(p["threads"], "d", " (oversubscribed)" if p["oversubscribed"] else "", Kind.TEXT),
                     "device": device_cell(p, m), "method": text(name),
                     "train images/s": number(m["train_images_per_s"], ".1f", missing=f"{NOT_MEASURED} ({miss})"
                                              if miss else NOT_MEASURED, fixture=r.fixture),
                     "eval images/s": number(m["eval_images_per_s"], ".0f", missing=f"{NOT_MEASURED} ({miss})"
                                             if miss else NOT_MEASURED, fixture=r.fixture),
-                    "efficiency of SGEMM (derived)": _efficiency_cell(m, p, miss, r.fixture),
+                    EFFICIENCY_COLUMN: efficiency_cell(table, m, p, r.fixture, miss),
                     "peak memory": number(None if m["peak_rss_bytes"] is None else m["peak_rss_bytes"] / 2**20, ".0f",
                                           " MiB" + (f" (cap {p['memory_cap_mib']} MiB, {p['cap_enforcement']})"
                                                     if p["memory_cap_mib"] else ""), fixture=r.fixture),
                     "energy J/epoch (RAPL, measured)": rapl, "energy J/epoch (estimated)": estimated,
                     "source": source_cell(r.fixture, "q4bench bench"),
                 })
-                device, precision, _ = device_of(p, m)
-                other = "" if (device, precision) == ("cpu", "fp32") else f" {device}/{precision}"
-                bars.append({"label": ("FIXTURE " if r.fixture else "") + f"{r.host_id} {p['profile']}{other} "
-                             f"{run_time(r.created)[:16]}{'' if r.real_data else ' synthetic'}",
-                             "method": name, "train": m["train_images_per_s"], "eval": m["eval_images_per_s"]})
-    s.blocks.append(Figure("throughput", figures.throughput_bars(bars, "Training and eval throughput, one bar per "
-                                                                       "host, profile, run and method"),
-                           "Throughput per run", "One bar per table row (host, profile, run time, method), measured "
-                           "by q4bench bench; one colour per method.", {"bars": len(bars)}))
+    s.blocks.append(throughput_figure(inputs))
     s.blocks.append(table)
+    ceilings = _ceiling_table(inputs, names)
+    if ceilings.rows:
+        s.blocks.append(ceilings)
     kernels = _conv_kernel_table(inputs)
     if kernels.rows:
         s.blocks.append(Paragraph("Where efficiency stops: the network's convolutions timed alone, pass by pass, at the "
@@ -583,8 +721,35 @@ def section_profiles(inputs: Inputs) -> Section:
     return s
 
 
+def _ceiling_words(found: dict | None) -> Cell:
+    if not found:
+        return text("-")
+    return Cell(f"{found['gflops']:.1f} GFLOP/s ({found['shape']['origin']}, {found['shape']['m']}x"
+                f"{found['shape']['k']}x{found['shape']['n']}; best of {len(found['shapes'])} shapes)", Kind.MEASURED,
+                found["gflops"])
+
+
+def _ceiling_table(inputs: Inputs, names: dict) -> Table:
+    """One row per profile of a result that measured the multi-shape ceiling, with the theoretical peak."""
+    table = Table("ceilings", ["host", "run", "profile", "fp32 ceiling (measured)", "bf16 ceiling (measured)",
+                               "theoretical FMA peak (estimated)"], caption="What the efficiencies divide by")
+    for r in inputs.results:
+        for p in r.data["profiles"]:
+            ceiling = p.get("ceiling")
+            if not isinstance(ceiling, dict):
+                continue
+            peak = peak_words(p) or f"not stated: {(ceiling.get('peak') or {}).get('reason', 'not recorded')}"
+            table.add({"host": host_cell(names, r.host_id), "run": text(run_label(r)), "profile": text(p["profile"]),
+                       "fp32 ceiling (measured)": _ceiling_words(ceiling.get("fp32")),
+                       "bf16 ceiling (measured)": _ceiling_words(ceiling.get("bf16")),
+                       "theoretical FMA peak (estimated)": Cell(peak, Kind.ESTIMATED if "GFLOP/s" in peak else
+                                                                Kind.UNAVAILABLE)})
+    return table
+
+
 def section_scaling(inputs: Inputs) -> Section:
     """1 vs N processes under torchrun (bench results with a scaling entry; suite/scaling.py has the formulas)."""
+    names = table_host_names(inputs)
     s = Section("scaling", "Training across processes: 1 vs N under torchrun (DDP over gloo)")
     table = Table("scaling", ["host", "run", "processes x threads", "method, global batch", "1 process s/step",
                               "N processes s/step", "speedup (derived)", "efficiency T1/(N TN) (derived)",
@@ -608,7 +773,7 @@ def section_scaling(inputs: Inputs) -> Section:
         plan, step, ranges = entry["plan"], entry["step_seconds"], entry["ranges"]
         load = entry.get("load_average_before"), entry.get("load_average_after")
         table.add({
-            "host": text(r.host_id), "run": text(run_label(r)),
+            "host": host_cell(names, r.host_id), "run": text(run_label(r)),
             "processes x threads": text(f"1 vs {plan['processes']} x {plan['threads_per_process']}"),
             "method, global batch": text(f"{plan['method']}, {plan['global_batch']}"),
             "1 process s/step": number(step["one"], ".3f", fixture=r.fixture),
@@ -635,17 +800,18 @@ def section_scaling(inputs: Inputs) -> Section:
 
 
 def _conv_kernel_table(inputs: Inputs) -> Table:
+    names = table_host_names(inputs)
     columns = ["host", "run", "profile", "threads", "batch", *[f"{n.replace('_', '-')} GFLOP/s" for n in CONV_PASSES],
                "convs alone / fp32 step", "source"]
     table = Table("conv_kernels", columns)
-    table.footnotes["pass"] = ("Measured rate; in brackets derived: the pass's rate / the profile's SGEMM rate. "
-                               + ABOVE_SGEMM)
+    table.footnotes["pass"] = ("Measured rate; in brackets derived: the pass's rate / the profile's single-shape "
+                               "fp32 SGEMM probe, which is not the host's peak (a pass may exceed it).")
     for r in inputs.results:
         for p in r.data["profiles"]:
             kernels, sgemm = p.get("conv_kernels"), p.get("sgemm_gflops")
             if not kernels or not sgemm:
                 continue
-            row = {"host": text(r.host_id), "run": text(run_label(r)), "profile": text(p["profile"]),
+            row = {"host": host_cell(names, r.host_id), "run": text(run_label(r)), "profile": text(p["profile"]),
                    "threads": number(p["threads"], "d", kind=Kind.TEXT), "batch": number(kernels["batch_size"], "d",
                                                                                         kind=Kind.TEXT),
                    "source": source_cell(r.fixture, "q4bench bench")}
@@ -665,11 +831,17 @@ def _conv_kernel_table(inputs: Inputs) -> Table:
 # Methods: step time against fp32
 
 
-def _kernels_cell(table: Table, cost: dict | None) -> Cell:
-    """A long kernels sentence is a footnote, said once per table; the cell keeps its first words."""
+PRECISION_KERNELS = {"bf16": "bfloat16 (autocast)"}  # what a precision arm's GEMMs run in, instead of float32
+
+
+def _kernels_cell(table: Table, cost: dict | None, precision: str) -> Cell:
+    """A long kernels sentence is a footnote, said once per table; the cell keeps its first words. The result
+    file records the method's kernels in float32; a precision arm runs them in its own precision."""
     if cost is None:
         return text("not in this result file")
     kernels = cost["kernels"]
+    if precision in PRECISION_KERNELS:
+        kernels = kernels.replace("float32", PRECISION_KERNELS[precision])
     if len(kernels) <= 30:
         return text(kernels)
     table.footnotes[f"kernels:{kernels}"] = kernels
@@ -677,6 +849,7 @@ def _kernels_cell(table: Table, cost: dict | None) -> Cell:
 
 
 def section_methods(inputs: Inputs) -> Section:
+    names = table_host_names(inputs)
     s = Section("methods", "Methods: step time against fp32 (measured), bit operations (estimated)")
     if not inputs.results:
         s.blocks.append(Paragraph(f"Step-time ratios: {NOT_MEASURED} (no result file; run `make bench`)."))
@@ -709,10 +882,10 @@ def section_methods(inputs: Inputs) -> Section:
                                                           "Methods that quantize gradients run every GEMM in float32 "
                                                           "here; their saving is simulated.")
                     bitops = number(cost["bitops_ratio"]["value"], ".4f", kind=Kind.ESTIMATED, note=f"bitops:{model}")
-                table.add({"host": text(r.host_id), "run": text(run_label(r)), "profile": text(p["profile"]),
+                table.add({"host": host_cell(names, r.host_id), "run": text(run_label(r)), "profile": text(p["profile"]),
                            "device": device_cell(p, entry), "method": text(name), f"step time / {BASELINE}": ratio_cell,
                            "bit operations / fp32": bitops,
-                           "kernels on this hardware": _kernels_cell(table, cost),
+                           "kernels on this hardware": _kernels_cell(table, cost, device_of(p, entry)[1]),
                            "source": source_cell(r.fixture, "q4bench bench")})
     s.blocks.append(table)
     return s
@@ -782,20 +955,19 @@ def _layer_time_table(per_layer: dict, fixture: bool) -> Table:
 
 
 def section_cross_hardware(inputs: Inputs) -> Section:
+    names = table_host_names(inputs)
     s = Section("hardware", "Cross-hardware: every host, profile and run")
     if not inputs.results:
         s.blocks.append(Paragraph(f"Cross-hardware table: {NOT_MEASURED} (no result files; `q4bench submit` files "
                                   "them under reports/submitted/<host-id>/)."))
         return s
     table = Table("hardware", ["host", "CPU", "run", "data", "tier", "profile", "threads", "device", "method",
-                               "train images/s", "efficiency (derived)", "s/epoch (derived)", "energy J/epoch (each cell: RAPL or estimated)",
+                               "train images/s", EFFICIENCY_COLUMN, "s/epoch (derived)", "energy J/epoch (each cell: RAPL or estimated)",
                                "peak memory MiB",
                                "accuracy", "filed", "source"], sortable=True,
                   caption="Click a column header to sort (numbers sort as numbers).")
     table.footnotes["s-epoch"] = (f"Derived: {CIFAR10_TRAIN_IMAGES:,} / train images/s + {CIFAR10_TEST_IMAGES:,} / eval "
                                   "images/s, one paper epoch from the measured rates.")
-    table.footnotes["efficiency"] = "Derived: achieved training GFLOP/s / the profile's SGEMM GFLOP/s."
-    table.footnotes["above-sgemm"] = ABOVE_SGEMM
     table.footnotes["old-device"] = OLD_DEVICE_NOTE
     for r in inputs.results:
         filed = "submitted" if "submitted" in r.path.parts else "local"
@@ -810,7 +982,6 @@ def section_cross_hardware(inputs: Inputs) -> Section:
                                          note=f"energy:{energy['model']}")
                 else:
                     energy_cell = unavailable()
-                eff = m["efficiency"]
                 if acc:
                     acc_cell = number(acc["top1_percent"], ".2f", f"% ({acc['epochs']} ep x {acc['train_images']:,} "
                                       "imgs)", fixture=r.fixture)
@@ -822,13 +993,12 @@ def section_cross_hardware(inputs: Inputs) -> Section:
                         table.footnotes[f"acc:{why}"] = f"Accuracy not measured here: {why}."
                     acc_cell = unavailable(note=f"acc:{why}" if why else None)
                 table.add({
-                    "host": text(r.host_id), "CPU": text(r.data["host"]["cpu_model"]),
+                    "host": host_cell(names, r.host_id), "CPU": text(names[r.host_id].label),
                     "run": text(run_time(r.created)), "data": text(data_label(r)), "tier": text(r.data["tier"]["name"]),
                     "profile": text(p["profile"]), "threads": number(p["threads"], "d", kind=Kind.TEXT),
                     "device": device_cell(p, m), "method": text(name),
                     "train images/s": number(m["train_images_per_s"], ".1f", fixture=r.fixture),
-                    "efficiency (derived)": number(None if eff is None else 100 * eff, ".1f", "%", Kind.DERIVED,
-                                         note="efficiency" if eff is None or eff <= 1 else "above-sgemm"),
+                    EFFICIENCY_COLUMN: efficiency_cell(table, m, p, r.fixture),
                     "s/epoch (derived)": number(epoch_seconds(m), ".0f", " s", Kind.DERIVED, note="s-epoch"),
                     "energy J/epoch (each cell: RAPL or estimated)": energy_cell,
                     "peak memory MiB": number(None if m["peak_rss_bytes"] is None else m["peak_rss_bytes"] / 2**20,

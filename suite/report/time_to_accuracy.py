@@ -16,7 +16,8 @@ from collections import defaultdict
 from ..spec import BASELINE, CIFAR10_TEST_IMAGES, CIFAR10_TRAIN_IMAGES, SHORT_RECIPE
 from . import figures
 from .inputs import Inputs, RunHistory, relative
-from .sections import Cell, Figure, Kind, Paragraph, Section, Table, number, text
+from .sections import (Cell, Figure, Kind, Paragraph, Section, Table, number, omitted_note, provenance_note,
+                       text)
 
 TARGETS = {5: 85.0, 15: 90.0}  # budget in epochs -> final test accuracy, % (q4bench's targets)
 
@@ -126,14 +127,21 @@ def section_time_to_accuracy(inputs: Inputs) -> Section:
         "50,000 CIFAR-10 training images with the paper's network, scored on all 10,000 test images."))
     s.blocks.append(table)
     # A device with one budget only is a single point per method: the table says it all, no panel.
-    drawn = [{"title": device, "lines": [_line(method, sorted(points)) for method, points in sorted(methods.items())]}
-             for device, methods in panels.items() if any(len(points) > 1 for points in methods.values())][:4]
+    drawable = [{"title": device, "lines": [_line(method, sorted(points)) for method, points in sorted(methods.items())]}
+                for device, methods in panels.items() if any(len(points) > 1 for points in methods.values())]
+    drawn = drawable[:figures.MAX_PANELS]
     if drawn:
-        png = figures.curves(drawn, "Final test accuracy against training time, one point per budget",
-                             "training time per run, minutes (measured)", "final test accuracy, %")
-        s.blocks.append(Figure("time_to_accuracy", png, "Time to accuracy",
+        fig = figures.curves(drawn, "Final test accuracy against training time, one point per budget",
+                             "training time per run, minutes: the history's summed epoch `seconds` (evaluation "
+                             "excluded), median over the runs", "final test accuracy, %")
+        shown = {p["title"] for p in drawn}
+        files = [r for r in runs if device_label(r) in shown]
+        s.blocks.append(Figure("time_to_accuracy", figures.png(fig), "Time to accuracy",
                                "Each point: the mean final accuracy of one budget's runs against their median training "
-                               "time (fp32 dashed); measured. Devices with a single budget are in the table only.",
+                               "time (fp32 dashed); measured. Devices with a single budget are in the table only."
+                               + omitted_note([p["title"] for p in drawable[figures.MAX_PANELS:]],
+                                              f"at most {figures.MAX_PANELS} panels")
+                               + " " + provenance_note(len(files), "histories", [r.provenance for r in files]),
                                {"panels": len(drawn), "points": sum(len(line["x"]) for p in drawn for line in p["lines"])}))
     return s
 
