@@ -66,6 +66,15 @@ DOCUMENTED: dict[str, Run] = {
         Run(f"q4bench compare --method tathe4 --arch simpleresnet4bit --recipe paper --seeds 2 {TINY} "
             "--out {tmp}/study", "2 seeds, 1 epoch, synthetic data, a scratch folder (never the committed study)",
             slow=True, check="{tmp}/study/compare.json"),
+    ("q4bench compare --method tathe4 --method nvfp4-w --method mxfp4-w --method nvfp4 --method mxfp4 --recipe short "
+     "--epochs 1 --seeds 3 --threads 1 --parallel 2 --data-dir ~/.cache/q4bench --out reports/submitted/HOST/fp4-short1"):
+        Run("q4bench compare --method tathe4 --method nvfp4-w --method mxfp4-w --method nvfp4 --method mxfp4 "
+            "--recipe short --seeds 2 --threads 1 --parallel 2 --synthetic --subset 128 --epochs 1 --out {tmp}/fp4",
+            "2 seeds, 128 synthetic images, a scratch folder", slow=True, check="{tmp}/fp4/compare.json"),
+    # results as tidy data
+    "q4bench results reports/submitted --format csv": Run("q4bench results reports/submitted --format csv"),
+    "q4bench results reports/submitted --format json --out all.json":
+        Run("q4bench results reports/submitted --format json --out all.json", check="all.json"),
     # ONNX
     "q4bench export --checkpoint RUN/checkpoint.pt --out ONNX":
         Run("q4bench export --checkpoint runs/x/checkpoint.pt --out {tmp}/onnx", "RUN: a tiny train run",
@@ -77,7 +86,7 @@ DOCUMENTED: dict[str, Run] = {
             check="{tmp}/onnx/verify.json"),
 }
 
-# Commands the README gives in running text (`...`), not in a code block: each must still be there.
+# Commands the README and docs give in running text (`...`), not in a code block: each must still be there.
 INLINE: dict[str, Run] = {
     "q4bench profile": Run("q4bench profile"),
     "q4bench submit reports/results/FILE.json": Run("q4bench submit reports/results/FILE.json --store {tmp}/store",
@@ -109,8 +118,8 @@ def test_every_documented_command_is_covered():
     documented = documented_lines()
     assert sorted(documented - DOCUMENTED.keys()) == [], "documented but not in DOCUMENTED: add how to run them"
     assert sorted(DOCUMENTED.keys() - documented) == [], "in DOCUMENTED but no longer documented: remove them"
-    readme = (REPO / "README.md").read_text()
-    assert [c for c in INLINE if f"`{c}`" not in readme and f"({c})" not in readme] == []
+    texts = "\n".join(doc.read_text() for doc in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))])
+    assert [c for c in INLINE if f"`{c}`" not in texts and f"({c})" not in texts] == []
 
 
 @pytest.fixture(scope="module")
