@@ -5,8 +5,8 @@ dimensions shared by train, bench and compare.
   run lasts (torch enables it for cuDNN convolutions by default), and restored afterwards.
 - bf16 means torch.autocast(bfloat16) around forward and loss only; master weights, AdamW, gradient
   clipping and the post-step projection stay in fp32.
-- A CPU without bf16 instructions (no avx512_bf16 / amx_bf16) runs bf16 emulated, slower than fp32
-  (pytorch issue 118499); such runs go ahead, say so in one line and are recorded as "emulated".
+- A CPU without bf16 instructions (no avx512_bf16 / amx_bf16) runs bf16 emulated, slower than fp32;
+  such runs go ahead, say so in one line and are recorded as "emulated".
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ an affine map per channel in evaluation, written as a BatchNormalization with va
 and epsilon 0.
 
 The graphs are built directly with onnx.helper: the paper's STE fake-quant traces to float
-Div/Round/Clip/Mul, and torch.onnx only emits Q/DQ for 8-bit ranges (ecosystem-notes 1.6).
+Div/Round/Clip/Mul, and torch.onnx only emits Q/DQ for 8-bit ranges.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ from .methods import Fp4GemmQuantizer, Fp4WeightQuantizer, RangeBatchNorm, Symme
 from .model import ARCH_NAME, QuantConv2d, QuantLinear, SimpleResNet4bit, VGG4bit, quant_layers
 from .train import model_from_checkpoint
 
-OPSET = 21  # first opset whose DequantizeLinear takes int4 (ecosystem-notes 1.1)
+OPSET = 21  # first opset whose DequantizeLinear takes int4
 IR_VERSION = 10  # the IR version that introduced INT4
 FILES = ("fp32", "int4", "int8")
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
@@ -239,7 +239,7 @@ def _simpleresnet_stages(model: SimpleResNet4bit, method: str, fp4: bool) -> lis
 
 
 # ---------------------------------------------------------------------------------------------
-# int4 packing (raw_data, never make_tensor's int32_data: onnx issue 6160)
+# int4 packing (raw_data, never make_tensor's int32_data, whose int4 packing is wrong)
 
 
 def pack_int4(codes: np.ndarray) -> bytes:

@@ -196,7 +196,7 @@ TDP_TABLE: tuple[tuple[str, float, int], ...] = (
     (r"Ryzen 7 5800X\b", 105.0, 16),
     (r"Ryzen 9 5950X\b", 105.0, 32),
 )
-# CodeCarbon's fallback when the CPU model is unknown is a TDP of 4 W per thread (ecosystem-notes 4.2);
+# CodeCarbon's fallback when the CPU model is unknown is a TDP of 4 W per thread;
 # here it is charged per busy thread at full value (not CodeCarbon's 50% average).
 DEFAULT_WATTS_PER_THREAD = 4.0
 

@@ -1,4 +1,4 @@
-"""The paper's two networks: VGG4bit (paper-spec 1.7) and SimpleResNet4bit (paper-spec 1.7, "second
+"""The paper's two networks: VGG4bit (docs/method.md) and SimpleResNet4bit (docs/method.md, "second
 model", 73,178 parameters), in an architecture registry (ARCHS). Conv and linear layers take an
 optional per-layer quantizer; with none, the same network is the FP32 baseline."""
 
@@ -113,7 +113,7 @@ class VGG4bit(nn.Module):
 
 
 class SimpleResNet4bit(nn.Module):
-    """The paper code's second network (paper-spec 1.7; not in the paper): six 3x3 convs (bias kept,
+    """The paper code's second network (not in the paper): six 3x3 convs (bias kept,
     as in VGG4bit) 3->16, 16->16, 16->32 stride 2, 32->32, 32->64 stride 2, 64->64, each followed by
     BatchNorm and ReLU; one identity residual around the second conv (added after its ReLU, as in the
     code: out = relu(bn2(conv2(h))) + h with h the first conv's output); global average pooling; a

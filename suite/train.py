@@ -72,11 +72,11 @@ RECIPES = {
     ),
     # A budget that ends converged: stopping at a high LR is what made 1-epoch gaps swing by points between
     # seeds (-0.71..+5.82, sd 2.55, paper recipe cut at 1 epoch; 4 seeds annealed per step: sd 1.18 on 16,384
-    # images, 0.50 on a full epoch). The knobs are the best of the measured probes (issue 12, seed 0, 5 full
+    # images, 0.50 on a full epoch). The knobs are the best of the measured probes (seed 0, 5 full
     # epochs, JPEG CIFAR-10): cosine to 0 alone 81.74/80.98 (fp32/tathe4); peak 2e-3 after a 10% linear
     # warm-up with label smoothing 0.1: 82.85/82.62; adding a weight EMA (0.998/step) lowered both
     # (81.96/81.00), so there is none. Flip TTA gave +0.3-0.5 and is reported beside, never instead.
-    # The tanh step's equilibrium |w| grows as lr^(1/3): at 2e-3 about 0.38 instead of 0.30 (paper-spec 1.5),
+    # The tanh step's equilibrium |w| grows as lr^(1/3): at 2e-3 about 0.38 instead of 0.30 (docs/method.md),
     # still far inside +-3; tests check the 15-code property at this peak LR.
     "short": Recipe(
         "short",

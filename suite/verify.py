@@ -109,7 +109,7 @@ def int4_codes(model: onnx.ModelProto, layer: str, path: Path) -> tuple[np.ndarr
             return unpack_int4(t.raw_data, shape), True
         except ValueError as exc:
             raise UserError(f"{path}: initializer {t.name}: {exc}") from None
-    # int32_data: one byte (two codes) per int32, the layout onnx issue 6160 got wrong; read it anyway
+    # int32_data: one byte (two codes) per int32, the layout onnx's make_tensor gets wrong for int4; read it anyway
     packed = np.asarray(t.int32_data, dtype=np.int64).astype(np.uint8).tobytes()
     return unpack_int4(packed, shape), False
 

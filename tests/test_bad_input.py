@@ -1,4 +1,4 @@
-"""Issue 14: every bad input is a one-line error naming the option, key or file and the bad value; exit 2,
+"""Every bad input is a one-line error naming the option, key or file and the bad value; exit 2,
 no traceback, never silently replaced by a default. Most cases go through suite.cli.main in process
 (stderr captured); a few run the real CLI in a subprocess."""
 

@@ -138,7 +138,7 @@ def test_bf16_training_runs_and_says_how_it_ran(tmp_path):
 
 def test_short_recipe_peak_lr_keeps_15_codes_and_bounded_weights():
     """The tanh step's equilibrium |w| grows as lr^(1/3); at the short recipe's peak LR a layer still uses
-    its 15 codes and max|W| stays far inside the +-3 bound (paper-spec 1.5: about (27 lr)^(1/3) = 0.38)."""
+    its 15 codes and max|W| stays far inside the +-3 bound (docs/method.md: about (27 lr)^(1/3) = 0.38)."""
     from suite.train import Stepper, make_optimizer
 
     torch.manual_seed(0)

@@ -1,4 +1,4 @@
-"""Issue 14: a kill -9 at any write, a full disk, or a second command on the same folder loses nothing.
+"""A kill -9 at any write, a full disk, or a second command on the same folder loses nothing.
 
 Kills are deterministic: Q4BENCH_TEST_KILL_AT=NAME[#N] (suite/atomic.py) makes the real CLI SIGKILL itself
 just before the Nth rename onto a file called NAME, i.e. with the new file complete in its temporary and the

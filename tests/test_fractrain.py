@@ -1,4 +1,4 @@
-"""Issue 16: FracTrain's PFQ (progressive precision, loss-plateau switches) and DFQ (LSTM-gated per-input
+"""FracTrain's PFQ (progressive precision, loss-plateau switches) and DFQ (LSTM-gated per-input
 bit widths with a cost regularizer) as fractrain-pfq and fractrain-dfq."""
 
 import dataclasses

@@ -1,4 +1,4 @@
-"""Issue 7: LUQ, cyclic precision (CPT) and the reference method's ablations as registered methods.
+"""LUQ, cyclic precision (CPT) and the reference method's ablations as registered methods.
 
 Statistical tests use fixed seeds (so they are deterministic) and state a bound that a correct
 implementation fails with probability below 1e-6 (Hoeffding's inequality: draws of a stochastic
@@ -252,7 +252,7 @@ def test_bitops_cost_model():
     )
     assert cpt.bitops_ratio(macs, total) == pytest.approx(brute)
     static8 = dataclasses.replace(cpt, min_bits=8).bitops_ratio(macs, total)
-    # CPT's paper: FW(3,8)/BW8 costs 36.67 % fewer BitOPs than static FW8/BW8 (paper-spec 3.2).
+    # CPT's paper: FW(3,8)/BW8 costs 36.67 % fewer BitOPs than static FW8/BW8 (docs/methods.md).
     assert 1 - cpt.bitops_ratio(macs, total) / static8 == pytest.approx(0.3667, abs=0.005)
     assert get_method("fp32").bitops_ratio(macs, total) is None
     assert get_method("tathe4").bitops_ratio(macs, total) is None

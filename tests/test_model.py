@@ -33,7 +33,7 @@ def test_forward_shapes_and_macs():
     model, _ = build_model(get_method("tathe4"), 10)
     model.eval()
     assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
-    assert abs(forward_macs_per_image(model) - 154.9e6) / 154.9e6 < 0.01  # paper-spec 1.9
+    assert abs(forward_macs_per_image(model) - 154.9e6) / 154.9e6 < 0.01  # docs/method.md
 
 
 def test_eval_forward_uses_quantized_weights():

@@ -1,4 +1,4 @@
-"""Invariants of the paper's weight quantizer (paper-spec 1.2-1.5)."""
+"""Invariants of the paper's weight quantizer (docs/method.md)."""
 
 import torch
 

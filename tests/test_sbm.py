@@ -1,4 +1,4 @@
-"""Issue 16: SBM (Range BN, gradient bifurcation) as sbm8/sbm4, and Range BN alone as tathe4-rangebn."""
+"""SBM (Range BN, gradient bifurcation) as sbm8/sbm4, and Range BN alone as tathe4-rangebn."""
 
 import math
 

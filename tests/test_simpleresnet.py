@@ -1,4 +1,4 @@
-"""Issue 16: the paper code's second network, SimpleResNet4bit, as --arch simpleresnet4bit."""
+"""the paper code's second network, SimpleResNet4bit, as --arch simpleresnet4bit."""
 
 import pytest
 import torch
@@ -11,7 +11,7 @@ from suite.train import TrainConfig, build_model, load_checkpoint, model_from_ch
 
 
 def test_parameter_count_is_the_codes():
-    assert count_parameters(SimpleResNet4bit(10)) == 73_178  # paper-spec 1.7
+    assert count_parameters(SimpleResNet4bit(10)) == 73_178  # docs/method.md.7
     # 100 classes: only the head grows, by 90 outputs of 64 weights + 1 bias
     assert count_parameters(SimpleResNet4bit(100)) == 73_178 + 90 * 65
 

@@ -40,7 +40,7 @@ TATHE4 = register(
         projection="tanh",
     )
 )
-# The paper's ablations (paper-spec 1.10), each the reference with one component changed.
+# The paper's ablations (docs/method.md), each the reference with one component changed.
 register(
     dataclasses.replace(
         TATHE4,

@@ -51,7 +51,7 @@ FP32_GEMM = GemmBits()
 
 
 def gemm_bitops_ratio(bits: GemmBits) -> float:
-    """CPT's cost model (paper-spec 3.2) for one layer, relative to FP32 (32 x 32 bit MACs):
+    """CPT's cost model (docs/methods.md) for one layer, relative to FP32 (32 x 32 bit MACs):
     mean(b_w*b_a, b_g*b_w, b_g*b_a) / 32^2, the three GEMMs having the same MAC count. With
     b_w = b_a = b_fw and b_g = b_bw this is exactly mean(b_fw^2, b_fw*b_bw, b_fw*b_bw)/32^2."""
     forward = bits.weight * bits.activation

@@ -1,6 +1,6 @@
 """CPT, cyclic precision training (Fu et al., ICLR 2021): the forward bit width of weights and
 activations follows a cosine cycle between B_min and B_max, set before every step; the output
-gradients stay at a fixed B_bw bits with stochastic rounding. paper-spec 3.2.
+gradients stay at a fixed B_bw bits with stochastic rounding. docs/methods.md.
 
 Schedule: with T = total_steps / cycles,
     b_fw(t) = rint(B_min + 0.5 (B_max - B_min) (1 - cos(pi (t mod T) / T)))
@@ -39,7 +39,7 @@ from .base import FP32_GEMM, GemmBits, LayerQuantizer, Method, layers_bitops_rat
 
 
 def cyclic_bits(step: int, total_steps: int, min_bits: int, max_bits: int, cycles: int) -> int:
-    """b_fw(t) of CPT's cosine cycle (paper-spec 3.2). Python's round() is half to even like rint."""
+    """b_fw(t) of CPT's cosine cycle (docs/methods.md). Python's round() is half to even like rint."""
     period = max(total_steps, 1) / cycles
     phase = (step % period) / period
     return int(round(min_bits + 0.5 * (max_bits - min_bits) * (1.0 - math.cos(math.pi * phase))))

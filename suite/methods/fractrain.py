@@ -1,4 +1,4 @@
-"""FracTrain (Fu et al., NeurIPS 2020), paper-spec 3.3: progressive (PFQ) and dynamic (DFQ) fractional
+"""FracTrain (Fu et al., NeurIPS 2020; docs/methods.md): progressive (PFQ) and dynamic (DFQ) fractional
 quantization, reimplemented after the official code, GATECH-EIC/FracTrain fractrain_cifar/:
 train_pfq.py (loss_diff_indicator, adaptive_adjust_precision, the window loop), train_dfq.py (the
 option lists, cost vectors and computation loss of run_training), models.py (RNNGate,

@@ -1,6 +1,6 @@
 """LUQ (Chmiel et al., ICLR 2023): fully quantized training with 4-bit forward weights and activations
 (per-tensor SAWB clipping, round to nearest, STE) and the logarithmic unbiased quantizer (LUQ) on each
-quantized layer's output gradient, so both backward GEMMs see a 4-bit radix-2 gradient. paper-spec 2.
+quantized layer's output gradient, so both backward GEMMs see a 4-bit radix-2 gradient. docs/methods.md.
 
 Choices where the spec leaves room (all knobs of LuqMethod):
 - Weight integer range -7..7 (15 levels, symmetric, Delta = clip/7 so the grid ends exactly at +-clip).
@@ -10,7 +10,7 @@ Choices where the spec leaves room (all knobs of LuqMethod):
   range; the code then uses Qn = -8 with Qp left at 15 (24 levels); here the signed range is the
   weights' 4-bit -7..7 by default, (-8, 15) reproduces the code.
 - Every conv and linear is quantized, first and last included (as tathe4); quantize_first_last=False
-  keeps those two in FP32 (the LUQ paper's practice there is unverified, paper-spec 2.2).
+  keeps those two in FP32 (the LUQ paper's practice there is unverified, docs/methods.md).
 - grad_samples = 1 (the code default; the headline may have used 2, unverified).
 The optimizer is the harness's shared AdamW recipe with clipping 0.5 and no projection (LUQ itself
 trained ImageNet ResNets with SGD + momentum; the harness compares methods under one recipe).
@@ -26,7 +26,7 @@ import torch
 
 from .base import FP32_GEMM, GemmBits, LayerQuantizer, Method, layers_bitops_ratio
 
-SAWB_C1, SAWB_C2 = 12.1, 12.2  # paper-spec 2.2, the 4-bit SAWB coefficients
+SAWB_C1, SAWB_C2 = 12.1, 12.2  # docs/methods.md, the 4-bit SAWB coefficients
 
 
 # --- forward: SAWB uniform quantizer ---------------------------------------------------------------
@@ -87,13 +87,13 @@ def luq_alpha(g: torch.Tensor, exponent_bits: int = 3) -> torch.Tensor:
 def luq_quantize(
     g: torch.Tensor, exponent_bits: int = 3, samples: int = 1, generator: torch.Generator | None = None
 ) -> torch.Tensor:
-    """LUQ (paper-spec 2.1), the mean of ``samples`` independent draws.
+    """LUQ (docs/methods.md), the mean of ``samples`` independent draws.
 
     With a = |g|/alpha: below 1, stochastic underflow to 0 or 1 with P(1) = a; from 1 up, between the
     neighbouring powers of two 2^e <= a < 2^(e+1), 2^(e+1) with P = (a - 2^e)/2^e, else 2^e. Both are
     unbiased, so E[output] = g exactly. The output of one draw lies on {0, +-alpha*2^k, k = 0..2^e - 1}.
     The reference code draws the same distribution with additive noise and a 4/3 factor inside
-    floor(log2(.)); the direct form here is the same law (paper-spec 2.1, derived)."""
+    floor(log2(.)); the direct form here is the same law (docs/methods.md, derived)."""
     if samples < 1:
         raise ValueError(f"samples must be at least 1, got {samples}")
     dtype = g.dtype

@@ -1,5 +1,5 @@
 """SBM, "Scalable Methods for 8-bit Training of Neural Networks" (Banner, Hubara, Hoffer, Soudry,
-NeurIPS 2018), paper-spec 3.1; reimplemented after the official code, eladhoffer/quantized.pytorch
+NeurIPS 2018); reimplemented after the official code, eladhoffer/quantized.pytorch
 models/modules/quantize.py (UniformQuantize, UniformQuantizeGrad, conv2d_biprec/linear_biprec, QConv2d,
 QLinear, RangeBN) and models/resnet_quantized.py (which layers: every conv and FC, every BN a RangeBN).
 

@@ -1,6 +1,6 @@
 """Tathe (2026): symmetric per-tensor 4-bit weights (15 levels, scale max|W|/7 recomputed every
 forward), straight-through estimator, tanh soft clip of the master weights after each step.
-paper-spec 1.2-1.6."""
+docs/method.md."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ class _SymmetricSTE(torch.autograd.Function):
         scale = symmetric_scale(w, levels)
         if levels > _CLAMP_FREE_LEVELS:
             return torch.round(w / scale).clamp_(-levels, levels).mul_(scale)
-        # Speed (paper-spec result unchanged): |w| <= max|W| and scale = fl(fl(max|W| + 1e-8) / levels), so
+        # Speed (result unchanged): |w| <= max|W| and scale = fl(fl(max|W| + 1e-8) / levels), so
         # |w / scale| <= levels (1 + 2^-24)^2 < levels + 1/2 and round() never leaves -levels..levels: the
         # clamp is a no-op, bit for bit (NaN and -0.0 pass both ways alike). Dropping it and rounding in
         # place saves two passes over the weights and one allocation per layer and step.

@@ -25,7 +25,7 @@ class Verdict(Enum):
     NOT_YET_DECIDED = "not yet decided"  # the deciding runs are still training, or too few seeds decide it yet
 
 
-# The paper's figures (paper-spec 1.9-1.10).
+# The paper's figures (docs/method.md).
 PAPER_BEST_ACC = 92.34  # best-epoch test accuracy, epoch 110 of 150
 PAPER_BEST_EPOCH = 110
 PAPER_FINAL_ACC = 89.01  # epoch 150 of the paper's own log: the LR rises again after epoch 101
@@ -39,7 +39,7 @@ PAPER_PHONE_ACC, PAPER_PHONE_EPOCHS = 83.16, 6
 PAPER_LOG = {1: 66.84, 7: 82.22, 8: 82.77, 13: 85.38, 50: 89.97, 75: 91.11, 100: 92.21, 110: 92.34, 150: 89.01}
 
 # Margins, each with its reason:
-# run-to-run noise of one CIFAR-10 run at the full budget is about +-0.2-0.3 points (paper-spec 4.15);
+# run-to-run noise of one CIFAR-10 run at the full budget is about +-0.2-0.3 points (docs/method.md);
 FULL_BUDGET_NOISE = 0.5
 # after a few epochs test accuracy swings by points from epoch to epoch (75.8% then 73.3% here);
 EARLY_EPOCH_SWING = 2.5
