@@ -197,7 +197,7 @@ def _add_bench(sub) -> None:
         help="measure training/eval throughput, SGEMM efficiency, memory, energy and accuracy per hardware profile",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=f"Every measurement runs in a fresh child process with the profile's threads and memory cap.\n\n"
-        f"tiers:\n{tiers}\n\nprofiles (suite/hardware_profiles/*.toml): {', '.join(available_profiles())}",
+        f"tiers:\n{tiers}\n\nprofiles (hardware_profiles/*.toml): {', '.join(available_profiles())}",
     )
     p.add_argument("--profile", action="append", metavar="NAME",
                    help=f"a profile name or .toml path; repeatable (default: {' '.join(DEFAULT_PROFILES)})")

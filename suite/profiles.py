@@ -1,4 +1,4 @@
-"""Hardware profiles: suite/hardware_profiles/<name>.toml -> a validated Profile, and what a child process
+"""Hardware profiles: hardware_profiles/<name>.toml -> a validated Profile, and what a child process
 does with one (thread variables before torch is imported, the memory cap).
 
 A profile file holds:
@@ -25,8 +25,10 @@ from .bounds import MAX_WATTS_PER_THREAD, check_count, check_number
 from .errors import UserError
 from .userfiles import CONFIG_MAX_BYTES, parse_user_toml, read_user_text
 
-# Inside the package, so a non-editable install ships them (package data in pyproject.toml).
-PROFILES_DIR = Path(__file__).resolve().parent / "hardware_profiles"
+# hardware_profiles/ at the top of a checkout; an install puts them beside the package (pyproject.toml maps them).
+_INSTALLED_PROFILES = Path(__file__).resolve().parent / "hardware_profiles"
+PROFILES_DIR = (_INSTALLED_PROFILES if _INSTALLED_PROFILES.is_dir()
+                else Path(__file__).resolve().parents[1] / "hardware_profiles")
 PROFILES_ENV = "Q4BENCH_PROFILES"
 
 # CIFAR-10 held in memory as uint8 (50,000 train + 10,000 test images of 3x32x32 bytes): a cap below this
@@ -142,7 +144,7 @@ def available_profiles(directory: str | os.PathLike | None = None) -> list[str]:
 
 
 def resolve_profile(name_or_path: str, directory: str | os.PathLike | None = None, host_cpus: int | None = None) -> Profile:
-    """A profile by name (suite/hardware_profiles/<name>.toml) or by path to a .toml file."""
+    """A profile by name (hardware_profiles/<name>.toml) or by path to a .toml file."""
     candidate = Path(name_or_path)
     if candidate.suffix == ".toml" or os.sep in name_or_path:
         return load_profile(candidate, host_cpus)

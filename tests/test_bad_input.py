@@ -397,7 +397,8 @@ def test_installed_package_ships_the_hardware_profiles(tmp_path):
                           "--no-index", "--target", str(target), str(source)],
                          capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": ""})
     assert pip.returncode == 0, pip.stderr[-2000:]
-    script = ("import suite, suite.profiles as p; assert suite.__file__.startswith(%r), suite.__file__; "
+    script = ("import suite, suite.profiles as p, suite.report, suite.methods, suite.cli; "
+              "assert suite.__file__.startswith(%r), suite.__file__; "
               "names = p.available_profiles(); print(' '.join(names)); "
               "[p.resolve_profile(n, host_cpus=2) for n in names]" % str(target))
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "Q4BENCH_PROFILES")}

@@ -91,7 +91,7 @@ def test_no_reference_outside_the_repository(doc: Path):
     assert not outside, f"{doc.relative_to(ROOT)} names files outside the repository: {outside}"
 
 
-# Source paths written as code (`suite/atomic.py`, `suite/hardware_profiles/*.toml`, `tools/gpu_evidence.sh`); output
+# Source paths written as code (`suite/atomic.py`, `hardware_profiles/*.toml`, `tools/gpu_evidence.sh`); output
 # folders under reports/ are made by the commands, so they are not looked for.
 SOURCE_PATH = re.compile(r"^(?:suite|tools|tests|docs|\.ci)/[\w.\-/*]*$")
 
