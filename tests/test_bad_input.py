@@ -258,13 +258,21 @@ JSON_JUNK = {
 @pytest.mark.parametrize("name", list(JSON_JUNK))
 @pytest.mark.parametrize("command", ["submit", "report"])
 def test_junk_json_files(name, command, tmp_path, capsys):
+    """submit refuses junk in one line and files nothing; report leaves it out, names it with the reason in
+    "Files not used" and still renders (one bad submission must not break the report for everyone)."""
     content, fragment = JSON_JUNK[name]
     path = tmp_path / "r.json"
     path.write_bytes(content)
-    argv = ["submit", path, "--store", tmp_path / "s"] if command == "submit" else \
-        ["report", "--results", path, "--out", tmp_path / "out"]
-    one_line_error(capsys, argv, str(path), fragment)
-    assert not (tmp_path / "s").exists() and not (tmp_path / "out").exists()
+    if command == "submit":
+        one_line_error(capsys, ["submit", path, "--store", tmp_path / "s"], str(path), fragment)
+        assert not (tmp_path / "s").exists()
+        return
+    assert main(["report", "--results", str(path), "--out", str(tmp_path / "out")]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f'q4bench: note: 1 input file(s) not used (see "Files not used" in {tmp_path / "out" / "report.md"})']
+    unused = (tmp_path / "out" / "report.md").read_text().split("## Files not used: 1", 1)[1]
+    row = next(line for line in unused.splitlines() if line.endswith(" |") and "r.json |" in line)
+    assert fragment.split(" (")[0] in row
 
 
 def test_oversized_files_are_refused_before_reading(tmp_path, capsys):
