@@ -27,6 +27,9 @@ MAX_SEED = 2**32 - 1
 MAX_HOURS = 24 * 365  # a compare time box of a year
 MAX_MEMORY_CAP_MIB = 1 << 24  # 16 TiB
 MAX_WATTS_PER_THREAD = 1000.0  # a whole server socket is a few hundred watts
+MAX_JOB_MINUTES = 366 * 24 * 60  # a cluster job's time limit: a year is already beyond any cluster's
+MAX_GPUS_PER_TASK = 64  # the largest single nodes hold 8-16
+MAX_RETRIES = 100  # a job lost that often in a row without progress is not coming back
 
 # name -> (lowest, highest): the ranges the CLI, the config dataclasses and the config files share.
 COUNTS = {
@@ -48,6 +51,10 @@ COUNTS = {
     "latency_runs": (1, MAX_REPEATS),
     "profile_runs": (1, MAX_REPEATS),
     "memory_cap_mib": (1, MAX_MEMORY_CAP_MIB),
+    "time_minutes": (1, MAX_JOB_MINUTES),
+    "cpus_per_task": (1, MAX_THREADS),
+    "gpus_per_task": (1, MAX_GPUS_PER_TASK),
+    "max_retries": (0, MAX_RETRIES),
 }
 
 
