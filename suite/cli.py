@@ -313,18 +313,18 @@ def _add_executor_options(p) -> None:
                         "sbatch job per run through submitit), submitit-local (the slurm path on this machine)")
     p.add_argument("--slurm-config", metavar="TOML", help="a file whose [slurm] table sets the options below "
                    "(keys partition, time_minutes, cpus_per_task, gpus_per_task, account, options, setup); flags win")
-    p.add_argument("--slurm-partition", help="sbatch --partition")
+    p.add_argument("--slurm-partition", metavar="NAME", help="sbatch --partition")
     p.add_argument("--slurm-time", type=count_type("time_minutes"), metavar="MINUTES",
                    help="each job's time limit in minutes (required for slurm); a run that outlives it is submitted "
                         "again and resumes")
-    p.add_argument("--slurm-cpus-per-task", type=count_type("cpus_per_task"), help="default: threads x ranks per run")
-    p.add_argument("--slurm-gpus-per-task", type=count_type("gpus_per_task"), help="default: 1 with --device cuda")
-    p.add_argument("--slurm-account", help="sbatch --account")
+    p.add_argument("--slurm-cpus-per-task", type=count_type("cpus_per_task"), metavar="N", help="default: threads x ranks per run")
+    p.add_argument("--slurm-gpus-per-task", type=count_type("gpus_per_task"), metavar="N", help="default: 1 with --device cuda")
+    p.add_argument("--slurm-account", metavar="NAME", help="sbatch --account")
     p.add_argument("--slurm-option", action="append", metavar="NAME=VALUE",
                    help="another sbatch option, e.g. qos=high or exclusive; repeatable")
     p.add_argument("--slurm-setup", action="append", metavar="LINE",
                    help="a shell line run before each job, e.g. 'module load python'; repeatable")
-    p.add_argument("--max-retries", type=count_type("max_retries"), default=DEFAULT_MAX_RETRIES,
+    p.add_argument("--max-retries", type=count_type("max_retries"), default=DEFAULT_MAX_RETRIES, metavar="N",
                    help=f"submit a lost job (killed, preempted, node failure) again up to N times in a row without "
                         f"a newly finished epoch (default {DEFAULT_MAX_RETRIES})")
 

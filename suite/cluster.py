@@ -177,7 +177,7 @@ class SubmititExecutor(Executor):
         return outcome_state(where, outcome)
 
     def _ended_without_outcome(self, ticket: Ticket, where: str, word: str) -> JobState:
-        if not ticket.log.exists() and (self.name == "submitit-local" or word in SLURM_RAN):
+        if self.name == "slurm" and word in SLURM_RAN and not ticket.log.exists():
             return JobState(UNSEEN, f"{where} ended ({word}) without writing its log {ticket.log}: the job cannot "
                             f"see the study folder {self.study}; put it on storage every node shares", ticket.log)
         log = ticket.stderr if ticket.stderr is not None and ticket.stderr.exists() else ticket.log

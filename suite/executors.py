@@ -90,6 +90,9 @@ class ExecutorChoice:
         if self.kind not in KINDS:
             raise UserError(f"--executor {self.kind!r} is not one of: {', '.join(KINDS)}")
         check_count(self.max_retries, "max_retries")
+        if self.kind == "local" and self.slurm != SlurmSettings():
+            raise UserError("--slurm-* options and --slurm-config apply to --executor slurm (or its rehearsal, "
+                            "submitit-local); add the executor or drop them")
         if self.kind == "slurm" and self.slurm.time_minutes is None:
             raise UserError("--executor slurm needs --slurm-time MINUTES (each job's time limit; a run that "
                             "outlives it is submitted again and resumes), on the command line or in --slurm-config")

@@ -48,6 +48,7 @@ def test_a_missing_cluster_extra_is_one_line_naming_the_install(monkeypatch, tmp
     (["--executor", "slurm", "--slurm-time", "5", "--slurm-option", "Bad Name"], "--slurm-option Bad Name: not an sbatch"),
     (["--executor", "nope"], "argument --executor: invalid choice: 'nope'"),
     (["--max-retries", "-1"], "argument --max-retries: must be from 0 to 100, got -1"),
+    (["--slurm-partition", "gpu"], "--slurm-* options and --slurm-config apply to --executor slurm"),
 ])
 def test_bad_executor_options_are_one_line_errors(args, message, tmp_path, capsys):
     code = cli_main(["compare", "--method", "tathe4", "--epochs", "1", "--synthetic", *args, "--out", str(tmp_path / "c")])
