@@ -132,7 +132,10 @@ class SubmititExecutor(Executor):
         python = shlex.join(["env", f"PYTHONPATH={python_path()}", sys.executable])
         if choice.kind == "submitit-local":
             self._backend = self.submitit.LocalExecutor(self.folder, python=python)
-            self._backend.update_parameters(timeout_min=choice.slurm.time_minutes or REHEARSAL_MINUTES)
+            # submitit hides every GPU from a local job unless told how many it gets (CUDA_VISIBLE_DEVICES).
+            gpus = choice.slurm.gpus_per_task or (1 if device == "cuda" else 0)
+            self._backend.update_parameters(timeout_min=choice.slurm.time_minutes or REHEARSAL_MINUTES,
+                                            gpus_per_node=gpus)
         else:
             try:
                 self._backend = self.submitit.SlurmExecutor(self.folder, python=python)
