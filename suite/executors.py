@@ -7,7 +7,7 @@ run's last finished epoch.
   are recorded in OUT/jobs.json and re-attached by a rerun. A rehearsal of ``slurm``.
 - ``slurm``: sbatch jobs through submitit, submitted as one array; same records and re-attachment.
 
-The compare loop sees only the Executor interface: submit(jobs) -> tickets, state(ticket), attach(record)
+The compare loop sees only the Executor interface: submit(jobs) -> tickets, state(ticket), attach(ticket)
 (re-attach by a recorded job id) and kill(ticket). submitit is an optional extra, imported only when one of
 its executors is chosen."""
 
