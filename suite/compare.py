@@ -461,7 +461,7 @@ def execute(req: CompareRequest, runs: list[Run], epochs: int, runs_dir: Path, l
                                  req.threads * req.ranks_per_run, req.device)
     jobs = _StudyJobs(req, epochs, runs_dir.resolve() if executor.detached else runs_dir, log, executor)
     try:
-        jobs.reattach_or_queue([r for r in runs if not run_finished(runs_dir / r.name, epochs)])
+        jobs.reattach_or_queue(runs)
         jobs.run()
     finally:
         jobs.stop()
@@ -483,11 +483,14 @@ class _StudyJobs:
         self.begun: dict[Run, int] = {}  # epochs the run had when its current job started
         self.lost: dict[Run, int] = {}  # its jobs lost in a row without a newly finished epoch
 
-    def reattach_or_queue(self, todo: list[Run]) -> None:
-        for run in todo:
+    def reattach_or_queue(self, runs: list[Run]) -> None:
+        """Follow the jobs recorded as queued or running (even of a finished run: the record then ends as it
+        did), and queue the other unfinished runs."""
+        for run in runs:
             ticket = self.book.live_ticket(run.name)
             if ticket is None:
-                self.queue.append(run)
+                if not run_finished(self.runs_dir / run.name, self.epochs):
+                    self.queue.append(run)
                 continue
             record = self.book.runs[run.name]
             self.active[run] = self.executor.attach(ticket)

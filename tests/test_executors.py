@@ -307,6 +307,8 @@ def test_a_rerun_reattaches_to_recorded_jobs_instead_of_submitting_them_again(tm
         req = _request(tmp_path)
         execute(req, all_runs(req), 1, Path(req.out) / "runs", lambda line: None, LocalPool(2))
 
+    # tathe4-seed0 finished while no compare watched it: its job is still followed, so its record ends as it did.
+    _finished_run((tmp_path / "cmp" / "runs" / "tathe4-seed0").resolve(), 1)
     second = Scripted({"fp32-seed0": [RUNNING, DONE], "tathe4-seed0": [DONE]})
     lines = []
     _execute(tmp_path, second, log=lines)
@@ -315,6 +317,7 @@ def test_a_rerun_reattaches_to_recorded_jobs_instead_of_submitting_them_again(tm
     assert "compare: re-attached to tathe4-seed0 (submitit-local job tathe4-seed0#1, queued when last seen)" in lines
     record = json.loads((tmp_path / "cmp" / "jobs.json").read_text())["runs"]
     assert [a["job_id"] for a in record["fp32-seed0"]["attempts"]] == ["fp32-seed0#1"]  # never submitted twice
+    assert record["fp32-seed0"]["state"] == DONE and record["tathe4-seed0"]["state"] == DONE
 
 
 def test_a_job_that_cannot_see_the_study_folder_stops_it(tmp_path):
