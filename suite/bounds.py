@@ -35,6 +35,9 @@ FALSE_FAIL_RATE = (1e-6, 0.5)
 # Accuracy on 10,000 test images moves in steps of 0.01 points: rounding finer than 0.001 adds nothing (and
 # 1e-320 overflowed); rounding up by more than 100 points makes every tolerance 100.
 ROUND_UP_TO = (1e-3, 100.0)
+MAX_JOB_MINUTES = 366 * 24 * 60  # a cluster job's time limit: a year is already beyond any cluster's
+MAX_GPUS_PER_TASK = 64  # the largest single nodes hold 8-16
+MAX_RETRIES = 100  # a job lost that often in a row without progress is not coming back
 
 # name -> (lowest, highest): the ranges the CLI, the config dataclasses and the config files share.
 COUNTS = {
@@ -56,6 +59,10 @@ COUNTS = {
     "latency_runs": (1, MAX_REPEATS),
     "profile_runs": (1, MAX_REPEATS),
     "memory_cap_mib": (1, MAX_MEMORY_CAP_MIB),
+    "time_minutes": (1, MAX_JOB_MINUTES),
+    "cpus_per_task": (1, MAX_THREADS),
+    "gpus_per_task": (1, MAX_GPUS_PER_TASK),
+    "max_retries": (0, MAX_RETRIES),
 }
 
 

@@ -306,7 +306,7 @@ def _parity(args: argparse.Namespace) -> int:
     outcome = run_parity(
         ParityRequest(config=args.config, data_dir=args.data_dir, synthetic=args.synthetic, out=args.out,
                       report=args.report, candidate=args.candidate, control=not args.no_control,
-                      overwrite=args.overwrite)
+                      overwrite=args.overwrite, executor=_executor_choice(args))
     )
     if not outcome.passed:
         for reason in outcome.reasons:
@@ -337,7 +337,44 @@ def _add_parity(sub) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="clear OUT's runs, onnx and result files even when parity did not write them (a compare "
                         "folder, a copy): without it such a folder is refused")
+    _add_executor_options(p)
     p.set_defaults(func=_parity)
+
+
+def _add_executor_options(p) -> None:
+    """--executor and the Slurm parameters, shared by compare and parity."""
+    from .executors import DEFAULT_MAX_RETRIES, KINDS
+
+    p.add_argument("--executor", default="local", choices=KINDS,
+                   help="where the runs train: local (child processes of this command, the default), slurm (one "
+                        "sbatch job per run through submitit), submitit-local (the slurm path on this machine)")
+    p.add_argument("--slurm-config", metavar="TOML", help="a file whose [slurm] table sets the options below "
+                   "(keys partition, time_minutes, cpus_per_task, gpus_per_task, account, options, setup); flags win")
+    p.add_argument("--slurm-partition", metavar="NAME", help="sbatch --partition")
+    p.add_argument("--slurm-time", type=count_type("time_minutes"), metavar="MINUTES",
+                   help="each job's time limit in minutes (required for slurm); a run that outlives it is submitted "
+                        "again and resumes")
+    p.add_argument("--slurm-cpus-per-task", type=count_type("cpus_per_task"), metavar="N", help="default: threads x ranks per run")
+    p.add_argument("--slurm-gpus-per-task", type=count_type("gpus_per_task"), metavar="N", help="default: 1 with --device cuda")
+    p.add_argument("--slurm-account", metavar="NAME", help="sbatch --account")
+    p.add_argument("--slurm-option", action="append", metavar="NAME=VALUE",
+                   help="another sbatch option, e.g. qos=high or exclusive; repeatable")
+    p.add_argument("--slurm-setup", action="append", metavar="LINE",
+                   help="a shell line run before each job, e.g. 'module load python'; repeatable")
+    p.add_argument("--max-retries", type=count_type("max_retries"), default=DEFAULT_MAX_RETRIES, metavar="N",
+                   help=f"submit a lost job (killed, preempted, node failure) again up to N times in a row without "
+                        f"a newly finished epoch (default {DEFAULT_MAX_RETRIES})")
+
+
+def _executor_choice(args: argparse.Namespace):
+    from .executors import ExecutorChoice, SlurmSettings, load_slurm_section, parse_option
+
+    base = load_slurm_section(args.slurm_config) if args.slurm_config else SlurmSettings()
+    settings = base.merged(partition=args.slurm_partition, time_minutes=args.slurm_time,
+                           cpus_per_task=args.slurm_cpus_per_task, gpus_per_task=args.slurm_gpus_per_task,
+                           account=args.slurm_account, options=tuple(map(parse_option, args.slurm_option or ())),
+                           setup=tuple(args.slurm_setup or ()))
+    return ExecutorChoice(args.executor, settings, args.max_retries)
 
 
 def _compare(args: argparse.Namespace) -> None:
@@ -350,7 +387,7 @@ def _compare(args: argparse.Namespace) -> None:
             hours=args.hours, recipe=args.recipe, subset=args.subset, synthetic=args.synthetic,
             data_dir=args.data_dir, device=args.device, precision=args.precision, parallel=args.parallel,
             threads=args.threads, margin=args.margin, out=args.out, batch_size=args.batch_size,
-            ranks_per_run=args.ranks_per_run, arch=args.arch,
+            ranks_per_run=args.ranks_per_run, arch=args.arch, executor=_executor_choice(args),
         )
     )
 
@@ -392,7 +429,9 @@ def _add_compare(sub) -> None:
                    help="train each run as a torchrun job of N DDP ranks over gloo (default 1: one process)")
     p.add_argument("--margin", type=number_type(0, 100), default=DEFAULT_MARGIN,
                    help=f"equivalence margin in accuracy points (default {DEFAULT_MARGIN})")
-    p.add_argument("--out", default=DEFAULT_OUT, help=f"folder for the runs and compare.json (default {DEFAULT_OUT})")
+    p.add_argument("--out", default=DEFAULT_OUT, help=f"folder for the runs and compare.json (default {DEFAULT_OUT}; "
+                   "with --executor slurm on storage every node shares)")
+    _add_executor_options(p)
     p.set_defaults(func=_compare)
 
 

@@ -6,30 +6,31 @@ Layout of DIR: request.json (the command's identity: a rerun must match it), pla
 step times and the epochs they gave, so a rerun of an --hours command keeps its budget), .q4bench.lock
 (suite.locks: one writer at a time), and runs/<method>-seed<k>/ holding each run's history.json,
 predictions.npy, checkpoint.pt, train.log and wall.json. Resuming is cheap because every child is started with --resume: a run with a checkpoint
-continues after its last finished epoch, a finished run is skipped, a fresh folder starts fresh."""
+continues after its last finished epoch, a finished run is skipped, a fresh folder starts fresh.
+With a cluster executor (suite/executors.py: --executor slurm or submitit-local) each run is a job instead
+of a child, and DIR also holds jobs.json (per run: job id, state, logs, attempts) and jobs/ (submitit's files)."""
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import json
 import math
 import os
-import signal
 import statistics
-import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from .atomic import write_json_atomic
 from .bounds import MAX_HOURS, MAX_SEED, check_count, check_number, check_optional_count
 from .errors import UserError
-from .state import load_schema, read_state, schema_errors
+from .executors import (DONE, JOBS_FILE, LOST, Executor, ExecutorChoice, JobBook, JobSpec, JobState, Ticket,
+                        last_line, make_executor, spawn)
 from .locks import hold
 from .spec import PAPER_ARCH, SHORT_RECIPE
+from .state import load_schema, read_state, schema_errors
 from .userfiles import CONFIG_MAX_BYTES, check_output_dir, read_user_json
 
 SCHEMA = "q4bench-compare/1"
@@ -67,6 +68,8 @@ class CompareRequest:
     batch_size: int | None = None  # None: the recipe's
     ranks_per_run: int = 1  # > 1: each run is a torchrun job of that many DDP ranks (suite/distributed.py)
     arch: str = PAPER_ARCH  # a key of model.ARCHS: the network every run trains
+    # Where the runs train (local children, or cluster jobs through submitit); not part of the study's identity.
+    executor: ExecutorChoice = field(default_factory=ExecutorChoice)
 
     def __post_init__(self):  # ranges shared with the CLI (suite.bounds); the rest is checked by validate()
         check_count(self.seeds, "seeds")
@@ -146,6 +149,10 @@ def validate(req: CompareRequest) -> CompareRequest:
     from .device import Placement
 
     Placement(req.device, req.precision)  # one-line errors for a bad device, precision, or no visible GPU
+    if req.executor.detached:
+        from .cluster import import_submitit
+
+        import_submitit(req.executor.kind)  # a missing extra is one line, before anything is written
     cores = _cores()
     if req.device == "cuda":
         parallel = req.parallel or DEFAULT_GPU_CHILDREN
@@ -258,33 +265,6 @@ def all_runs(req: CompareRequest) -> list[Run]:
 # Children
 
 
-def _die_with(parent: int) -> Callable[[], None]:
-    """A preexec_fn: the child gets SIGKILL when the compare (pid ``parent``) dies, even by SIGKILL, so a
-    killed compare leaves no orphan writing into DIR while its rerun resumes the same runs (Linux;
-    elsewhere a no-op)."""
-
-    def arm() -> None:
-        try:
-            libc = ctypes.CDLL("libc.so.6", use_errno=True)
-            libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        except OSError:
-            return
-        if os.getppid() != parent:  # the parent died before prctl took effect
-            os._exit(1)
-
-    return arm
-
-
-def child_env(threads: int) -> dict:
-    env = dict(os.environ)
-    # Before torch loads in the child: OpenMP/MKL size their pools from these at import time.
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        env[var] = str(threads)
-    root = str(Path(__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    return env
-
-
 def _data_args(req: CompareRequest) -> list[str]:
     return ["--synthetic"] if req.synthetic else ["--data-dir", str(req.data_dir)]
 
@@ -305,21 +285,6 @@ def train_command(req: CompareRequest, run: Run, epochs: int, out: Path) -> list
     if req.batch_size is not None:
         cmd += ["--batch-size", str(req.batch_size)]
     return cmd
-
-
-def _spawn(cmd: list[str], threads: int, log_path: Path) -> subprocess.Popen:
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as log:
-        return subprocess.Popen(cmd, env=child_env(threads), stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, preexec_fn=_die_with(os.getpid()))
-
-
-def _last_line(path: Path) -> str:
-    try:
-        lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
-    except OSError:
-        return "no log"
-    return lines[-1].strip()[:300] if lines else "empty log"
 
 
 def run_finished(run_dir: Path, epochs: int) -> bool:
@@ -360,10 +325,10 @@ def measure_step_times(req: CompareRequest, out: Path, batch: int,
                    req.precision, str(req.data_dir) if req.data_dir else "-", str(req.threads), str(batch)]
             if req.synthetic:
                 cmd.append("--synthetic")
-            procs[m] = (_spawn(cmd, req.threads, tmp / f"{m}.log"), time.monotonic())
+            procs[m] = (spawn(cmd, req.threads, tmp / f"{m}.log"), time.monotonic())
         for m, (proc, began) in procs.items():
             if proc.wait() != 0:
-                raise UserError(f"timing {m} failed (exit {proc.returncode}): {_last_line(tmp / f'{m}.log')}")
+                raise UserError(f"timing {m} failed (exit {proc.returncode}): {last_line(tmp / f'{m}.log')}")
             timed = json.loads((tmp / f"{m}.json").read_text())
             result[m] = timed["seconds_per_image"]
             startup = max(startup, time.monotonic() - began - timed["steps"] * timed["seconds_per_step"])
@@ -489,45 +454,119 @@ def _power_lines(req: CompareRequest, epochs: int, runs_dir: Path) -> list[str]:
 # Running
 
 
-def execute(req: CompareRequest, runs: list[Run], epochs: int, runs_dir: Path, log: Callable[[str], None]) -> None:
-    """Run every unfinished run, P children at a time; after a failure start nothing new, let the
-    others finish (their epochs are kept), then raise."""
-    queue = [r for r in runs if not run_finished(runs_dir / r.name, epochs)]
-    active: dict[Run, tuple[subprocess.Popen, float]] = {}
-    failures: list[str] = []
+def execute(req: CompareRequest, runs: list[Run], epochs: int, runs_dir: Path, log: Callable[[str], None],
+            executor: Executor | None = None) -> None:
+    """Train every unfinished run through ``executor`` (default: the one req.executor names; --executor local
+    runs P children at a time). After a failure nothing new starts: local children are let finish, a cluster
+    study's other jobs are cancelled (either way their finished epochs are kept for the rerun); then it raises.
+    Cluster jobs are recorded in OUT/jobs.json: a rerun re-attaches to those still queued or running, and a
+    lost job (killed, preempted, timed out) is submitted again, up to req.executor.max_retries times in a row
+    without a newly finished epoch."""
+    if executor is None:
+        executor = make_executor(req.executor, runs_dir.parent.resolve(), req.parallel,
+                                 req.threads * req.ranks_per_run, req.device)
+    jobs = _StudyJobs(req, epochs, runs_dir.resolve() if executor.detached else runs_dir, log, executor)
     try:
-        while queue or active:
-            while queue and len(active) < req.parallel and not failures:
-                run = queue.pop(0)
-                run_dir = runs_dir / run.name
-                done = epochs_done(run_dir)
-                log(f"compare: {'resuming' if done else 'starting'} {run.name}"
-                    f"{f' after epoch {done}' if done else ''}")
-                active[run] = (_spawn(train_command(req, run, epochs, run_dir), req.threads, run_dir / "train.log"),
-                               time.monotonic())
-            if failures and not active:
-                break
-            time.sleep(0.2)
-            for run, (proc, started) in list(active.items()):
-                if proc.poll() is None:
-                    continue
-                del active[run]
-                run_dir = runs_dir / run.name
-                _add_wall(run_dir, time.monotonic() - started)
-                if proc.returncode != 0 or not run_finished(run_dir, epochs):
-                    failures.append(f"{run.name} exited {proc.returncode}: {_last_line(run_dir / 'train.log')} "
-                                    f"(log {run_dir / 'train.log'})")
-                    continue
-                history = read_state(run_dir / "history.json", "history", "run history")
-                log(f"compare: finished {run.name}: test {history['final_test_acc']:.2f}% after "
-                    f"{len(history['epochs'])} epoch(s)")
+        jobs.reattach_or_queue(runs)
+        jobs.run()
     finally:
-        for proc, _ in active.values():  # interrupted: the children's finished epochs are on disk
-            proc.terminate()
-        for proc, _ in active.values():
-            proc.wait()
-    if failures:
+        jobs.stop()
+    if jobs.failures:
+        failures = jobs.failures
         raise UserError(f"run {failures[0]}" + (f"; {len(failures) - 1} more failed" if len(failures) > 1 else ""))
+
+
+class _StudyJobs:
+    """One execute(): runs waiting here, runs active as jobs, and the failures that stop the study."""
+
+    def __init__(self, req: CompareRequest, epochs: int, runs_dir: Path, log: Callable[[str], None],
+                 executor: Executor):
+        self.req, self.epochs, self.runs_dir, self.log, self.executor = req, epochs, runs_dir, log, executor
+        self.book = JobBook(runs_dir.parent, executor)
+        self.queue: list[Run] = []
+        self.active: dict[Run, Ticket] = {}
+        self.failures: list[str] = []
+        self.begun: dict[Run, int] = {}  # epochs the run had when its current job started
+        self.lost: dict[Run, int] = {}  # its jobs lost in a row without a newly finished epoch
+
+    def reattach_or_queue(self, runs: list[Run]) -> None:
+        """Follow the jobs recorded as queued or running (even of a finished run: the record then ends as it
+        did), and queue the other unfinished runs."""
+        for run in runs:
+            ticket = self.book.live_ticket(run.name)
+            if ticket is None:
+                if not run_finished(self.runs_dir / run.name, self.epochs):
+                    self.queue.append(run)
+                continue
+            record = self.book.runs[run.name]
+            self.active[run] = self.executor.attach(ticket)
+            self.begun[run] = record.get("epochs_done_at_submit") or 0
+            self.log(f"compare: re-attached to {run.name} ({self.executor.name} job {ticket.job_id}, "
+                     f"{record['state']} when last seen)")
+
+    def run(self) -> None:
+        while self.queue or self.active:
+            self._start_next()
+            if self.failures and (self.executor.detached or not self.active):
+                break
+            time.sleep(self.executor.poll_seconds)
+            for run, ticket in list(self.active.items()):
+                state = self.executor.state(ticket)
+                self.book.update(run.name, state)
+                if state.ended:
+                    del self.active[run]
+                    self._settle(run, state)
+
+    def _start_next(self) -> None:
+        free = len(self.queue) if self.executor.slots is None else self.executor.slots - len(self.active)
+        if self.failures or free <= 0 or not self.queue:
+            return
+        batch, self.queue = self.queue[:free], self.queue[free:]
+        done = {run: epochs_done(self.runs_dir / run.name) for run in batch}
+        specs = [JobSpec(run.name, tuple(train_command(self.req, run, self.epochs, self.runs_dir / run.name)),
+                         self.req.threads, self.runs_dir / run.name) for run in batch]
+        for run, ticket in zip(batch, self.executor.submit(specs)):
+            self.active[run], self.begun[run] = ticket, done[run]
+            self.book.submitted(run.name, ticket, done[run])
+            job = f" ({self.executor.name} job {ticket.job_id})" if self.executor.detached else ""
+            self.log(f"compare: {'resuming' if done[run] else 'starting'} {run.name}"
+                     f"{f' after epoch {done[run]}' if done[run] else ''}{job}")
+
+    def _settle(self, run: Run, state: JobState) -> None:
+        run_dir = self.runs_dir / run.name
+        if state.wall_seconds is not None:
+            _add_wall(run_dir, state.wall_seconds)
+        detail = state.detail
+        if state.phase == LOST:
+            progressed = epochs_done(run_dir) > self.begun.get(run, 0)
+            self.lost[run] = 0 if progressed else self.lost.get(run, 0) + 1
+            limit = self.req.executor.max_retries
+            if self.lost[run] <= limit:
+                self.log(f"compare: {run.name}: {detail}; submitting it again "
+                         f"({'it had finished an epoch' if progressed else f'retry {self.lost[run]} of {limit}'})")
+                self.queue.append(run)
+                return
+            detail += f"; lost {self.lost[run]} times in a row without finishing an epoch (--max-retries {limit})"
+        if state.phase != DONE or not run_finished(run_dir, self.epochs):
+            self.failures.append(f"{run.name} {detail} (log {state.log or run_dir / 'train.log'})")
+            return
+        history = read_state(run_dir / "history.json", "history", "run history")
+        self.log(f"compare: finished {run.name}: test {history['final_test_acc']:.2f}% after "
+                 f"{len(history['epochs'])} epoch(s)")
+
+    def stop(self) -> None:
+        """Interrupted or failed with jobs active: local children die (their finished epochs are on disk);
+        cluster jobs are cancelled after a failure, and otherwise keep running for a rerun to re-attach."""
+        if not self.active:
+            return
+        if self.executor.detached and not self.failures:
+            self.log(f"compare: {len(self.active)} {self.executor.name} job(s) keep running; rerun the same command "
+                     "to re-attach to them")
+            return
+        for ticket in self.active.values():
+            self.executor.kill(ticket)
+        if self.executor.detached:
+            self.log(f"compare: cancelled the study's {len(self.active)} other job(s); their finished epochs are kept")
 
 
 def _add_wall(run_dir: Path, seconds: float) -> None:
@@ -586,6 +625,9 @@ def _check_run_matches(run_dir: Path, history: dict, run: Run, req: CompareReque
         if got != want:
             raise UserError(f"{run_dir / 'history.json'}: {key} is {got!r}, this compare needs {want!r}; move that "
                             "run folder away (or choose another --out) and rerun")
+    if len(history.get("epochs", [])) < epochs:  # never compare a run that did not finish its budget
+        raise UserError(f"{run_dir / 'history.json'}: {len(history.get('epochs', []))} of {epochs} epoch(s) trained; "
+                        "rerun the same compare command to finish it")
     if history["final_test_acc"] is None or not history["epochs"]:
         raise UserError(f"{run_dir / 'history.json'}: final_test_acc is null or epochs is empty, in a run that "
                         f"should be finished; move that run folder away and rerun")
@@ -641,7 +683,7 @@ def build_result(req: CompareRequest, epochs: int, out: Path) -> dict:
     train_images, test_images, batch = first["train_images"], first["test_images"], first["batch_size"]
     return {
         "schema": SCHEMA,
-        "provenance": stamp(command="q4bench compare"),
+        "provenance": stamp(command="q4bench compare", **_executor_note(req)),
         "host": host_fingerprint(),
         "device": req.device,
         "device_name": _device_name(req, first),
@@ -657,6 +699,11 @@ def build_result(req: CompareRequest, epochs: int, out: Path) -> dict:
         "runs": runs,
         "comparisons": comparisons,
     }
+
+
+def _executor_note(req: CompareRequest) -> dict:
+    # The cluster executors say where the runs trained; the local one's document stays as it always was.
+    return {"executor": req.executor.kind} if req.executor.detached else {}
 
 
 def trained_on(histories) -> list[dict]:
@@ -720,7 +767,10 @@ def run_compare(req: CompareRequest, log: Callable[[str], None] = print) -> dict
         plan = make_plan(req, out, (train_images, test_images, batch), log)
         for line in plan_lines(req, plan, (train_images, test_images), batch, out / "runs"):
             log(line)
-        execute(req, all_runs(req), plan["epochs"], out / "runs", log)
+        executor = make_executor(req.executor, out.resolve(), req.parallel, req.threads * req.ranks_per_run, req.device)
+        if executor.detached:
+            log(f"  executor: {executor.describe()}; jobs recorded in {out / JOBS_FILE}")
+        execute(req, all_runs(req), plan["epochs"], out / "runs", log, executor)
         doc = build_result(req, plan["epochs"], out)
         validate_result(doc)
         write_json_atomic(out / "compare.json", doc)

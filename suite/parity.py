@@ -23,6 +23,7 @@ from typing import Callable
 from .atomic import write_atomic, write_json_atomic
 from .bounds import FALSE_FAIL_RATE, ROUND_UP_TO, check_count, check_number
 from .errors import UserError
+from .executors import JOBS_FILE, JOBS_FOLDER, ExecutorChoice, live_jobs, recorded_jobs
 from .locks import claim, hold, remove_owned
 from .provenance import stamp
 from .spec import PAPER_ARCH
@@ -383,15 +384,20 @@ class ParityRequest:
     candidate: str | None = None  # judge this method instead of the config's (e.g. the control, to see it fail)
     control: bool = True  # train the config's control too (when it names one)
     overwrite: bool = False  # clear OUT even when parity did not make what is there
+    executor: ExecutorChoice = field(default_factory=ExecutorChoice)  # where the runs train (compare's executors)
 
 
 # What one gate run writes under OUT; removed first, so a rerun trains afresh instead of resuming a stale run.
 # Removed only in a folder parity made (its marker, or a parity.json from before the marker): a compare folder
 # or anyone's files under these names are refused instead, unless --overwrite.
-_OWNED = ("runs", "onnx", "timing", "request.json", "plan.json", "compare.json", "parity.json")
+_OWNED = ("runs", "onnx", "timing", "request.json", "plan.json", "compare.json", "parity.json", JOBS_FOLDER, JOBS_FILE)
 
 
 def _clear(out: Path, overwrite: bool) -> None:
+    live = live_jobs(recorded_jobs(out)[1])
+    if live:  # clearing would pull the folder from under them, and they would write into the new runs
+        raise UserError(f"{out / JOBS_FILE}: the jobs of {', '.join(sorted(live))} are recorded as queued or running; "
+                        "cancel them (or let them end), then rerun the gate")
     claim(out, "parity", _OWNED, overwrite, proof=("parity.json",))
     for name in _OWNED:
         remove_owned(out / name)
@@ -429,7 +435,7 @@ def _run_parity(request: ParityRequest, log: Callable[[str], None]) -> ParityOut
         arch=budget.arch,
         epochs=budget.epochs, recipe=budget.recipe, subset=budget.train_images, synthetic=request.synthetic,
         data_dir=request.data_dir, parallel=budget.parallel, threads=budget.threads, batch_size=budget.batch_size,
-        out=str(out),
+        out=str(out), executor=request.executor,
     ))
     check_output_dir(out, "--out")
     check_output_file(request.report, "--report")

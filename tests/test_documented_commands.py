@@ -71,6 +71,13 @@ DOCUMENTED: dict[str, Run] = {
         Run("q4bench compare --method tathe4 --method nvfp4-w --method mxfp4-w --method nvfp4 --method mxfp4 "
             "--recipe short --seeds 2 --threads 1 --parallel 2 --synthetic --subset 128 --epochs 1 --out {tmp}/fp4",
             "2 seeds, 128 synthetic images, a scratch folder", slow=True, check="{tmp}/fp4/compare.json"),
+    # a Slurm cluster
+    "pip install 'q4bench[cluster]'": Run(None, "installs an extra; the test extra includes it (submitit)"),
+    ("q4bench compare --method tathe4 --seeds 10 --epochs 150 --recipe paper --data-dir /shared/datasets/cifar10 "
+     "--threads 4 --executor slurm --slurm-partition cpu --slurm-time 720 --slurm-account proj42 --slurm-option "
+     "qos=normal --slurm-setup 'source /shared/q4bench/.venv/bin/activate' --out /shared/studies/tathe4-paper150"):
+        Run(None, "needs a Slurm cluster: tests/test_executors.py builds the sbatch script submitit would submit "
+                  "for it against stand-in sbatch/sacct, and runs the same study through --executor submitit-local"),
     # results as tidy data
     "q4bench results reports/submitted --format csv": Run("q4bench results reports/submitted --format csv"),
     "q4bench results reports/submitted --format json --out all.json":
@@ -98,8 +105,9 @@ INLINE: dict[str, Run] = {
                                                check="reports/report/report.md"),
 }
 
-# Code blocks that are not commands, by their first line.
-NOT_COMMANDS = {"suite/": "the source tree's layout"}
+# Code blocks that are not commands, by the first word of their first line.
+NOT_COMMANDS = {"suite/": "the source tree's layout", "hardware_profiles/": "the source tree's layout",
+                "[slurm]": "a TOML example"}
 
 
 def documented_lines() -> set[str]:
@@ -108,7 +116,7 @@ def documented_lines() -> set[str]:
     for doc in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
         for block in re.findall(r"^```[^\n]*\n(.*?)^```", doc.read_text(), flags=re.S | re.M):
             body = [line.strip() for line in block.splitlines() if line.strip()]
-            if body and body[0] in NOT_COMMANDS:
+            if body and body[0].split()[0] in NOT_COMMANDS:
                 continue
             lines |= {re.sub(r"\s{2,}#.*$", "", line) for line in body}
     return lines

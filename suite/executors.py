@@ -1,0 +1,357 @@
+"""Where `q4bench compare` runs its trainings: the executor. One job per (method, seed) run, each the same
+`python -m suite train ... --resume` command, so a job that dies and is submitted again continues after the
+run's last finished epoch.
+
+- ``local`` (the default): child processes of the compare, P at a time; they die with it.
+- ``submitit-local``: the cluster path on this machine (submitit's LocalExecutor): jobs outlive the compare,
+  are recorded in OUT/jobs.json and re-attached by a rerun. A rehearsal of ``slurm``.
+- ``slurm``: sbatch jobs through submitit, submitted as one array; same records and re-attachment.
+
+The compare loop sees only the Executor interface: submit(jobs) -> tickets, state(ticket), attach(ticket)
+(re-attach by a recorded job id) and kill(ticket). submitit is an optional extra, imported only when one of
+its executors is chosen."""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import os
+import re
+import signal
+import subprocess
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .atomic import write_json_atomic
+from .bounds import check_count
+from .errors import UserError
+from .userfiles import RESULT_MAX_BYTES, read_user_json, read_user_toml
+
+KINDS = ("local", "submitit-local", "slurm")
+INSTALL_HINT = "pip install 'q4bench[cluster]'"
+JOBS_FILE = "jobs.json"  # OUT/jobs.json: per run, its job now and the attempts before
+JOBS_FOLDER = "jobs"  # OUT/jobs/: submitit's scripts, pickles and logs, and each job's outcome
+DEFAULT_MAX_RETRIES = 3
+# A rehearsal job's time limit when --slurm-time is not given (submitit's own default is 2 minutes).
+REHEARSAL_MINUTES = 7 * 24 * 60
+# sbatch options the study itself sets: another value would break its logs, arrays or timeout signal.
+RESERVED_OPTIONS = ("array", "output", "error", "open-mode", "signal", "job-name", "wckey", "ntasks-per-node", "nodes")
+
+# A job's phase: waiting, training, or how it ended (FAILED: will not fix itself; LOST: killed, preempted, timed
+# out or its node failed, so submitted again; UNSEEN: it could not see the study folder).
+QUEUED, RUNNING, DONE, FAILED, LOST, UNSEEN = "queued", "running", "done", "failed", "lost", "unseen"
+
+
+# ---------------------------------------------------------------------------------------------
+# The choice: which executor, and the Slurm parameters a user sets
+
+
+@dataclass(frozen=True)
+class SlurmSettings:
+    partition: str | None = None
+    time_minutes: int | None = None  # each job's time limit; a run that outlives it is submitted again
+    cpus_per_task: int | None = None  # default: the run's threads x ranks
+    gpus_per_task: int | None = None  # default: 1 with --device cuda
+    account: str | None = None
+    options: tuple[tuple[str, str | bool], ...] = ()  # more sbatch options: (name, value); True: a bare flag
+    setup: tuple[str, ...] = ()  # shell lines run before each job (module load ..., source venv/bin/activate)
+
+    def __post_init__(self):
+        for name in ("time_minutes", "cpus_per_task", "gpus_per_task"):
+            if getattr(self, name) is not None:
+                check_count(getattr(self, name), name, label=SLURM_FLAGS[name])
+        for name, value in self.options:
+            if not re.fullmatch(r"[a-z][a-z0-9-]*", name):
+                raise UserError(f"--slurm-option {name}: not an sbatch option name (e.g. qos=high, or exclusive)")
+            if name in RESERVED_OPTIONS:
+                raise UserError(f"--slurm-option {name}: set by q4bench itself (one job per run, logs in the "
+                                f"study folder); leave it out")
+            if not isinstance(value, (str, bool)) or value is False:
+                raise UserError(f"--slurm-option {name}: the value must be text (or a bare flag), got {value!r}")
+
+    def merged(self, **flags) -> "SlurmSettings":
+        """These settings (from a TOML section) with the flags given on the command line taking precedence."""
+        given = {k: v for k, v in flags.items() if v not in (None, ())}
+        options = dict(self.options) | dict(given.pop("options", ()))
+        setup = given.pop("setup", self.setup)
+        return dataclasses.replace(self, **given, options=tuple(options.items()), setup=tuple(setup))
+
+
+@dataclass(frozen=True)
+class ExecutorChoice:
+    kind: str = "local"
+    slurm: SlurmSettings = field(default_factory=SlurmSettings)
+    max_retries: int = DEFAULT_MAX_RETRIES  # lost jobs of one run in a row without a newly finished epoch
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise UserError(f"--executor {self.kind!r} is not one of: {', '.join(KINDS)}")
+        check_count(self.max_retries, "max_retries")
+        if self.kind == "local" and self.slurm != SlurmSettings():
+            raise UserError("--slurm-* options and --slurm-config apply to --executor slurm (or its rehearsal, "
+                            "submitit-local); add the executor or drop them")
+        if self.kind == "slurm" and self.slurm.time_minutes is None:
+            raise UserError("--executor slurm needs --slurm-time MINUTES (each job's time limit; a run that "
+                            "outlives it is submitted again and resumes), on the command line or in --slurm-config")
+
+    @property
+    def detached(self) -> bool:
+        return self.kind != "local"
+
+
+# SlurmSettings field -> its command-line flag (the [slurm] TOML keys are the field names)
+SLURM_FLAGS = {"partition": "--slurm-partition", "time_minutes": "--slurm-time", "cpus_per_task": "--slurm-cpus-per-task",
+               "gpus_per_task": "--slurm-gpus-per-task", "account": "--slurm-account", "options": "--slurm-option",
+               "setup": "--slurm-setup"}
+SLURM_KEYS = {"partition": str, "time_minutes": int, "cpus_per_task": int, "gpus_per_task": int, "account": str,
+              "options": dict, "setup": list}
+
+
+def load_slurm_section(path: str | os.PathLike) -> SlurmSettings:
+    """The [slurm] table of a TOML file: the keys of SlurmSettings ("options" a table of sbatch options)."""
+    doc = read_user_toml(path, "slurm config")
+    table = doc.get("slurm")
+    if not isinstance(table, dict):
+        raise UserError(f"{path}: missing table [slurm]")
+    for key, value in table.items():
+        kind = SLURM_KEYS.get(key)
+        if kind is None:
+            raise UserError(f"{path} [slurm]: unknown key '{key}' (known: {', '.join(SLURM_KEYS)})")
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise UserError(f"{path} [slurm]: '{key}' must be {kind.__name__}, got {value!r}")
+    if not all(isinstance(line, str) for line in table.get("setup", [])):
+        raise UserError(f"{path} [slurm]: 'setup' must be a list of shell lines (text)")
+    return SlurmSettings(**{**table, "options": tuple(table.get("options", {}).items()),
+                            "setup": tuple(table.get("setup", ()))})
+
+
+def parse_option(text: str) -> tuple[str, str | bool]:
+    """--slurm-option NAME=VALUE (or a bare NAME for a flag such as exclusive), a leading -- tolerated."""
+    name, sep, value = text.removeprefix("--").partition("=")
+    return name, (value if sep else True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Child processes (the local executor's, the compare's timing children, and each cluster job's training)
+
+
+def die_with(parent: int) -> Callable[[], None]:
+    """A preexec_fn: the child gets SIGKILL when ``parent`` dies, even by SIGKILL, so no orphan keeps
+    writing into a folder that a rerun resumes (Linux; elsewhere a no-op)."""
+
+    def arm() -> None:
+        try:
+            libc = ctypes.CDLL("libc.so.6", use_errno=True)
+            libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except OSError:
+            return
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return arm
+
+
+def child_env(threads: int) -> dict:
+    env = dict(os.environ)
+    # Before torch loads in the child: OpenMP/MKL size their pools from these at import time.
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        env[var] = str(threads)
+    env["PYTHONPATH"] = python_path()
+    return env
+
+
+def python_path() -> str:
+    root = str(Path(__file__).resolve().parent.parent)
+    return root + (os.pathsep + os.environ["PYTHONPATH"] if os.environ.get("PYTHONPATH") else "")
+
+
+def spawn(cmd: list[str], threads: int, log_path: Path) -> subprocess.Popen:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(cmd, env=child_env(threads), stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, preexec_fn=die_with(os.getpid()))
+
+
+def last_line(path: Path) -> str:
+    try:
+        lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return "no log"
+    return lines[-1].strip()[:300] if lines else "empty log"
+
+
+# ---------------------------------------------------------------------------------------------
+# The interface
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One run to train: its `train ... --resume` command, threads, and folder (train.log is its output)."""
+
+    name: str
+    command: tuple[str, ...]
+    threads: int
+    run_dir: Path
+
+    @property
+    def log(self) -> Path:
+        return self.run_dir / "train.log"
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """A submitted job as the study folder records it: the executor's job id and the files it writes."""
+
+    job_id: str
+    log: Path  # where its failure is explained: the run's train.log (local) or the job's own log
+    outcome: Path | None = None  # the job's JSON outcome (cluster executors)
+    stderr: Path | None = None
+
+
+@dataclass(frozen=True)
+class JobState:
+    phase: str  # QUEUED, RUNNING, DONE, FAILED (will not fix itself), LOST (submit again), UNSEEN (folder not shared)
+    detail: str = ""  # one line: how it ended
+    log: Path | None = None
+    wall_seconds: float | None = None  # the training's wall time, once it ended
+
+    @property
+    def ended(self) -> bool:
+        return self.phase not in (QUEUED, RUNNING)
+
+
+class Executor(ABC):
+    name: str
+    slots: int | None  # jobs at once this side decides; None: all at once, the scheduler queues them
+    detached: bool  # jobs outlive the compare: recorded in OUT/jobs.json and re-attached by a rerun
+    poll_seconds: float
+
+    @abstractmethod
+    def submit(self, jobs: list[JobSpec]) -> list[Ticket]: ...
+
+    @abstractmethod
+    def state(self, ticket: Ticket) -> JobState: ...
+
+    @abstractmethod
+    def kill(self, ticket: Ticket) -> None: ...
+
+    def attach(self, ticket: Ticket) -> Ticket:
+        """Follow a job a previous compare submitted (a detached executor's); its state says if it still runs."""
+        raise NotImplementedError(f"the {self.name} executor's jobs die with the compare")
+
+    def describe(self) -> str:
+        return ""
+
+
+class LocalPool(Executor):
+    """Child processes of this compare, ``slots`` at a time, each dying with it."""
+
+    name, detached, poll_seconds = "local", False, 0.2
+
+    def __init__(self, slots: int):
+        self.slots = slots
+        self._procs: dict[str, tuple[subprocess.Popen, float, JobSpec]] = {}
+
+    def submit(self, jobs: list[JobSpec]) -> list[Ticket]:
+        tickets = []
+        for job in jobs:
+            proc = spawn(list(job.command), job.threads, job.log)
+            self._procs[str(proc.pid)] = (proc, time.monotonic(), job)
+            tickets.append(Ticket(str(proc.pid), job.log))
+        return tickets
+
+    def state(self, ticket: Ticket) -> JobState:
+        proc, started, job = self._procs[ticket.job_id]
+        if proc.poll() is None:
+            return JobState(RUNNING)
+        del self._procs[ticket.job_id]
+        return JobState(DONE if proc.returncode == 0 else FAILED, f"exited {proc.returncode}: {last_line(job.log)}",
+                        job.log, time.monotonic() - started)
+
+    def kill(self, ticket: Ticket) -> None:
+        entry = self._procs.get(ticket.job_id)
+        if entry is not None:
+            entry[0].terminate()
+            entry[0].wait()
+
+
+def make_executor(choice: ExecutorChoice, study: Path, parallel: int, cpus_per_task: int, device: str) -> Executor:
+    """The executor of ``choice`` for the study folder ``study`` (absolute: the jobs' paths must be)."""
+    if choice.kind == "local":
+        return LocalPool(parallel)
+    from .cluster import SubmititExecutor
+
+    return SubmititExecutor(choice, study, cpus_per_task, device)
+
+
+# ---------------------------------------------------------------------------------------------
+# OUT/jobs.json: the study folder's record of its jobs
+
+
+def recorded_jobs(study: Path) -> tuple[str | None, dict[str, dict]]:
+    """(the executor, per run its job record) from STUDY/jobs.json; (None, {}) when there is none."""
+    path = study / JOBS_FILE
+    if not path.exists():
+        return None, {}
+    doc = read_user_json(path, "job record", RESULT_MAX_BYTES)
+    runs = doc.get("runs")
+    return doc.get("executor"), runs if isinstance(runs, dict) else {}
+
+
+def live_jobs(runs: dict[str, dict]) -> list[str]:
+    """The runs whose job was queued or running when last seen."""
+    return sorted(name for name, rec in runs.items() if isinstance(rec, dict) and rec.get("state") in (QUEUED, RUNNING))
+
+
+class JobBook:
+    """Per run: the job now responsible for it (id, state, logs, outcome file) and the attempts before. Written
+    by detached executors only (the local executor's children die with the compare, there is nothing to
+    re-attach); read by every executor, so a study whose cluster jobs still run is not trained twice."""
+
+    def __init__(self, study: Path, executor: Executor):
+        self.path, self.study, self.executor = study / JOBS_FILE, study, executor
+        recorded, self.runs = recorded_jobs(study)
+        self._check_same_executor(recorded)
+
+    def _check_same_executor(self, recorded) -> None:
+        live = live_jobs(self.runs)
+        if live and recorded != self.executor.name:
+            ids = ", ".join(str(self.runs[n].get("job_id")) for n in live)
+            raise UserError(f"{self.path}: {len(live)} run(s) have {recorded} jobs recorded as queued or running "
+                            f"({ids}); rerun with --executor {recorded} to re-attach to them, or cancel them and "
+                            f"delete {self.path}")
+
+    def live_ticket(self, name: str) -> Ticket | None:
+        rec = self.runs.get(name)
+        if not rec or rec.get("state") not in (QUEUED, RUNNING) or not rec.get("job_id"):
+            return None
+        paths = {k: (self.study / rec[k] if rec.get(k) else None) for k in ("log", "outcome", "stderr")}
+        return Ticket(str(rec["job_id"]), paths["log"] or self.study / JOBS_FOLDER, paths["outcome"], paths["stderr"])
+
+    def submitted(self, name: str, ticket: Ticket, epochs_done: int) -> None:
+        rec = self.runs[name] = self.runs.get(name) if isinstance(self.runs.get(name), dict) else {}
+        rec.setdefault("attempts", [])
+        rec.update({"job_id": ticket.job_id, "state": QUEUED, "detail": "", "epochs_done_at_submit": epochs_done,
+                    "log": self._rel(ticket.log), "stderr": self._rel(ticket.stderr), "outcome": self._rel(ticket.outcome),
+                    "train_log": self._rel(self.study / "runs" / name / "train.log"),
+                    "submitted_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        rec["attempts"].append({"job_id": ticket.job_id, "state": QUEUED})
+        self._save()
+
+    def update(self, name: str, state: JobState) -> None:
+        rec = self.runs.get(name)
+        if rec is None or (rec.get("state"), rec.get("detail")) == (state.phase, state.detail):
+            return
+        rec["state"], rec["detail"] = state.phase, state.detail
+        rec["attempts"][-1]["state"] = state.phase
+        self._save()
+
+    def _rel(self, path: Path | None) -> str | None:
+        return os.path.relpath(path, self.study) if path is not None else None
+
+    def _save(self) -> None:
+        if self.executor.detached:
+            write_json_atomic(self.path, {"executor": self.executor.name, "runs": self.runs})
