@@ -288,16 +288,19 @@ def test_scaling_job_runs_under_torchrun_and_fits_the_result_schema(tmp_path):
                             timeout_s=240)
     assert entry["status"] == "ok", entry
     schema = result_schema()
-    jsonschema.Draft202012Validator({"$defs": schema["$defs"], "$ref": "#/$defs/scaling"}).validate(entry)
+    sub = {"$id": schema["$id"], "$defs": schema["$defs"], "$ref": "#/$defs/scaling"}  # the $id resolves its refs
+    jsonschema.Draft202012Validator(sub).validate(entry)
     assert set(entry["step_seconds"]) == {"one", "one_all", "ddp", "ddp_no_sync"}
     assert all(v > 0 for v in entry["step_seconds"].values()) and entry["batch_per_process"] == 8
     assert entry["efficiency"] == pytest.approx(entry["step_seconds"]["one"] / (2 * entry["step_seconds"]["ddp"]))
 
     class Result:  # the fields section_scaling reads of a bench result file
         host_id, created, real_data, fixture = "this-host", "2026-11-26T17:00:00Z", False, False
-        data = {"scaling": entry, "data": {"kind": "synthetic"}}
+        data = {"scaling": entry, "data": {"kind": "synthetic"}, "host": {"host_id": "this-host", "cpu_model": "test cpu"}}
 
-    table = sections.section_scaling(type("Inputs", (), {"results": [Result()]})()).tables()["scaling"]
+    from suite.report.inputs import Inputs
+
+    table = sections.section_scaling(Inputs(results=[Result()])).tables()["scaling"]
     cell = table.column("efficiency T1/(N TN) (derived)")[0]
     assert cell.kind is sections.Kind.DERIVED and cell.value == pytest.approx(entry["efficiency"])
 

@@ -222,9 +222,16 @@ class Scripted(Executor):
         self.killed.append(ticket.job_id)
 
 
+def _history(run_name: str, epochs: int) -> str:
+    """The fields of a run history that compare reads (suite/state_schema.json's "history")."""
+    method, _, seed = run_name.rpartition("-seed")
+    return json.dumps({"method": method, "seed": int(seed), "final_test_acc": 50.0,
+                       "epochs": [{"epoch": i + 1, "test_acc": 50.0} for i in range(epochs)]})
+
+
 def _finished_run(run_dir: Path, epochs: int) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "history.json").write_text(json.dumps({"epochs": [{}] * epochs, "final_test_acc": 50.0}))
+    (run_dir / "history.json").write_text(_history(run_dir.name, epochs))
     (run_dir / "predictions.npy").write_bytes(b"")
 
 
@@ -273,7 +280,7 @@ def test_a_lost_job_that_keeps_finishing_epochs_is_not_counted_against_the_limit
             epochs = int(attempt)
             run_dir = study.resolve() / "runs" / name
             run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / "history.json").write_text(json.dumps({"epochs": [{}] * epochs, "final_test_acc": 50.0}))
+            (run_dir / "history.json").write_text(_history(name, epochs))
             (run_dir / "predictions.npy").write_bytes(b"")
             return JobState(DONE if epochs == 3 else LOST, f"job {ticket.job_id}: timed out")
 

@@ -407,7 +407,8 @@ def _fake_run(out: Path, method: str, seed: int, preds: np.ndarray, labels: np.n
     run_dir.mkdir(parents=True)
     acc = 100.0 * float(np.mean(preds == labels))
     history = {"method": method, "seed": seed, "arch": PAPER_ARCH, "recipe": "short", "planned_epochs": 1,
-               "precision": "fp32", "final_test_acc": acc, "best_test_acc": acc, "epochs": [{"test_acc_tta": None}],
+               "precision": "fp32", "final_test_acc": acc, "best_test_acc": acc,
+               "epochs": [{"epoch": 1, "test_acc": acc, "test_acc_tta": None}],
                "train_images": 32, "test_images": int(labels.size), "batch_size": 32,
                "data_source": "hand-made predictions", "device_name": "test cpu"}
     (run_dir / "history.json").write_text(json.dumps(history))
