@@ -57,7 +57,7 @@ def make_store(root: Path, results: int, hosts: int) -> list[Path]:
     """Write `results` results spread over `hosts` hosts under root/<host>/; returns their paths."""
     template = json.loads(TEMPLATE.read_text())
     made = [_host(template, i) for i in range(hosts)]
-    start = datetime(2026, 12, 1, tzinfo=timezone.utc)
+    start = datetime(2026, 6, 1, tzinfo=timezone.utc)  # 1,000 results x 17 min end well before today: never "future"
     paths = []
     for i in range(results):
         host = made[i % hosts]
