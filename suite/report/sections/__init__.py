@@ -11,13 +11,13 @@ import math
 from dataclasses import dataclass, field
 from enum import Enum
 
-from ..spec import BASELINE, CIFAR10_TEST_IMAGES, CIFAR10_TRAIN_IMAGES, COMPARE_COMMAND, CONV_PASSES
-from . import figures
-from .claims import (EARLY_EPOCH_SWING, FULL_BUDGET_NOISE, COMPRESSION_FLOOR, HARDWARE_BAND, PAPER_CODES, PAPER_LOG,
+from ...spec import BASELINE, CIFAR10_TEST_IMAGES, CIFAR10_TRAIN_IMAGES, COMPARE_COMMAND, CONV_PASSES
+from .. import figures
+from ..claims import (EARLY_EPOCH_SWING, FULL_BUDGET_NOISE, COMPRESSION_FLOOR, HARDWARE_BAND, PAPER_CODES, PAPER_LOG,
                      Verdict, accuracy_entries, claim_checks, epoch_seconds, gaps, provenance_label)
-from .efficiency import COLUMN as EFFICIENCY_COLUMN, NOTES as EFFICIENCY_NOTES, efficiency, peak_words
-from .hosts import history_host, host_names, network_name
-from .inputs import CompareResult, Inputs, ResultFile, RunHistory, describe_code, relative
+from ..efficiency import COLUMN as EFFICIENCY_COLUMN, NOTES as EFFICIENCY_NOTES, efficiency, peak_words
+from ..hosts import history_host, host_names, network_name
+from ..inputs import CompareResult, Inputs, ResultFile, RunHistory, describe_code, relative
 
 NOT_MEASURED = "not measured"
 

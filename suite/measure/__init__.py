@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .profiles import usable_cpus
-from .provenance import package_version
+from ..profiles import usable_cpus
+from ..provenance import package_version
 
 # ---------------------------------------------------------------------------------------------
 # Host fingerprint
@@ -424,7 +424,7 @@ FLOP_CONVENTION = (
 
 def train_flops_per_image(model) -> int:
     """Counted FLOPs of one training step per image (see FLOP_CONVENTION)."""
-    from .model import layer_macs_per_image
+    from ..model import layer_macs_per_image
 
     macs = layer_macs_per_image(model)
     return 2 * (3 * sum(macs) - macs[0])
@@ -444,7 +444,7 @@ def conv_kernel_rates(model, batch_size: int, repeats: int, device: str = "cpu")
     of the other two passes). Per layer: one untimed call, then the median of `repeats`."""
     import torch
 
-    from .model import conv_layers, conv_macs_per_image
+    from ..model import conv_layers, conv_macs_per_image
 
     convs = conv_layers(model)
     weight = convs[0][0].weight
@@ -494,7 +494,7 @@ def conv_kernel_rates(model, batch_size: int, repeats: int, device: str = "cpu")
 
 
 def forward_flops_per_image(model) -> int:
-    from .model import forward_macs_per_image
+    from ..model import forward_macs_per_image
 
     return 2 * forward_macs_per_image(model)
 

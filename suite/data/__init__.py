@@ -23,8 +23,8 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from .atomic import write_atomic
-from .errors import UserError
+from ..atomic import write_atomic
+from ..errors import UserError
 
 # The paper's normalisation (its code uses the CIFAR-10 values for CIFAR-100 too).
 MEAN = (0.4914, 0.4822, 0.4465)
