@@ -13,11 +13,11 @@ from __future__ import annotations
 import statistics
 from collections import defaultdict
 
-from ..spec import BASELINE, CIFAR10_TEST_IMAGES, CIFAR10_TRAIN_IMAGES, SHORT_RECIPE
-from . import figures
-from .inputs import Inputs, RunHistory, relative
-from .sections import (Cell, Figure, Kind, Paragraph, Section, Table, number, omitted_note, provenance_note,
-                       text)
+from ...spec import BASELINE, CIFAR10_TEST_IMAGES, CIFAR10_TRAIN_IMAGES, SHORT_RECIPE
+from .. import figures
+from ..cells import omitted_note, provenance_note
+from ..document import Cell, Figure, Kind, Paragraph, Section, Table, number, text
+from ..inputs import Inputs, RunHistory, relative
 
 TARGETS = {5: 85.0, 15: 90.0}  # budget in epochs -> final test accuracy, % (q4bench's targets)
 
