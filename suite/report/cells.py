@@ -7,7 +7,7 @@ from .claims import provenance_label
 from .document import Cell, Kind, Table, text, unavailable
 from .efficiency import NOTES as EFFICIENCY_NOTES, efficiency
 from .hosts import history_host, host_names
-from .inputs import Inputs, ResultFile, describe_code
+from .inputs import Inputs, ResultFile, describe_code, device_of
 
 
 def source_cell(fixture: bool, command: str) -> Cell:
@@ -30,14 +30,6 @@ def data_label(result: ResultFile) -> str:
 def run_label(result: ResultFile) -> str:
     """What tells one run of a host from another: its time and its data."""
     return f"{run_time(result.created)}, {data_label(result)}"
-
-
-def device_of(profile: dict, entry: dict | None = None) -> tuple[str, str, bool]:
-    """(device, precision, recorded): results before device/precision existed ran on CPU in float32. A method
-    entry (a precision arm such as "tathe4@bf16") carries its own precision."""
-    recorded = "device" in profile or "precision" in profile or "precisions" in profile
-    precision = (entry or {}).get("precision") or profile.get("precision", "fp32")
-    return profile.get("device", "cpu"), precision, recorded
 
 
 OLD_DEVICE_NOTE = ("cpu/fp32 not recorded in this file: it was written before bench had device and precision "

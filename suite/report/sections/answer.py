@@ -19,6 +19,7 @@ from ..gaps import PAPER_CLAIM, GapPoint, gap_points, gap_series
 from ..hosts import HostName, host_names, network_name
 from ..inputs import Inputs
 from ..palette import SERIES_COLOURS
+from ..tidy import newest_speed_profile
 
 
 QUESTION = ("Does 4-bit training (tathe4) reach the CIFAR-10 test accuracy of fp32 training at the same budget, "
@@ -111,7 +112,7 @@ def by_budget(points: list[GapPoint]) -> list[GapPoint]:
 
 def _step_summary(inputs: Inputs, host: str) -> str | None:
     """tathe4's step time over fp32's in the host's newest bench result that timed it (most threads)."""
-    found = _latest_profile(inputs, host)
+    found = newest_speed_profile(inputs, host)
     ratio = found[1]["step_time_ratio"].get(REFERENCE_4BIT) if found else None
     if ratio is None:
         return None
@@ -269,11 +270,3 @@ def gap_figure(points: list[GapPoint], names: dict[str, HostName]) -> Figure | N
     return Figure("gap_vs_budget", png, "fp32 minus tathe4 against the budget", caption,
                   {"series": series, "omitted": len(left), "margin": margin, "paper_claim": PAPER_CLAIM})
 
-
-def _latest_profile(inputs: Inputs, host: str) -> tuple | None:
-    """(result, profile) of the host's newest bench result measuring tathe4: the speed and memory shown."""
-    for r in sorted((r for r in inputs.results if r.host_id == host), key=lambda r: r.created, reverse=True):
-        for p in sorted(r.data["profiles"], key=lambda p: -p["threads"]):
-            if p["methods"].get(REFERENCE_4BIT, {}).get("train_images_per_s"):
-                return r, p
-    return None

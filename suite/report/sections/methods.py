@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from ...spec import BASELINE
-from ..cells import OLD_DEVICE_NOTE, device_cell, device_of, host_cell, run_label, source_cell, table_host_names
+from ..cells import OLD_DEVICE_NOTE, device_cell, host_cell, run_label, source_cell, table_host_names
 from ..document import NOT_MEASURED, Cell, Kind, Paragraph, Section, Table, number, text, unavailable
-from ..inputs import Inputs
+from ..inputs import Inputs, device_of
 
 
 PRECISION_KERNELS = {"bf16": "bfloat16 (autocast)"}  # what a precision arm's GEMMs run in, instead of float32

@@ -4,16 +4,17 @@ measured on the host; the hosts past the main page's rows, below the divider."""
 from __future__ import annotations
 
 from ...spec import BASELINE, REFERENCE_4BIT
-from ..cells import device_of, fix_for_missing_accuracy, run_time
+from ..cells import fix_for_missing_accuracy, run_time
 from ..document import Cell, Kind, Paragraph, Section, Table, text
 from ..gaps import GapPoint, gap_points, unfinished_runs
 from ..hosts import history_host, host_names, network_name
-from ..inputs import Inputs
-from .answer import MAX_HOST_ROWS, _latest_profile, answer_hosts, budget_clause, by_budget
+from ..inputs import Inputs, device_of
+from ..tidy import hosts_with_rapl, newest_speed_profile
+from .answer import MAX_HOST_ROWS, answer_hosts, budget_clause, by_budget
 
 
 def _speed_cell(inputs: Inputs, host: str) -> Cell:
-    found = _latest_profile(inputs, host)
+    found = newest_speed_profile(inputs, host)
     if not found:
         return Cell("not measured (no bench result with tathe4)", Kind.UNAVAILABLE)
     r, p = found
@@ -41,8 +42,7 @@ def _missing(inputs: Inputs, host: str, mine: list[GapPoint]) -> list[str]:
     if not results:
         out.append("throughput, step time, memory and energy (no bench result)")
     else:
-        energy = {m["energy"]["method"] for r in results for p in r.data["profiles"] for m in p["methods"].values()}
-        if "measured_rapl" not in energy:
+        if host not in hosts_with_rapl(inputs.bench):
             out.append("energy (no RAPL counters: estimates only)")
         for r in results:
             if not r.data["accuracy"]["measured"]:

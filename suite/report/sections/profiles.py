@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from ...spec import BASELINE, CONV_PASSES
 from .. import figures
-from ..cells import (OLD_DEVICE_NOTE, device_cell, device_of, efficiency_cell, host_cell, provenance_note,
+from ..cells import (OLD_DEVICE_NOTE, device_cell, efficiency_cell, host_cell, provenance_note,
                      run_label, run_time, source_cell, table_host_names)
 from ..document import NOT_MEASURED, Cell, Figure, Kind, Paragraph, Section, Table, number, text, unavailable
 from ..efficiency import COLUMN as EFFICIENCY_COLUMN, peak_words
 from ..hosts import host_names
-from ..inputs import Inputs, ResultFile
+from ..inputs import Inputs, ResultFile, device_of
+from ..tidy import newest_arms
 
 
 def _energy_cells(energy: dict, fixture: bool) -> tuple[Cell, Cell, str | None]:
@@ -30,23 +31,20 @@ MAX_BARS = 40  # bars of the throughput figure: what stays readable and bounded 
 def throughput_figure(inputs: Inputs) -> Figure:
     """One bar per host, profile, device/precision and method, from that host's newest result measuring it: the
     table below has every run. At most MAX_BARS bars (the newest first); the rest said in the caption."""
-    latest: dict[tuple, tuple[ResultFile, dict, str, dict]] = {}
-    for r in sorted(inputs.results, key=lambda r: r.created):
-        for p in r.data["profiles"]:
-            for name, m in p["methods"].items():
-                device, precision, _ = device_of(p, m)
-                latest[(r.host_id, p["profile"], device, precision, name)] = (r, p, name, m)
-    names = host_names(inputs, sorted({k[0] for k in latest}))
-    chosen = sorted(latest.values(), key=lambda v: v[0].created, reverse=True)[:MAX_BARS]
-    chosen.sort(key=lambda v: (names[v[0].host_id].label, v[1]["profile"], v[0].created))
+    latest = newest_arms(inputs.bench)
+    names = host_names(inputs, sorted(set(latest["host_id"])))
+    chosen = latest.sort_values("written_utc", ascending=False, kind="stable").head(MAX_BARS)
+    chosen = chosen.assign(label=[names[h].label for h in chosen["host_id"]])
+    chosen = chosen.sort_values(["label", "profile", "written_utc"], kind="stable")
+    arms = [_arm(inputs, row) for row in chosen.itertuples()]
     bars = []
-    for r, p, name, m in chosen:
+    for r, p, name, m in arms:
         device, precision, _ = device_of(p, m)
         bars.append({"label": ("FIXTURE " if r.fixture else "") + f"{names[r.host_id].label} | {p['profile']} | "
                      f"{device} {precision} | {run_time(r.created)[:10]}{'' if r.real_data else ' synthetic'} | {name}",
                      "method": name, "train": m["train_images_per_s"], "eval": m["eval_images_per_s"]})
     left = len(latest) - len(chosen)
-    files = list({id(v[0]): v[0] for v in chosen}.values())
+    files = [inputs.results[i] for i in dict.fromkeys(chosen["result"])]
     caption = ("One bar per host, profile, device/precision and method, from the newest result measuring it "
                "(measured by q4bench bench; the table below has every run); colour by method, hatched: a bf16 arm."
                + (f" Not drawn ({left}, at most {MAX_BARS} bars, the newest first): the older combinations, in the "
@@ -55,7 +53,14 @@ def throughput_figure(inputs: Inputs) -> Figure:
     fig = figures.throughput_bars(bars, "Training and eval throughput, newest result per host, profile and method")
     return Figure("throughput", figures.png(fig), "Throughput per host, profile and method", caption,
                   {"bars": len(bars), "omitted": left, "drawn": [(r.host_id, p["profile"], *device_of(p, m)[:2], name,
-                                                                 r.created) for r, p, name, m in chosen]})
+                                                                 r.created) for r, p, name, m in arms]})
+
+
+def _arm(inputs: Inputs, row) -> tuple[ResultFile, dict, str, dict]:
+    """(result, profile, arm name, arm entry) of a row of inputs.bench."""
+    result = inputs.results[row.result]
+    profile = result.data["profiles"][row.profile_index]
+    return result, profile, row.arm, profile["methods"][row.arm]
 
 
 def section_profiles(inputs: Inputs) -> Section:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from ...spec import COMPARE_COMMAND
-from ..cells import OLD_DEVICE_NOTE, data_label, device_of, host_cell, run_time, source_cell, table_host_names
+from ..cells import OLD_DEVICE_NOTE, data_label, host_cell, run_time, source_cell, table_host_names
 from ..document import Paragraph, Section, Table, text
-from ..inputs import Inputs, describe_code, relative
+from ..inputs import Inputs, describe_code, device_of, relative
 
 
 def section_runs(inputs: Inputs) -> Section:
