@@ -1,5 +1,6 @@
-"""The main page: the question and one answer row per host (the first screen), the gap-versus-budget figure,
-Everything else goes below the divider (contents.py).
+"""The main page's first screen: the question, one answer row per host, what the evidence does not yet say and
+the gap-versus-budget figure. The per-host summary follows (per_host.py); everything else goes below the divider
+(contents.py).
 
 Verdict wording is built from the numbers, never from a verdict word: "tathe4 is 0.53 points below fp32 [95% CI
 0.21, 0.85] ...; equivalence within +-0.5 not shown". The gap is fp32 minus tathe4, so "below" is tathe4 doing
@@ -24,17 +25,11 @@ from ..tidy import newest_speed_profile
 
 QUESTION = ("Does 4-bit training (tathe4) reach the CIFAR-10 test accuracy of fp32 training at the same budget, "
             "on each machine measured?")
-
-
 MAX_OTHER_BUDGETS = 4  # clauses after the strongest verdict in a first-screen row; the rest are in the figure
-
-
 # Rows of the first screen and of the main page's per-host summary, whatever the number of hosts: up to this many
 # hosts a row each; beyond it the hosts with an accuracy comparison keep their rows (the most evidence first) and
 # the speed-only hosts share one row; the per-host summary shows the same hosts, every other in the details.
 MAX_HOST_ROWS = 12
-
-
 MAX_NAMED = 6  # host names listed in one grouped row or line
 
 
