@@ -25,7 +25,9 @@ from .bounds import check_count
 from .ceiling import fma_peak
 from .errors import UserError
 from .locks import refuse_link
-from .measure import CONV_PASSES, FLOP_CONVENTION, POWERCAP_ROOT, host_fingerprint, load_average
+from .measure.compute import FLOP_CONVENTION
+from .measure.energy import POWERCAP_ROOT
+from .measure.host import host_fingerprint, load_average
 from .profiles import (
     CgroupSlot,
     Profile,
@@ -39,6 +41,7 @@ from .scaling import ScalingPlan, measure_scaling, plan_scaling
 from .scaling import summary_line as scaling_summary_line
 from .scaling import unavailable as scaling_unavailable
 from .results import DEFAULT_RESULTS_DIR, SCHEMA_VERSION, write_new_result
+from .spec import CONV_PASSES
 from .userfiles import check_output_dir
 
 BASELINE = "fp32"
@@ -201,7 +204,7 @@ def plan_cap(profile: Profile, cgroup_root: Path | None, cgroup_note: str | None
 
 
 def host_cpu_flags() -> set[str]:
-    from .device import cpu_flags
+    from .measure.host import cpu_flags
 
     return cpu_flags()
 

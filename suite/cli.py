@@ -215,7 +215,7 @@ def _add_bench(sub) -> None:
 def _profile(args: argparse.Namespace) -> None:
     import json
 
-    from .measure import host_fingerprint
+    from .measure.host import host_fingerprint
 
     print(json.dumps(host_fingerprint(), indent=2))
 

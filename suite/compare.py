@@ -638,7 +638,7 @@ def build_result(req: CompareRequest, epochs: int, out: Path) -> dict:
     import numpy as np
 
     from . import stats
-    from .measure import host_fingerprint
+    from .measure.host import host_fingerprint
     from .provenance import stamp
 
     runs_dir, labels_of = out / "runs", _labels_loader(req)

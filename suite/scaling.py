@@ -20,7 +20,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .measure import load_average
+from .measure.host import load_average
 
 MAX_PROCESSES = 8  # beyond this a laptop-class host only measures oversubscription
 

@@ -32,6 +32,7 @@ from .atomic import write_json_atomic
 from .bounds import check_count, check_optional_count
 from .errors import UserError
 from .locks import hold
+from .measure.host import read_cpuinfo
 from .provenance import stamp
 from .threads import torch_threads
 from .export import FILES, INPUT_NAME, METADATA_KEY, OUTPUT_NAME, checkpoint_data, network_stages, unpack_int4
@@ -306,16 +307,8 @@ def paired_speedup(reference_s: list[float], candidate_s: list[float]) -> float:
 
 
 def _cpu_flags() -> dict[str, bool]:
-    try:
-        flags = set()
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags.update(line.split(":", 1)[1].split())
-                    break
-        return {k: k in flags for k in ("avx2", "avx512f", "avx512_vnni", "avx_vnni")}
-    except OSError:
-        return {}
+    info = read_cpuinfo()
+    return {k: k in info.flags for k in ("avx2", "avx512f", "avx512_vnni", "avx_vnni")} if info else {}
 
 
 # ---------------------------------------------------------------------------------------------

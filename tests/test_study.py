@@ -7,7 +7,8 @@ import json
 import subprocess
 from pathlib import Path
 
-from suite import measure, provenance
+from suite import provenance
+from suite.measure import host
 from suite.cli import main
 from suite.provenance import COMMIT_ENV
 from suite.train import TrainConfig, train
@@ -27,8 +28,8 @@ class _StopAfterFirstEpoch(Exception):
 
 def _first_epoch_elsewhere(out: Path, method: str, monkeypatch) -> None:
     """Epoch 1 of a 2-epoch run as if trained on another host, under another commit; then 'the machine goes'."""
-    real = measure.host_fingerprint()
-    monkeypatch.setattr(measure, "host_fingerprint",
+    real = host.host_fingerprint()
+    monkeypatch.setattr(host, "host_fingerprint",
                         lambda: {**real, "host_id": "other-host-00000000", "cpu_model": "Other CPU"})
     monkeypatch.setenv(COMMIT_ENV, "a" * 40)
     provenance.code_version.cache_clear()
@@ -55,7 +56,7 @@ def test_a_study_begun_on_one_host_resumes_on_another_with_both_recorded(tmp_pat
 
     monkeypatch.setenv(COMMIT_ENV, "b" * 40)  # the children of this compare: this host, another commit
     assert main(["compare", *STUDY, "--out", str(study)]) == 0, capsys.readouterr().err
-    here = measure.host_fingerprint()["host_id"]
+    here = host.host_fingerprint()["host_id"]
     for method in ("fp32", "tathe4"):
         history = json.loads((study / "runs" / f"{method}-seed0" / "history.json").read_text())
         first, second = (e["trained_on"] for e in history["epochs"])
