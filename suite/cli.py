@@ -10,7 +10,7 @@ import sys
 from .atomic import disk_full, disk_full_error
 from .bounds import MAX_HOURS, count_type, number_type
 from .errors import UserError
-from .spec import EXIT_GATE_FAILED, EXIT_OK, EXIT_USER_ERROR
+from .spec import EXIT_GATE_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USER_ERROR
 
 
 class _Parser(argparse.ArgumentParser):
@@ -467,17 +467,17 @@ def main(argv: list[str] | None = None) -> int:
         status = args.func(args)  # None: success; a command that can say no (the gate) returns its status
     except UserError as exc:
         print(f"q4bench: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("q4bench: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except Exception as exc:
         # A full disk outside write_atomic (a log, a library's own file): still one line, not a traceback.
         full = disk_full(exc)
         if full is None:
             raise
         print(f"q4bench: error: {disk_full_error(full.filename or 'a file', full)}", file=sys.stderr)
-        return 2
+        return EXIT_USER_ERROR
     return EXIT_OK if status is None else status
 
 

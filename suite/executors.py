@@ -28,6 +28,7 @@ from typing import Callable
 from .atomic import write_json_atomic
 from .bounds import check_count
 from .errors import UserError
+from .spec import TRAIN_LOG
 from .userfiles import RESULT_MAX_BYTES, read_user_json, read_user_toml
 
 KINDS = ("local", "submitit-local", "slurm")
@@ -198,7 +199,7 @@ class JobSpec:
 
     @property
     def log(self) -> Path:
-        return self.run_dir / "train.log"
+        return self.run_dir / TRAIN_LOG
 
 
 @dataclass(frozen=True)
@@ -336,7 +337,7 @@ class JobBook:
         rec.setdefault("attempts", [])
         rec.update({"job_id": ticket.job_id, "state": QUEUED, "detail": "", "epochs_done_at_submit": epochs_done,
                     "log": self._rel(ticket.log), "stderr": self._rel(ticket.stderr), "outcome": self._rel(ticket.outcome),
-                    "train_log": self._rel(self.study / "runs" / name / "train.log"),
+                    "train_log": self._rel(self.study / "runs" / name / TRAIN_LOG),
                     "submitted_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
         rec["attempts"].append({"job_id": ticket.job_id, "state": QUEUED})
         self._save()

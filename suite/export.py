@@ -45,7 +45,7 @@ from .atomic import write_atomic
 from .bounds import check_count, check_optional_count
 from .errors import UserError
 from .locks import claim, hold
-from .spec import VERIFY_FILE
+from .spec import ONNX_FILES, VERIFY_FILE
 from .provenance import stamp
 from .threads import torch_threads
 from .userfiles import check_output_dir
@@ -55,7 +55,7 @@ from .train import model_from_checkpoint
 
 OPSET = 21  # first opset whose DequantizeLinear takes int4
 IR_VERSION = 10  # the IR version that introduced INT4
-FILES = ("fp32", "int4", "int8")
+FILES = ONNX_FILES
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 METADATA_KEY = "q4bench"  # metadata_props key holding the JSON description verify reads back
 DEFAULT_CALIBRATION_IMAGES = 1024

@@ -20,6 +20,7 @@ from typing import Callable
 
 from .profiles import usable_cpus
 from .provenance import package_version
+from .spec import CONV_PASSES
 
 # ---------------------------------------------------------------------------------------------
 # Host fingerprint
@@ -429,8 +430,6 @@ def train_flops_per_image(model) -> int:
     macs = layer_macs_per_image(model)
     return 2 * (3 * sum(macs) - macs[0])
 
-
-CONV_PASSES = ("forward", "backward_data", "backward_weights")
 
 
 def conv_kernel_rates(model, batch_size: int, repeats: int, device: str = "cpu") -> dict:

@@ -26,7 +26,7 @@ from .errors import UserError
 from .executors import JOBS_FILE, JOBS_FOLDER, ExecutorChoice, live_jobs, recorded_jobs
 from .locks import claim, hold, remove_owned
 from .provenance import stamp
-from .spec import PAPER_ARCH
+from .spec import CHECKPOINT_FILE, COMPARE_FILE, PAPER_ARCH, PARITY_FILE, PLAN_FILE, REQUEST_FILE
 from .userfiles import check_output_dir, check_output_file, read_user_toml
 
 DEFAULT_CONFIG = Path("parity.toml")
@@ -390,7 +390,7 @@ class ParityRequest:
 # What one gate run writes under OUT; removed first, so a rerun trains afresh instead of resuming a stale run.
 # Removed only in a folder parity made (its marker, or a parity.json from before the marker): a compare folder
 # or anyone's files under these names are refused instead, unless --overwrite.
-_OWNED = ("runs", "onnx", "timing", "request.json", "plan.json", "compare.json", "parity.json", JOBS_FOLDER, JOBS_FILE)
+_OWNED = ("runs", "onnx", "timing", REQUEST_FILE, PLAN_FILE, COMPARE_FILE, PARITY_FILE, JOBS_FOLDER, JOBS_FILE)
 
 
 def _clear(out: Path, overwrite: bool) -> None:
@@ -398,7 +398,7 @@ def _clear(out: Path, overwrite: bool) -> None:
     if live:  # clearing would pull the folder from under them, and they would write into the new runs
         raise UserError(f"{out / JOBS_FILE}: the jobs of {', '.join(sorted(live))} are recorded as queued or running; "
                         "cancel them (or let them end), then rerun the gate")
-    claim(out, "parity", _OWNED, overwrite, proof=("parity.json",))
+    claim(out, "parity", _OWNED, overwrite, proof=(PARITY_FILE,))
     for name in _OWNED:
         remove_owned(out / name)
 
@@ -449,7 +449,7 @@ def _run_parity(request: ParityRequest, log: Callable[[str], None]) -> ParityOut
     comparemod.execute(creq, runs, budget.epochs, out / "runs", lambda line: log(f"  {line}"))
     doc = comparemod.build_result(creq, budget.epochs, out)
     comparemod.validate_result(doc)
-    write_json_atomic(out / "compare.json", doc)
+    write_json_atomic(out / COMPARE_FILE, doc)
     seconds = {"train": time.perf_counter() - started}
     pairs, comparison = _pairs(doc, candidate)
     outcome = ParityOutcome(
@@ -463,7 +463,7 @@ def _run_parity(request: ParityRequest, log: Callable[[str], None]) -> ParityOut
         outcome.controls, outcome.control_source = {config.control: config.recorded_control.pairs()}, "recorded"
 
     onnx_dir = out / "onnx"
-    checkpoint = out / "runs" / f"{candidate}-seed{budget.first_seed}" / "checkpoint.pt"
+    checkpoint = out / "runs" / f"{candidate}-seed{budget.first_seed}" / CHECKPOINT_FILE
     threads = budget.threads * budget.parallel  # nothing else runs now
     t0 = time.perf_counter()
     try:
@@ -492,7 +492,7 @@ def _run_parity(request: ParityRequest, log: Callable[[str], None]) -> ParityOut
     outcome.seconds = seconds
     outcome.reasons = decide(outcome)
 
-    write_json_atomic(out / "parity.json", {**outcome_json(outcome), "provenance": stamp()})
+    write_json_atomic(out / PARITY_FILE, {**outcome_json(outcome), "provenance": stamp()})
     text = render_markdown(outcome, out)
     write_atomic(Path(request.report), lambda f: f.write(text.encode()))
     recorded = " (recorded in the config, not retrained)" if outcome.control_source == "recorded" else ""
@@ -531,7 +531,7 @@ def outcome_json(outcome: ParityOutcome) -> dict:
         "tolerance_rule": cfg.rule.describe(cfg.budget.seeds),
         "spread_pairs": len(cfg.spread.seeds),
         "statistics": outcome.comparison,
-        "compare": "compare.json",
+        "compare": COMPARE_FILE,
         "config": cfg.path,
         "onnx": [asdict(f) for f in outcome.onnx],
         "onnx_error": outcome.onnx_error,
@@ -633,6 +633,6 @@ def render_markdown(outcome: ParityOutcome, out: Path) -> str:
               for seed, r, c_ in zip(s.seeds, s.reference_acc, s.candidate_acc)]
     lines += ["", f"Gap over {len(gaps)} measured pairs: mean {statistics.fmean(gaps):+.2f}, sample sd "
                   f"{statistics.stdev(gaps):.2f}, min {min(gaps):+.2f}, max {max(gaps):+.2f} points."]
-    lines += ["", f"Run folders: `{out / 'runs'}`; compare result: `{out / 'compare.json'}`; ONNX files and "
+    lines += ["", f"Run folders: `{out / 'runs'}`; compare result: `{out / COMPARE_FILE}`; ONNX files and "
                   f"verify.json: `{out / 'onnx'}`.", ""]
     return "\n".join(lines)

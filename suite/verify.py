@@ -33,6 +33,7 @@ from .bounds import check_count, check_optional_count
 from .errors import UserError
 from .locks import hold
 from .provenance import stamp
+from .spec import VERIFY_FILE
 from .threads import torch_threads
 from .export import FILES, INPUT_NAME, METADATA_KEY, OUTPUT_NAME, checkpoint_data, network_stages, unpack_int4
 from .train import model_from_checkpoint
@@ -496,7 +497,7 @@ def _verify(config: VerifyConfig, log) -> dict:
         "targets": _targets(files, figures),
         "environment": _environment(config, load_1min),
     }
-    out = onnx_dir / "verify.json"
+    out = onnx_dir / VERIFY_FILE
     write_json_atomic(out, result)
     log(
         f"fp32/int4 size ratio {figures['size_ratio_fp32_int4']:.2f}; int8 b64 throughput "

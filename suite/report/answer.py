@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import textwrap
 
-from ..spec import BASELINE, COMPARE_COMMAND, PAPER_ARCH, PAPER_EPOCHS, PAPER_RECIPE, REFERENCE_4BIT
+from ..spec import (BASELINE, COMPARE_COMMAND, FULL_PRECISION, PAPER_ARCH, PAPER_EPOCHS, PAPER_RECIPE, REFERENCE_4BIT,
+                    arm_name, split_arm)
 from ..stats import ALPHA
 from . import figures
 from .claims import FULL_BUDGET_NOISE, PAPER_FP32_ACC
@@ -75,7 +76,7 @@ def _power_clause(p: GapPoint) -> str:
 
 
 def _network(p: GapPoint) -> str:
-    both = "" if p.precision == "fp32" else f", both in {p.precision}"
+    both = "" if p.precision == FULL_PRECISION else f", both in {p.precision}"
     return f"({network_name(p.arch)}{both})"
 
 
@@ -88,7 +89,7 @@ def verdict_sentence(p: GapPoint) -> str:
 def budget_clause(p: GapPoint) -> str:
     """A short line for the other budgets: '15 epochs (short), 1 seed: tathe4 0.08 below'."""
     how = [p.recipe] + ([network_name(p.arch)] if p.arch != PAPER_ARCH else [])
-    how += ([f"both in {p.precision}"] if p.precision != "fp32" else []) + ([] if p.finished else ["unfinished"])
+    how += ([f"both in {p.precision}"] if p.precision != FULL_PRECISION else []) + ([] if p.finished else ["unfinished"])
     budget = (f"{p.epochs} epoch{'s' if p.epochs != 1 else ''}" if p.finished else f"epoch {p.epochs}/{p.planned}")
     seeds = f"{p.n} seed{'s' if p.n != 1 else ''}" + (" (run pairs)" if p.source == "run pairs" and p.n > 1 else "")
     word = "below" if p.gap > 0 else "above" if p.gap < 0 else "equal to"
@@ -300,11 +301,11 @@ def _speed_cell(inputs: Inputs, host: str) -> Cell:
     ratio = p["step_time_ratio"].get(REFERENCE_4BIT)
     if ratio is not None:
         lines.append(f"tathe4 step: {ratio:.2f}x fp32's")
-    for arm in (f"{BASELINE}@bf16", f"{REFERENCE_4BIT}@bf16"):  # the same run's bf16 arms, against its fp32 step
+    for arm in (arm_name(BASELINE, "bf16"), arm_name(REFERENCE_4BIT, "bf16")):  # the same run's bf16 arms, against its fp32 step
         if p["step_time_ratio"].get(arm) is not None:
             span = p.get("step_time_ratio_range", {}).get(arm)
             support = (p["methods"].get(arm) or {}).get("precision_support") or "bf16"
-            lines.append(f"{arm.split('@')[0]} in bf16 ({support}): {p['step_time_ratio'][arm]:.2f}x the fp32 step"
+            lines.append(f"{split_arm(arm)[0]} in bf16 ({support}): {p['step_time_ratio'][arm]:.2f}x the fp32 step"
                          + (f" [cycles {span[0]:.2f}-{span[1]:.2f}]" if span else ""))
     if mine.get("peak_rss_bytes"):
         lines.append(f"peak memory, tathe4: {mine['peak_rss_bytes'] / 2**20:,.0f} MiB")
