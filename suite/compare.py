@@ -31,7 +31,7 @@ from .executors import (DONE, JOBS_FILE, LOST, Executor, ExecutorChoice, JobBook
 from .locks import hold
 from .spec import (BASELINE, COMPARE_FILE, FULL_PRECISION, HISTORY_FILE, PAPER_ARCH, PLAN_FILE, PREDICTIONS_FILE,
                    REQUEST_FILE, SHORT_RECIPE, TRAIN_LOG, WALL_FILE)
-from .state import load_schema, read_state, schema_errors
+from .state import check_document, load_schema, read_state
 from .userfiles import CONFIG_MAX_BYTES, check_output_dir, read_user_json
 
 SCHEMA = "q4bench-compare/1"
@@ -727,11 +727,10 @@ def schema() -> dict:
     return load_schema("compare_schema.json")
 
 
-def validate_result(doc: dict) -> None:
-    """A compare.json this code built fits its schema; a misfit is a bug here, not the user's (ValueError)."""
-    reasons = schema_errors(doc, schema())
-    if reasons:
-        raise ValueError(f"compare result does not fit compare_schema.json at {reasons[0]}")
+def validate_result(doc: dict, source: str | os.PathLike = COMPARE_FILE) -> None:
+    """A compare result (read, or built before it is written) fits compare_schema.json; else one line naming
+    source and the first field that does not fit."""
+    check_document(doc, schema(), source, "compare result")
 
 
 def read_predictions(path: Path):
@@ -773,7 +772,7 @@ def run_compare(req: CompareRequest, log: Callable[[str], None] = print) -> dict
             log(f"  executor: {executor.describe()}; jobs recorded in {out / JOBS_FILE}")
         execute(req, all_runs(req), plan["epochs"], out / "runs", log, executor)
         doc = build_result(req, plan["epochs"], out)
-        validate_result(doc)
+        validate_result(doc, out / COMPARE_FILE)
         write_json_atomic(out / COMPARE_FILE, doc)
     for comparison in doc["comparisons"]:
         log(summary_line(doc, comparison))

@@ -99,7 +99,7 @@ def _rows_of(path: Path, doc: dict) -> list[dict]:
     from . import compare, results
 
     if str(doc.get("schema", "")).startswith(COMPARE_SCHEMA_PREFIX):
-        compare.validate_result(doc)
+        compare.validate_result(doc, path)
         return _compare_rows(path, doc)
     if path.name == HISTORY_FILE:
         return [_history_row(path, doc)]

@@ -448,7 +448,7 @@ def _run_parity(request: ParityRequest, log: Callable[[str], None]) -> ParityOut
         f"{budget.parallel} children of {budget.threads} thread(s) side by side; tolerance {tol:.2f} points")
     comparemod.execute(creq, runs, budget.epochs, out / "runs", lambda line: log(f"  {line}"))
     doc = comparemod.build_result(creq, budget.epochs, out)
-    comparemod.validate_result(doc)
+    comparemod.validate_result(doc, out / COMPARE_FILE)
     write_json_atomic(out / COMPARE_FILE, doc)
     seconds = {"train": time.perf_counter() - started}
     pairs, comparison = _pairs(doc, candidate)

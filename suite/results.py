@@ -14,7 +14,7 @@ from .errors import UserError
 from .locks import real_folder, real_folder_under
 from .provenance import stamp
 from .spec import FULL_PRECISION, arm_name
-from .state import first_error, load_schema, schema_errors
+from .state import check_document, load_schema, schema_errors
 from .userfiles import RESULT_MAX_BYTES, check_output_dir, read_user_json
 
 SCHEMA_PATH = Path(__file__).resolve().parent / "result_schema.json"
@@ -91,9 +91,7 @@ def _impossible(result: dict) -> list[str]:
 
 
 def validate_result(result: object, source: str = "result") -> None:
-    reasons = validation_errors(result)
-    if reasons:
-        raise first_error(reasons, source, "result file")
+    check_document(result, validation_errors, source, "result file")
 
 
 def read_result(path: str | os.PathLike) -> dict:
