@@ -40,7 +40,7 @@ from .scaling import summary_line as scaling_summary_line
 from .scaling import unavailable as scaling_unavailable
 from .results import DEFAULT_RESULTS_DIR, SCHEMA_VERSION, write_new_result
 from .spec import (ARM_SEPARATOR, BASELINE, CIFAR10_TEST_IMAGES, CIFAR10_TRAIN_IMAGES, CONV_PASSES, DEFAULT_METHODS,
-                   EXIT_OOM, PAPER_RECIPE, PRECISIONS, arm_name)
+                   PAPER_RECIPE, PRECISIONS, arm_name)
 from .userfiles import check_output_dir
 
 DEFAULT_PROFILES = ("single-thread", "colab-free-cpu")

@@ -18,16 +18,18 @@ import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, ClassVar
 
 from .atomic import write_atomic, write_json_atomic
-from .bounds import FALSE_FAIL_RATE, ROUND_UP_TO, check_count, check_number
-from .errors import UserError
+from .bounds import FALSE_FAIL_RATE, ROUND_UP_TO
+from .config import (Choice, Count, Items, Number, Table, Text, check_fields, check_keys, read_table, read_toml_tables,
+                     setting, table_of)
+from .errors import FieldError, UserError
 from .executors import JOBS_FILE, JOBS_FOLDER, ExecutorChoice, live_jobs, recorded_jobs
 from .locks import claim, hold, remove_owned
 from .provenance import stamp
-from .spec import CHECKPOINT_FILE, COMPARE_FILE, PAPER_ARCH, PARITY_FILE, PLAN_FILE, REQUEST_FILE
-from .userfiles import check_output_dir, check_output_file, read_user_toml
+from .spec import CHECKPOINT_FILE, COMPARE_FILE, ONNX_FILES, PAPER_ARCH, PARITY_FILE, PLAN_FILE, REQUEST_FILE
+from .userfiles import check_output_dir, check_output_file
 
 DEFAULT_CONFIG = Path("parity.toml")
 DEFAULT_OUT = Path("reports/parity")
@@ -43,17 +45,22 @@ POWER_AT_POINTS = (0.5, 1.0, 2.0)
 
 @dataclass(frozen=True)
 class ParityBudget:
-    recipe: str
-    epochs: int
-    train_images: int  # the first N training images (q4bench train --subset)
-    batch_size: int
-    seeds: int  # the gate trains seeds first_seed..first_seed+seeds-1 of every method (pairs)
-    threads: int  # per child process
-    parallel: int  # child processes at once
-    arch: str = PAPER_ARCH  # the network every run trains
+    """[budget]: what every run of the gate trains."""
+
+    recipe: str = setting(Text())
+    epochs: int = setting(Count("epochs"))
+    train_images: int = setting(Count("train_images"))  # the first N training images (q4bench train --subset)
+    batch_size: int = setting(Count("batch_size"))
+    seeds: int = setting(Count("seeds"))  # the gate trains seeds first_seed..first_seed+seeds-1 of every method (pairs)
+    threads: int = setting(Count("threads"))  # per child process
+    parallel: int = setting(Count("parallel"))  # child processes at once
+    arch: str = setting(Text(), PAPER_ARCH)  # the network every run trains
     # Seeds apart from the [spread] pairs': on the host that measured them the gate's runs would otherwise repeat
     # them bit for bit, and the tolerance is a bound for new pairs.
-    first_seed: int = 0
+    first_seed: int = setting(Count("seed"), 0)
+
+    def __post_init__(self):
+        check_fields(self)
 
     @property
     def seed_numbers(self) -> range:
@@ -69,22 +76,30 @@ class ParityBudget:
 
 @dataclass(frozen=True)
 class OnnxGate:
-    files: tuple[str, ...]  # the exported files whose agreement with PyTorch is gated
-    min_top1_agreement: float  # percent of test images with the same top-1 class as PyTorch
-    test_images: int  # verify on the first N test images
-    calibration_images: int  # int8 activation ranges (reported, not gated)
-    speed_rounds: int
-    latency_runs: int
-    profile_runs: int = 1  # the per-layer profile is not gated; one round keeps the gate short
+    """[onnx]: which exported files are gated, and how verify-onnx runs."""
+
+    files: tuple[str, ...] = setting(Items(Choice(ONNX_FILES), nonempty=True))  # gated: agree with PyTorch
+    min_top1_agreement: float = setting(Number(0, 100, low_inclusive=True))  # % of test images, same top-1 class
+    test_images: int = setting(Count("test_images"))  # verify on the first N test images
+    calibration_images: int = setting(Count("calibration_images"))  # int8 activation ranges (reported, not gated)
+    speed_rounds: int = setting(Count("speed_rounds"))
+    latency_runs: int = setting(Count("latency_runs"))
+    profile_runs: int = setting(Count("profile_runs"), 1)  # the per-layer profile is not gated; one round is short
+
+    def __post_init__(self):
+        check_fields(self)
 
 
 @dataclass(frozen=True)
 class ToleranceRule:
-    """tolerance = prediction_upper_bound(measured gaps, k = the gate's seeds, false_fail_rate), rounded up
-    to a multiple of round_up_to."""
+    """[tolerance]: tolerance = prediction_upper_bound(measured gaps, k = the gate's seeds, false_fail_rate),
+    rounded up to a multiple of round_up_to."""
 
-    false_fail_rate: float
-    round_up_to: float
+    false_fail_rate: float = setting(Number(*FALSE_FAIL_RATE, low_inclusive=True, high_inclusive=False))
+    round_up_to: float = setting(Number(*ROUND_UP_TO, low_inclusive=True))
+
+    def __post_init__(self):
+        check_fields(self)
 
     def describe(self, k: int) -> str:
         return (f"upper {100 * (1 - self.false_fail_rate):g}% prediction bound for the mean gap of {k} new seed "
@@ -92,16 +107,32 @@ class ToleranceRule:
                 f"pairs, rounded up to {self.round_up_to:g} point")
 
 
+_ACCURACIES = Items(Number(0, 100, low_inclusive=True))  # percent (TOML allows nan and inf: refused)
+
+
 @dataclass(frozen=True)
 class SpreadEvidence:
-    """The gate's budget measured at several paired seeds (e.g. with q4bench compare)."""
+    """[spread]: the gate's budget measured at several paired seeds (e.g. with q4bench compare)."""
 
-    command: str
-    budget: dict  # recipe, epochs, train_images, batch_size the pairs were measured at
-    seeds: tuple[int, ...]
-    reference_acc: tuple[float, ...]
-    candidate_acc: tuple[float, ...]
-    measured_on: str
+    command: str = setting(Text())
+    budget: dict = setting(Table())  # recipe, epochs, train_images, batch_size the pairs were measured at
+    seeds: tuple[int, ...] = setting(Items(Count("seed")))
+    reference_acc: tuple[float, ...] = setting(_ACCURACIES)
+    candidate_acc: tuple[float, ...] = setting(_ACCURACIES)
+    measured_on: str = setting(Text())
+
+    def __post_init__(self):
+        check_fields(self)
+        if not (len(self.seeds) == len(self.reference_acc) == len(self.candidate_acc)):
+            raise FieldError(None, "seeds, reference_acc and candidate_acc must be equally long")
+        if len(self.seeds) < MIN_SPREAD_PAIRS:
+            raise FieldError(None, f"a tolerance needs at least {MIN_SPREAD_PAIRS} measured seed pairs, "
+                                   f"got {len(self.seeds)}")
+        # Accuracy on the test set moves in steps of 0.01 points: gaps whose sd is below a millionth of a point
+        # are equal, and a tolerance with no spread would fail any candidate a hair worse than the measured mean.
+        if statistics.stdev(self.gaps) < 1e-6:
+            raise FieldError(None, f"the measured gaps (reference_acc - candidate_acc) all equal {self.gaps[0]:g}, "
+                                   f"so their sd is 0 and no tolerance follows; record pairs of distinct seeds as measured")
 
     @property
     def gaps(self) -> list[float]:
@@ -110,14 +141,20 @@ class SpreadEvidence:
 
 @dataclass(frozen=True)
 class RecordedControl:
-    """The control measured at the gate's budget ([control] in the config): what the gate judges when it does
-    not retrain the control (--no-control, as CI does to stay within its time), so its output still shows
-    the tolerance failing a degraded method."""
+    """[control]: the control measured at the gate's budget, which the gate judges when it does not retrain the
+    control (--no-control, as CI does to stay within its time), so its output still shows the tolerance failing
+    a degraded method."""
 
-    seeds: tuple[int, ...]
-    reference_acc: tuple[float, ...]
-    control_acc: tuple[float, ...]
-    measured_on: str
+    budget: dict = setting(Table())  # as [spread]'s
+    seeds: tuple[int, ...] = setting(Items(Count("seed"), nonempty=True))
+    reference_acc: tuple[float, ...] = setting(_ACCURACIES)
+    control_acc: tuple[float, ...] = setting(_ACCURACIES)
+    measured_on: str = setting(Text())
+
+    def __post_init__(self):
+        check_fields(self)
+        if not (len(self.seeds) == len(self.reference_acc) == len(self.control_acc)):
+            raise FieldError(None, "seeds, reference_acc and control_acc must be equally long and not empty")
 
     def pairs(self) -> list[dict]:
         return [{"seed": s, "reference_acc": r, "candidate_acc": c, "gap": r - c}
@@ -126,16 +163,32 @@ class RecordedControl:
 
 @dataclass(frozen=True)
 class ParityConfig:
+    """[gate]'s keys (the methods), with the other tables read into their own dataclasses."""
+
+    RETIRED_KEYS: ClassVar[dict[str, str]] = {
+        "max_gap_points": "is computed from [spread] by the rule in [tolerance]; remove it"}
+
     path: str
-    reference: str
-    candidate: str
-    control: str | None  # a degraded method the gate must fail; None: not checked
     budget: ParityBudget
     rule: ToleranceRule
     onnx: OnnxGate
     spread: SpreadEvidence
+    reference: str = setting(Text())
+    candidate: str = setting(Text())
+    control: str | None = setting(Text(), None)  # a degraded method the gate must fail; None: not checked
+    near_control: str | None = setting(Text(), None)  # a milder degradation, between the tolerance and about twice it: must fail too
     recorded_control: RecordedControl | None = None
-    near_control: str | None = None  # a milder degradation, between the tolerance and about twice it: must fail too
+
+    def __post_init__(self):
+        check_fields(self)
+        measured = [("spread", "the pairs were", "them", self.spread.budget)]
+        if self.recorded_control is not None:
+            measured.append(("control", "the control was", "it", self.recorded_control.budget))
+        for table, what, it, budget in measured:
+            differ = self.budget.same_training(budget)
+            if differ:
+                raise UserError(f"{self.path} [{table}]: {what} measured at another budget than [budget] "
+                                f"({', '.join(differ)} differ): remeasure {it} at the gate's budget")
 
     @property
     def controls(self) -> tuple[str, ...]:
@@ -160,129 +213,22 @@ class ParityConfig:
         return float(norm.sf((self.max_gap_points - statistics.fmean(gaps) - worse_by) / sd_of_mean))
 
 
-def _field(table: dict, key: str, kind, where: str):
-    if key not in table:
-        raise UserError(f"{where}: missing field '{key}'")
-    value = table[key]
-    ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value, ok = float(value), True
-    if not ok:
-        raise UserError(f"{where}: field '{key}' must be {kind.__name__}, got {value!r}")
-    return value
-
-
-def _count(table: dict, key: str, where: str) -> int:
-    """An integer field within its suite.bounds range (the range the same CLI option has)."""
-    return check_count(_field(table, key, int, where), key, label=f"{where}: field '{key}'")
-
-
-def _table(doc: dict, key: str, path: Path) -> dict:
-    table = doc.get(key)
-    if not isinstance(table, dict):
-        raise UserError(f"{path}: missing table [{key}]")
-    return table
-
-
-def _numbers(table: dict, key: str, where: str) -> tuple[float, ...]:
-    values = _field(table, key, list, where)  # accuracies in percent (TOML allows nan and inf: refused)
-    return tuple(check_number(v, f"{where}: field '{key}'", 0, 100, low_inclusive=True) for v in values)
-
-
-def _seeds(table: dict, where: str) -> tuple[int, ...]:
-    return tuple(check_count(v, "seed", label=f"{where}: field 'seeds'") for v in _field(table, "seeds", list, where))
+_TABLES = {"budget": ParityBudget, "tolerance": ToleranceRule, "onnx": OnnxGate, "spread": SpreadEvidence}
+_OPTIONAL_TABLES = {"control": RecordedControl}
 
 
 def load_config(path: str | Path = DEFAULT_CONFIG) -> ParityConfig:
+    """parity.toml: [gate] (the methods), [budget], [tolerance], [onnx], [spread] and optionally [control]; every
+    error one line naming the file, the table and the key."""
     path = Path(path)
-    doc = read_user_toml(path, "parity config")
-    gate = _table(doc, "gate", path)
-    where = f"{path} [gate]"
-    reference, candidate = _field(gate, "reference", str, where), _field(gate, "candidate", str, where)
-    control = _field(gate, "control", str, where) if "control" in gate else None
-    near_control = _field(gate, "near_control", str, where) if "near_control" in gate else None
-    if "max_gap_points" in gate:
-        raise UserError(f"{where}: 'max_gap_points' is computed from [spread] by the rule in [tolerance]; remove it")
-
-    b, where = _table(doc, "budget", path), f"{path} [budget]"
-    budget = ParityBudget(
-        recipe=_field(b, "recipe", str, where),
-        epochs=_count(b, "epochs", where),
-        train_images=_count(b, "train_images", where),
-        batch_size=_count(b, "batch_size", where),
-        seeds=_count(b, "seeds", where),
-        threads=_count(b, "threads", where),
-        parallel=_count(b, "parallel", where),
-        arch=_field(b, "arch", str, where) if "arch" in b else PAPER_ARCH,
-        first_seed=check_count(_field(b, "first_seed", int, where), "seed", label=f"{where}: field 'first_seed'")
-        if "first_seed" in b else 0,
-    )
-
-    t, where = _table(doc, "tolerance", path), f"{path} [tolerance]"
-    rule = ToleranceRule(_field(t, "false_fail_rate", float, where), _field(t, "round_up_to", float, where))
-    low, high = FALSE_FAIL_RATE
-    if not low <= rule.false_fail_rate < high:  # also refuses nan
-        raise UserError(f"{where}: field 'false_fail_rate' must be in [{low:g}, {high:g}), got {rule.false_fail_rate!r}")
-    check_number(rule.round_up_to, f"{where}: field 'round_up_to'", *ROUND_UP_TO, low_inclusive=True)
-
-    o, where = _table(doc, "onnx", path), f"{path} [onnx]"
-    files = _field(o, "files", list, where)
-    if not files or not all(f in ("fp32", "int4", "int8") for f in files):
-        raise UserError(f"{where}: field 'files' must list some of fp32, int4, int8, got {files!r}")
-    onnx_gate = OnnxGate(
-        files=tuple(files),
-        min_top1_agreement=check_number(_field(o, "min_top1_agreement", float, where),
-                                        f"{where}: field 'min_top1_agreement'", 0, 100, low_inclusive=True),
-        test_images=_count(o, "test_images", where),
-        calibration_images=_count(o, "calibration_images", where),
-        speed_rounds=_count(o, "speed_rounds", where),
-        latency_runs=_count(o, "latency_runs", where),
-        profile_runs=_count(o, "profile_runs", where) if "profile_runs" in o else 1,
-    )
-
-    s, where = _table(doc, "spread", path), f"{path} [spread]"
-    seeds = _seeds(s, where)
-    ref, cand = _numbers(s, "reference_acc", where), _numbers(s, "candidate_acc", where)
-    if not (len(seeds) == len(ref) == len(cand)):
-        raise UserError(f"{where}: seeds, reference_acc and candidate_acc must be equally long")
-    if len(seeds) < MIN_SPREAD_PAIRS:
-        raise UserError(f"{where}: a tolerance needs at least {MIN_SPREAD_PAIRS} measured seed pairs, got {len(seeds)}")
-    # Accuracy on the test set moves in steps of 0.01 points: gaps whose sd is below a millionth of a point are
-    # equal, and a tolerance with no spread would fail any candidate a hair worse than the measured mean.
-    if statistics.stdev(r - c for r, c in zip(ref, cand)) < 1e-6:
-        raise UserError(f"{where}: the measured gaps (reference_acc - candidate_acc) all equal {ref[0] - cand[0]:g}, "
-                        f"so their sd is 0 and no tolerance follows; record pairs of distinct seeds as measured")
-    spread = SpreadEvidence(
-        command=_field(s, "command", str, where),
-        budget=_field(s, "budget", dict, where),
-        seeds=seeds,
-        reference_acc=ref,
-        candidate_acc=cand,
-        measured_on=_field(s, "measured_on", str, where),
-    )
-    differ = budget.same_training(spread.budget)
-    if differ:
-        raise UserError(
-            f"{where}: the pairs were measured at another budget than [budget] ({', '.join(differ)} differ): "
-            f"remeasure them at the gate's budget"
-        )
-    recorded = None
-    if "control" in doc:
-        c, where = _table(doc, "control", path), f"{path} [control]"
-        recorded = RecordedControl(
-            seeds=_seeds(c, where),
-            reference_acc=_numbers(c, "reference_acc", where),
-            control_acc=_numbers(c, "control_acc", where),
-            measured_on=_field(c, "measured_on", str, where),
-        )
-        if not recorded.seeds or not (len(recorded.seeds) == len(recorded.reference_acc) == len(recorded.control_acc)):
-            raise UserError(f"{where}: seeds, reference_acc and control_acc must be equally long and not empty")
-        differ = budget.same_training(_field(c, "budget", dict, where))
-        if differ:
-            raise UserError(f"{where}: the control was measured at another budget than [budget] ({', '.join(differ)} "
-                            f"differ): remeasure it at the gate's budget")
-    return ParityConfig(str(path), reference, candidate, control, budget, rule, onnx_gate, spread, recorded,
-                        near_control)
+    doc = read_toml_tables(path, "parity config", ("gate", *_TABLES, *_OPTIONAL_TABLES))
+    check_keys(ParityConfig, table_of(doc, "gate", path), f"{path} [gate]")  # the methods first: what the gate is
+    tables = {name: read_table(cls, table_of(doc, name, path), f"{path} [{name}]") for name, cls in _TABLES.items()}
+    recorded = (read_table(RecordedControl, table_of(doc, "control", path), f"{path} [control]")
+                if "control" in doc else None)
+    return read_table(ParityConfig, table_of(doc, "gate", path), f"{path} [gate]", path=str(path),
+                      budget=tables["budget"], rule=tables["tolerance"], onnx=tables["onnx"], spread=tables["spread"],
+                      recorded_control=recorded)
 
 
 # ---------------------------------------------------------------------------------------------
