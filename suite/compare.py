@@ -25,7 +25,8 @@ from typing import Callable
 
 from .atomic import write_json_atomic
 from .bounds import MAX_HOURS, MAX_SEED, check_count, check_number, check_optional_count
-from .errors import UserError
+from .config import check_data_source
+from .errors import FieldError, UserError
 from .executors import (DONE, JOBS_FILE, LOST, Executor, ExecutorChoice, JobBook, JobSpec, JobState, Ticket,
                         last_line, make_executor, spawn)
 from .locks import hold
@@ -72,7 +73,7 @@ class CompareRequest:
     # Where the runs train (local children, or cluster jobs through submitit); not part of the study's identity.
     executor: ExecutorChoice = field(default_factory=ExecutorChoice)
 
-    def __post_init__(self):  # ranges shared with the CLI (suite.bounds); the rest is checked by validate()
+    def __post_init__(self):  # ranges shared with the CLI (suite.bounds), rules across fields; the rest: validate()
         check_count(self.seeds, "seeds")
         check_count(self.first_seed, "seed", label="--first-seed", bounds=(0, MAX_SEED - self.seeds + 1))
         for name in ("epochs", "subset", "parallel", "threads", "batch_size", "ranks_per_run"):
@@ -80,6 +81,9 @@ class CompareRequest:
         if self.hours is not None:
             check_number(self.hours, "--hours", 0, MAX_HOURS)
         check_number(self.margin, "--margin", 0, 100)
+        if (self.epochs is None) == (self.hours is None):
+            raise FieldError(None, "give the budget as exactly one of --epochs E or --hours H")
+        check_data_source(self.data_dir, self.synthetic)
 
     @property
     def seed_numbers(self) -> range:
@@ -132,10 +136,6 @@ def validate(req: CompareRequest) -> CompareRequest:
         get_recipe(req.recipe)
     except UserError as exc:
         raise UserError(f"--recipe: {exc}") from None
-    if (req.epochs is None) == (req.hours is None):
-        raise UserError("give the budget as exactly one of --epochs E or --hours H")
-    if req.synthetic and req.data_dir:
-        raise UserError("--data-dir and --synthetic exclude each other")
     if "WORLD_SIZE" in os.environ:
         raise UserError("q4bench compare starts its own runs: do not start it under torchrun; pass "
                         "--ranks-per-run N to train each run as a torchrun job of N ranks")

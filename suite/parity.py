@@ -22,8 +22,8 @@ from typing import Callable, ClassVar
 
 from .atomic import write_atomic, write_json_atomic
 from .bounds import FALSE_FAIL_RATE, ROUND_UP_TO
-from .config import (Choice, Count, Items, Number, Table, Text, check_fields, check_keys, read_table, read_toml_tables,
-                     setting, table_of)
+from .config import (Choice, Count, Items, Number, Table, Text, check_data_source, check_fields, check_keys, read_table,
+                     read_toml_tables, setting, table_of)
 from .errors import FieldError, UserError
 from .executors import JOBS_FILE, JOBS_FOLDER, ExecutorChoice, live_jobs, recorded_jobs
 from .locks import claim, hold, remove_owned
@@ -332,6 +332,9 @@ class ParityRequest:
     overwrite: bool = False  # clear OUT even when parity did not make what is there
     executor: ExecutorChoice = field(default_factory=ExecutorChoice)  # where the runs train (compare's executors)
 
+    def __post_init__(self):
+        check_data_source(self.data_dir, self.synthetic)
+
 
 # What one gate run writes under OUT; removed first, so a rerun trains afresh instead of resuming a stale run.
 # Removed only in a folder parity made (its marker, or a parity.json from before the marker): a compare folder
@@ -369,8 +372,6 @@ def _run_parity(request: ParityRequest, log: Callable[[str], None]) -> ParityOut
     from . import export as exportmod
     from . import verify as verifymod
 
-    if request.data_dir and request.synthetic:
-        raise UserError("--data-dir and --synthetic exclude each other")
     config = load_config(request.config)
     budget, tol = config.budget, config.max_gap_points
     candidate = config.candidate if request.candidate is None else request.candidate  # "" is refused, not defaulted

@@ -22,6 +22,7 @@ from .provenance import stamp
 from .spec import CHECKPOINT_FILE, FULL_PRECISION, HISTORY_FILE, PAPER_RECIPE, PREDICTIONS_FILE, REFERENCE_4BIT
 from .userfiles import check_output_dir
 from .bounds import check_count, check_optional_count
+from .config import check_data_source
 from .errors import UserError
 from .state import check_state
 from .locks import hold
@@ -124,6 +125,7 @@ class TrainConfig:
         for name in ("epochs", "threads", "subset", "batch_size"):
             check_optional_count(getattr(self, name), name)
         check_count(self.seed, "seed")
+        check_data_source(self.data_dir, self.synthetic)
 
 
 # Fields that must match between a checkpoint and a --resume call (epochs may grow for epoch-stepped recipes,

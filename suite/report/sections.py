@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass, field
 from enum import Enum
 
-from ..spec import BASELINE, CIFAR10_TEST_IMAGES, CIFAR10_TRAIN_IMAGES, COMPARE_COMMAND, CONV_PASSES
+from ..spec import BASELINE, CIFAR10_TEST_IMAGES, CIFAR10_TRAIN_IMAGES, COMPARE_COMMAND, CONV_PASSES, VERIFY_FILE
 from . import figures
 from .claims import (EARLY_EPOCH_SWING, FULL_BUDGET_NOISE, COMPRESSION_FLOOR, HARDWARE_BAND, PAPER_CODES, PAPER_LOG,
                      Verdict, accuracy_entries, claim_checks, epoch_seconds, gaps, provenance_label)
@@ -415,7 +415,7 @@ def section_runs(inputs: Inputs) -> Section:
                    "code": text(describe_code(run.provenance), note=None if run.provenance else "old-code"),
                    "file": text(relative(run.path)), "source": source_cell(run.fixture, "q4bench train")})
     for v in inputs.verifies:
-        table.add({"kind": text("verify.json"), "host": text("-"), "time": text(run_time(
+        table.add({"kind": text(VERIFY_FILE), "host": text("-"), "time": text(run_time(
                    (v.data.get("provenance") or {}).get("written_at"))), "data": text(str(v.data.get("data", "?"))),
                    "budget / tier": text(f"{v.data['test_images']:,} test images"), "device": text("cpu (onnxruntime)"),
                    "code": text(describe_code(v.data.get("provenance")),
