@@ -368,17 +368,37 @@ def run_parity(request: ParityRequest, log: Callable[[str], None] = print) -> Pa
 
 
 def _run_parity(request: ParityRequest, log: Callable[[str], None]) -> ParityOutcome:
-    from . import compare as comparemod
-    from . import export as exportmod
-    from . import verify as verifymod
-
     config = load_config(request.config)
-    budget, tol = config.budget, config.max_gap_points
     candidate = config.candidate if request.candidate is None else request.candidate  # "" is refused, not defaulted
     controls = tuple(c for c in config.controls if c != candidate) if request.control else ()
+    started = time.perf_counter()
+    doc = _train_pairs(request, config, (candidate, *controls), log)
+    outcome = _outcome(config, doc, candidate, controls)
+    outcome.seconds = {"train": time.perf_counter() - started}
+    t0 = time.perf_counter()
+    _export_and_verify(request, outcome, log)
+    outcome.seconds["export_verify"] = time.perf_counter() - t0
+    outcome.seconds["total"] = time.perf_counter() - started
+    outcome.reasons = decide(outcome)
+
+    out = Path(request.out)
+    write_json_atomic(out / PARITY_FILE, {**outcome_json(outcome), "provenance": stamp()})
+    text = render_markdown(outcome, out)
+    write_atomic(Path(request.report), lambda f: f.write(text.encode()))
+    log(_summary_line(outcome, request.report))
+    return outcome
+
+
+def _train_pairs(request: ParityRequest, config: ParityConfig, methods: tuple[str, ...],
+                 log: Callable[[str], None]) -> dict:
+    """The reference and ``methods`` trained for the gate's seeds (q4bench compare's machinery); the compare
+    result, also written as OUT/compare.json."""
+    from . import compare as comparemod
+
+    budget, tol = config.budget, config.max_gap_points
     out = Path(request.out)
     creq = comparemod.validate(comparemod.CompareRequest(
-        methods=(candidate, *controls), reference=config.reference, seeds=budget.seeds, first_seed=budget.first_seed,
+        methods=methods, reference=config.reference, seeds=budget.seeds, first_seed=budget.first_seed,
         arch=budget.arch,
         epochs=budget.epochs, recipe=budget.recipe, subset=budget.train_images, synthetic=request.synthetic,
         data_dir=request.data_dir, parallel=budget.parallel, threads=budget.threads, batch_size=budget.batch_size,
@@ -386,7 +406,6 @@ def _run_parity(request: ParityRequest, log: Callable[[str], None]) -> ParityOut
     ))
     check_output_dir(out, "--out")
     check_output_file(request.report, "--report")
-    started = time.perf_counter()
     _clear(out, request.overwrite)
     comparemod.check_identity(out, creq)
     runs = comparemod.all_runs(creq)
@@ -397,22 +416,36 @@ def _run_parity(request: ParityRequest, log: Callable[[str], None]) -> ParityOut
     doc = comparemod.build_result(creq, budget.epochs, out)
     comparemod.validate_result(doc, out / COMPARE_FILE)
     write_json_atomic(out / COMPARE_FILE, doc)
-    seconds = {"train": time.perf_counter() - started}
+    return doc
+
+
+def _outcome(config: ParityConfig, doc: dict, candidate: str, controls: tuple[str, ...]) -> ParityOutcome:
+    """The pairs the gate judges, from the compare result: the candidate's, and each control's (trained, or as
+    recorded in the config when it was not retrained)."""
     pairs, comparison = _pairs(doc, candidate)
     outcome = ParityOutcome(
         config=config, candidate=candidate, data=doc["data_source"], pairs=pairs,
-        train_images=doc["budget"]["train_images"], test_images=doc["budget"]["test_images"], epochs=budget.epochs,
-        controls={c: _pairs(doc, c)[0] for c in controls}, comparison=comparison,
+        train_images=doc["budget"]["train_images"], test_images=doc["budget"]["test_images"],
+        epochs=config.budget.epochs, controls={c: _pairs(doc, c)[0] for c in controls}, comparison=comparison,
     )
     if not controls and config.control and config.recorded_control and candidate == config.candidate:
         # Not retrained: judge the control's recorded pairs by today's tolerance, so the output still shows the
         # gate failing a degraded method (and fails the gate if someone loosens the tolerance past it).
         outcome.controls, outcome.control_source = {config.control: config.recorded_control.pairs()}, "recorded"
+    return outcome
 
+
+def _export_and_verify(request: ParityRequest, outcome: ParityOutcome, log: Callable[[str], None]) -> None:
+    """The candidate's first-seed checkpoint exported and verified; its figures (or why they are missing) into
+    the outcome."""
+    from . import export as exportmod
+    from . import verify as verifymod
+
+    config, budget, candidate = outcome.config, outcome.config.budget, outcome.candidate
+    out = Path(request.out)
     onnx_dir = out / "onnx"
     checkpoint = out / "runs" / f"{candidate}-seed{budget.first_seed}" / CHECKPOINT_FILE
     threads = budget.threads * budget.parallel  # nothing else runs now
-    t0 = time.perf_counter()
     try:
         log(f"parity: exporting {candidate} (seed {budget.first_seed}) to ONNX and verifying on {config.onnx.test_images} test images")
         exportmod.export(checkpoint, onnx_dir, request.data_dir, config.onnx.calibration_images, threads)
@@ -425,30 +458,27 @@ def _run_parity(request: ParityRequest, log: Callable[[str], None]) -> ParityOut
             ),
             log=lambda line: log(f"  {line}"),
         )
-        outcome.onnx = [
-            OnnxFigures(name, f["top1_agreement"], f["max_abs_logit_diff"], f["test_acc"], f["bytes"])
-            for name, f in report["files"].items()
-        ]
-        outcome.onnx_test_images = report["test_images"]
-        outcome.size_ratio_fp32_int4 = report.get("size_ratio_fp32_int4")
-        outcome.int4_distinct_codes = report["files"].get("int4", {}).get("distinct_codes")
     except UserError as exc:
         outcome.onnx_error = str(exc)
-    seconds["export_verify"] = time.perf_counter() - t0
-    seconds["total"] = time.perf_counter() - started
-    outcome.seconds = seconds
-    outcome.reasons = decide(outcome)
+        return
+    outcome.onnx = [
+        OnnxFigures(name, f["top1_agreement"], f["max_abs_logit_diff"], f["test_acc"], f["bytes"])
+        for name, f in report["files"].items()
+    ]
+    outcome.onnx_test_images = report["test_images"]
+    outcome.size_ratio_fp32_int4 = report.get("size_ratio_fp32_int4")
+    outcome.int4_distinct_codes = report["files"].get("int4", {}).get("distinct_codes")
 
-    write_json_atomic(out / PARITY_FILE, {**outcome_json(outcome), "provenance": stamp()})
-    text = render_markdown(outcome, out)
-    write_atomic(Path(request.report), lambda f: f.write(text.encode()))
+
+def _summary_line(outcome: ParityOutcome, report: str) -> str:
+    tol = outcome.config.max_gap_points
     recorded = " (recorded in the config, not retrained)" if outcome.control_source == "recorded" else ""
     control_text = "".join(f"; control {name} gap {gap:+.2f}{recorded} "
                            f"({'fails as it must' if gap > tol else 'PASSES: no teeth'})"
                            for name, gap in outcome.control_gaps.items())
-    log(f"parity: {'PASS' if outcome.passed else 'FAIL'}; {candidate} mean gap {outcome.gap:+.2f} points over "
-        f"{len(pairs)} seed pair(s) (tolerance {tol:.2f}){control_text}; {seconds['total']:.0f} s; wrote {request.report}")
-    return outcome
+    return (f"parity: {'PASS' if outcome.passed else 'FAIL'}; {outcome.candidate} mean gap {outcome.gap:+.2f} points "
+            f"over {len(outcome.pairs)} seed pair(s) (tolerance {tol:.2f}){control_text}; "
+            f"{outcome.seconds['total']:.0f} s; wrote {report}")
 
 
 def outcome_json(outcome: ParityOutcome) -> dict:
@@ -508,12 +538,21 @@ def _sensitivity_line(cfg: ParityConfig) -> str:
 
 
 def render_markdown(outcome: ParityOutcome, out: Path) -> str:
+    """The gate's page: the verdict and what it rests on, the seed pairs, the ONNX checks, the reasons, and
+    where the tolerance comes from."""
+    lines = [f"# Parity gate: {'PASS' if outcome.passed else 'FAIL'}", "", *_overview(outcome), "",
+             *_pairs_table(outcome), "", *_onnx_section(outcome), "", "## Verdict", ""]
+    lines += [f"- {r}" for r in outcome.reasons] or ["- every check passed"]
+    lines += ["", *_tolerance_section(outcome.config)]
+    lines += ["", f"Run folders: `{out / 'runs'}`; compare result: `{out / COMPARE_FILE}`; ONNX files and "
+                  f"verify.json: `{out / 'onnx'}`.", ""]
+    return "\n".join(lines)
+
+
+def _overview(outcome: ParityOutcome) -> list[str]:
     cfg, b = outcome.config, outcome.config.budget
     tol = cfg.max_gap_points
-    verdict = "PASS" if outcome.passed else "FAIL"
     lines = [
-        f"# Parity gate: {verdict}",
-        "",
         f"{cfg.reference} against {outcome.candidate}, {len(outcome.pairs)} paired seed(s) trained side by side; "
         f"all figures measured by this run (`q4bench parity`, config `{cfg.path}`).",
         "",
@@ -534,9 +573,14 @@ def render_markdown(outcome: ParityOutcome, out: Path) -> str:
         ci = f"95% CI [{c['ci95'][0]:+.2f}, {c['ci95'][1]:+.2f}]" if c["ci95"] else "no CI from one seed"
         lines.append(f"- Statistics (reported, not gated): {ci}, verdict {c['verdict']} "
                      f"({c['reason']}).")
-    lines += [
-        f"- Wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in outcome.seconds.items()) + ".",
-        "",
+    lines.append(f"- Wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in outcome.seconds.items()) + ".")
+    return lines
+
+
+def _pairs_table(outcome: ParityOutcome) -> list[str]:
+    """Per seed: the reference's, the candidate's and each control's final accuracy, with the gaps."""
+    cfg = outcome.config
+    lines = [
         f"| seed | {cfg.reference} | {outcome.candidate} | gap |" + "".join(f" {c} | gap |" for c in outcome.controls),
         "|---|---|---|---|" + "---|---|" * len(outcome.controls),
     ]
@@ -547,31 +591,35 @@ def render_markdown(outcome: ParityOutcome, out: Path) -> str:
             c = control.get(p["seed"])
             row += f" {c['candidate_acc']:.2f}% | {c['gap']:+.2f} |" if c else " - | - |"
         lines.append(row)
-    lines += [
-        "",
-        f"## ONNX ({outcome.candidate} seed-{b.first_seed} checkpoint, {outcome.onnx_test_images or 0} test images)",
+    return lines
+
+
+def _onnx_section(outcome: ParityOutcome) -> list[str]:
+    cfg = outcome.config
+    lines = [
+        f"## ONNX ({outcome.candidate} seed-{cfg.budget.first_seed} checkpoint, {outcome.onnx_test_images or 0} test images)",
         "",
     ]
     if outcome.onnx_error:
-        lines.append(f"Export/verify failed: {outcome.onnx_error}")
-    else:
-        lines += ["| file | bytes | top-1 agreement | max abs logit diff | test acc | gated |", "|---|---|---|---|---|---|"]
-        for f in outcome.onnx:
-            gated = f"yes (>= {cfg.onnx.min_top1_agreement:.2f}%)" if f.file in cfg.onnx.files else "no (reported)"
-            lines.append(f"| {f.file}.onnx | {f.bytes:,} | {f.top1_agreement:.2f}% | {f.max_abs_logit_diff:.2e} | "
-                         f"{f.test_acc:.2f}% | {gated} |")
-        if outcome.size_ratio_fp32_int4:
-            lines += ["", f"fp32.onnx / int4.onnx size ratio: {outcome.size_ratio_fp32_int4:.2f}x."]
-    lines += ["", "## Verdict", ""]
-    lines += [f"- {r}" for r in outcome.reasons] or ["- every check passed"]
-    s = cfg.spread
-    gaps = s.gaps
-    lines += [
-        "",
+        return lines + [f"Export/verify failed: {outcome.onnx_error}"]
+    lines += ["| file | bytes | top-1 agreement | max abs logit diff | test acc | gated |", "|---|---|---|---|---|---|"]
+    for f in outcome.onnx:
+        gated = f"yes (>= {cfg.onnx.min_top1_agreement:.2f}%)" if f.file in cfg.onnx.files else "no (reported)"
+        lines.append(f"| {f.file}.onnx | {f.bytes:,} | {f.top1_agreement:.2f}% | {f.max_abs_logit_diff:.2e} | "
+                     f"{f.test_acc:.2f}% | {gated} |")
+    if outcome.size_ratio_fp32_int4:
+        lines += ["", f"fp32.onnx / int4.onnx size ratio: {outcome.size_ratio_fp32_int4:.2f}x."]
+    return lines
+
+
+def _tolerance_section(cfg: ParityConfig) -> list[str]:
+    """The measured pairs the tolerance is computed from, and the rule."""
+    s, gaps = cfg.spread, cfg.spread.gaps
+    lines = [
         "## Where the tolerance comes from",
         "",
-        f"Measured with `{s.command}` on {s.measured_on}, at the gate's budget. Rule: {cfg.rule.describe(b.seeds)} "
-        f"-> **{tol:.2f} points**.",
+        f"Measured with `{s.command}` on {s.measured_on}, at the gate's budget. Rule: {cfg.rule.describe(cfg.budget.seeds)} "
+        f"-> **{cfg.max_gap_points:.2f} points**.",
         "",
         f"| seed | {cfg.reference} | {cfg.candidate} | gap |",
         "|---|---|---|---|",
@@ -580,6 +628,4 @@ def render_markdown(outcome: ParityOutcome, out: Path) -> str:
               for seed, r, c_ in zip(s.seeds, s.reference_acc, s.candidate_acc)]
     lines += ["", f"Gap over {len(gaps)} measured pairs: mean {statistics.fmean(gaps):+.2f}, sample sd "
                   f"{statistics.stdev(gaps):.2f}, min {min(gaps):+.2f}, max {max(gaps):+.2f} points."]
-    lines += ["", f"Run folders: `{out / 'runs'}`; compare result: `{out / COMPARE_FILE}`; ONNX files and "
-                  f"verify.json: `{out / 'onnx'}`.", ""]
-    return "\n".join(lines)
+    return lines
