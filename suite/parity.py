@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Callable, ClassVar
 
 from .atomic import write_atomic, write_json_atomic
-from .bounds import FALSE_FAIL_RATE, ROUND_UP_TO
+from .bounds import FALSE_FAIL_RATE, MAX_SEED, ROUND_UP_TO, check_count
 from .config import (Choice, Count, Items, Number, Table, Text, check_data_source, check_fields, check_keys, read_table,
                      read_toml_tables, setting, table_of)
 from .errors import FieldError, UserError
@@ -61,6 +61,10 @@ class ParityBudget:
 
     def __post_init__(self):
         check_fields(self)
+        try:  # the last seed a valid seed too
+            check_count(self.first_seed, "seed", bounds=(0, MAX_SEED - self.seeds + 1))
+        except FieldError as exc:
+            raise FieldError("first_seed", f"{exc.problem} (with seeds = {self.seeds})") from None
 
     @property
     def seed_numbers(self) -> range:

@@ -126,6 +126,8 @@ def test_a_profile_and_parity_toml_word_their_errors_alike(tmp_path):
      "seeds = [0, 1, 2, 3]", "budget = { arch = \"simpleresnet4bit\", recipe = \"short\", epochs = 2, train_images = "
      "50000, batch_size = 128 }\nseeds = [0, 1, 2, 3]",
      r" \[control\]: the control was measured at another budget than \[budget\] \(epochs differ\): remeasure it"),
+    ("first_seed = 12", "first_seed = 4294967294",
+     r" \[budget\]: key 'first_seed' must be from 0 to 4,294,967,290, got 4294967294 \(with seeds = 6\)$"),
     ('near_control = "tathe4-3bit"', 'near_control = "tathe4-3bit"\nmax_gap_points = 2.0',
      r" \[gate\]: key 'max_gap_points' is computed from \[spread\] by the rule in \[tolerance\]; remove it$"),
 ])
