@@ -208,9 +208,11 @@ def _submit(args: argparse.Namespace) -> None:
 
 
 def _add_submit(sub) -> None:
+    from .results import DEFAULT_STORE
+
     p = sub.add_parser("submit", help="validate a bench result strictly and file it under reports/submitted/<host-id>/")
     p.add_argument("file", help="a result file written by q4bench bench")
-    p.add_argument("--store", default="reports/submitted", help="default reports/submitted")
+    p.add_argument("--store", default=str(DEFAULT_STORE), help="default %(default)s")
     p.set_defaults(func=_submit)
 
 
@@ -316,9 +318,9 @@ def _add_parity(sub) -> None:
 
 def _add_executor_options(p) -> None:
     """--executor and the Slurm parameters, shared by compare and parity."""
-    from .executors import DEFAULT_MAX_RETRIES, KINDS
+    from .executors import DEFAULT_MAX_RETRIES, KINDS, ExecutorChoice
 
-    p.add_argument("--executor", default="local", choices=KINDS,
+    p.add_argument("--executor", default=ExecutorChoice.kind, choices=KINDS,
                    help="where the runs train: local (child processes of this command, the default), slurm (one "
                         "sbatch job per run through submitit), submitit-local (the slurm path on this machine)")
     p.add_argument("--slurm-config", metavar="TOML", help="a file whose [slurm] table sets the options below "
