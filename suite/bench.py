@@ -41,21 +41,18 @@ from .scaling import ScalingPlan, measure_scaling, plan_scaling
 from .scaling import summary_line as scaling_summary_line
 from .scaling import unavailable as scaling_unavailable
 from .results import DEFAULT_RESULTS_DIR, SCHEMA_VERSION, write_new_result
-from .spec import CONV_PASSES
+from .spec import (ARM_SEPARATOR, BASELINE, CIFAR10_TEST_IMAGES, CIFAR10_TRAIN_IMAGES, CONV_PASSES, DEFAULT_METHODS,
+                   PAPER_RECIPE, PRECISIONS, arm_name)
 from .userfiles import check_output_dir
 
-BASELINE = "fp32"
-DEFAULT_METHODS = ("fp32", "tathe4")
 DEFAULT_PROFILES = ("single-thread", "colab-free-cpu")
-CIFAR10_EPOCH_IMAGES = 50_000
-EXIT_OOM = 3
 
 
 @dataclass(frozen=True)
 class AccuracyBudget:
     train_images: int | None  # None: the whole training set
     epochs: int | None  # None: the recipe's (150 for paper)
-    recipe: str = "paper"
+    recipe: str = PAPER_RECIPE
     resumable: bool = False  # runs live under runs/bench/... and continue where they stopped
 
     def describe(self) -> str:
@@ -327,8 +324,7 @@ def arms_for(profile: Profile, methods: list[str], cpu_flags: set[str]) -> list[
     arms = []
     for precision in profile.precisions(cpu_flags):
         for method in methods:
-            name = method if precision == "fp32" else f"{method}@{precision}"
-            arms.append({"name": name, "method": method, "precision": precision})
+            arms.append({"name": arm_name(method, precision), "method": method, "precision": precision})
     return arms
 
 
@@ -348,7 +344,7 @@ def measure_profile(
     batch_size = tier.batch_size or profile.batch_size
     base_task = {
         "dataset": "cifar10", "data_dir": data.data_dir, "batch_size": batch_size, "seed": config.seed,
-        "epoch_images": CIFAR10_EPOCH_IMAGES, "device": profile.device,
+        "epoch_images": CIFAR10_TRAIN_IMAGES, "device": profile.device,
     }
     started, load_start = time.perf_counter(), load_average()
     arms = arms_for(profile, methods, host_cpu_flags())
@@ -390,7 +386,7 @@ def measure_profile(
         footprint = run_child(
             dict(base_task, job="footprint", method=method, precision=arm["precision"],
                  footprint_steps=tier.footprint_steps, accuracy=accuracy_task),
-            profile, cap, workdir, f"{profile.name}-{name.replace('@', '-')}",
+            profile, cap, workdir, f"{profile.name}-{name.replace(ARM_SEPARATOR, '-')}",
             None if accuracy_task else tier.child_timeout_s,
         )
         log(f"[{profile.name}] {name}: {footprint.status} in {footprint.seconds:.0f} s"
@@ -436,7 +432,7 @@ def measure_profile(
         "description": profile.description,
         "device": profile.device,
         "device_name": t.get("device_name"),
-        "precisions": sorted({a["precision"] for a in arms}, key=["fp32", "bf16"].index),
+        "precisions": sorted({a["precision"] for a in arms}, key=PRECISIONS.index),
         "threads": profile.threads,
         "threads_spec": profile.threads_spec,
         "torch_threads": t.get("torch_threads"),
@@ -467,10 +463,10 @@ def _accuracy_eta(budget: AccuracyBudget, throughput: dict) -> float:
     """Seconds the accuracy runs should take, from the throughput child's rates (test set: 10,000 images)."""
     from .train import get_recipe
 
-    images = (budget.train_images or CIFAR10_EPOCH_IMAGES) * (budget.epochs or get_recipe(budget.recipe).epochs)
+    images = (budget.train_images or CIFAR10_TRAIN_IMAGES) * (budget.epochs or get_recipe(budget.recipe).epochs)
     seconds = 0.0
     for m in throughput["methods"].values():
-        evals = (budget.epochs or get_recipe(budget.recipe).epochs) * 10_000 / (m["eval_images_per_s"] or 1.0)
+        evals = (budget.epochs or get_recipe(budget.recipe).epochs) * CIFAR10_TEST_IMAGES / (m["eval_images_per_s"] or 1.0)
         seconds += images / m["train_images_per_s"] + evals
     return seconds
 
@@ -610,8 +606,8 @@ def method_costs(methods: list[str]) -> dict:
     from .model import VGG4bit, layer_macs_per_image
     from .train import get_recipe
 
-    recipe = get_recipe("paper")
-    steps = recipe.epochs * datamod.num_train_batches(CIFAR10_EPOCH_IMAGES, recipe.batch_size)
+    recipe = get_recipe(PAPER_RECIPE)
+    steps = recipe.epochs * datamod.num_train_batches(CIFAR10_TRAIN_IMAGES, recipe.batch_size)
     macs = layer_macs_per_image(VGG4bit(datamod.dataset_spec("cifar10").num_classes))
     over = f"the {recipe.name} recipe's {steps:,} steps ({recipe.epochs} epochs)"
     return {name: dict(method_cost(get_method(name), macs, steps), steps=over) for name in methods}
@@ -639,8 +635,8 @@ def conv_kernels_line(kernels: dict, sgemm_gflops: float, baseline: dict) -> str
 def ceiling_line(ceiling: dict) -> str:
     """'ceiling: fp32 120.3 GFLOP/s (conv 3 forward), bf16 250.1 (square), of 23 shapes; peak ...'."""
     parts = [f"{p} {ceiling[p]['gflops']:.1f} GFLOP/s ({ceiling[p]['shape']['origin']})"
-             for p in ("fp32", "bf16") if ceiling.get(p)]
-    shapes = len(next((ceiling[p]["shapes"] for p in ("fp32", "bf16") if ceiling.get(p)), []))
+             for p in PRECISIONS if ceiling.get(p)]
+    shapes = len(next((ceiling[p]["shapes"] for p in PRECISIONS if ceiling.get(p)), []))
     peak = ceiling.get("peak") or {}
     said = (f"theoretical FMA peak fp32 {peak['fp32_gflops']:.0f} GFLOP/s (estimated: {peak['formula']}; "
             f"{peak['clock_source']})" if peak.get("fp32_gflops") else f"no theoretical peak: {peak.get('reason')}")

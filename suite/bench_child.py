@@ -19,8 +19,8 @@ from pathlib import Path
 
 from .atomic import write_json_atomic
 from .profiles import apply_rlimit_cap
+from .spec import CHECKPOINT_FILE, EXIT_OOM, FULL_PRECISION, PAPER_RECIPE, PRECISIONS
 
-EXIT_OOM = 3
 OOM_MARKERS = ("can't allocate memory", "cannot allocate memory", "out of memory", "bad_alloc")
 
 
@@ -43,7 +43,7 @@ def _enter_cap(task: dict) -> str | None:
     return None
 
 
-def _placement(task: dict, precision: str = "fp32"):
+def _placement(task: dict, precision: str = FULL_PRECISION):
     from .device import Placement
 
     return Placement(task.get("device", "cpu"), precision)
@@ -63,7 +63,7 @@ def _stepper(method_name: str, num_classes: int, batch_size: int, seed: int, ste
     from .methods import get_method
     from .train import Stepper, build_model, get_recipe, make_optimizer
 
-    recipe = get_recipe("paper")
+    recipe = get_recipe(PAPER_RECIPE)
     method = get_method(method_name)
     torch.manual_seed(seed)  # every method starts from the same initial weights
     model, quantizers = build_model(method, num_classes)
@@ -87,7 +87,7 @@ def _cycle_batches(split, batch_size: int, seed: int):
 
 def _arms(task: dict) -> list[dict]:
     """The timed arms: {"name", "method", "precision"}; old tasks name methods only (all fp32)."""
-    return task.get("arms") or [{"name": m, "method": m, "precision": "fp32"} for m in task["methods"]]
+    return task.get("arms") or [{"name": m, "method": m, "precision": FULL_PRECISION} for m in task["methods"]]
 
 
 def _energy_reader(task: dict):
@@ -106,13 +106,13 @@ def _ceilings(model, task: dict, arms: list[dict], square_samples: list[float]) 
     shapes = ceiling_mod.conv_gemm_shapes(model, task["batch_size"], task["sgemm_n"])
     device = task.get("device", "cpu")
     found = {}
-    for precision in sorted({a["precision"] for a in arms}, key=["fp32", "bf16"].index):
+    for precision in sorted({a["precision"] for a in arms}, key=PRECISIONS.index):
         found[precision] = ceiling_mod.measure_ceiling(shapes, precision, task["sgemm_repeats"], device)
     best_sample = max(square_samples, default=0.0)
-    if "fp32" in found and best_sample > found["fp32"]["gflops"]:
+    if FULL_PRECISION in found and best_sample > found[FULL_PRECISION]["gflops"]:
         n = task["sgemm_n"]
-        found["fp32"] = dict(found["fp32"], gflops=best_sample,
-                             shape={"m": n, "k": n, "n": n, "origin": "square, sampled between rounds"})
+        found[FULL_PRECISION] = dict(found[FULL_PRECISION], gflops=best_sample,
+                                       shape={"m": n, "k": n, "n": n, "origin": "square, sampled between rounds"})
     return found
 
 
@@ -201,12 +201,12 @@ def run_footprint(task: dict) -> dict:
     from .train import TrainConfig, evaluate, train
 
     threads = apply_threads(task["threads"])
-    device, precision = task.get("device", "cpu"), task.get("precision", "fp32")
+    device, precision = task.get("device", "cpu"), task.get("precision", FULL_PRECISION)
     budget = task.get("accuracy")
     accuracy = None
     if budget:
         run_dir = budget.get("run_dir") or tempfile.mkdtemp(prefix="q4bench-accuracy-")
-        resume = (Path(run_dir) / "checkpoint.pt").exists()
+        resume = (Path(run_dir) / CHECKPOINT_FILE).exists()
         history = train(
             TrainConfig(method=task["method"], recipe=budget["recipe"], epochs=budget["epochs"], threads=threads,
                         seed=task["seed"], dataset=task["dataset"], data_dir=task["data_dir"],

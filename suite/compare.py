@@ -25,12 +25,14 @@ from typing import Callable
 
 from .atomic import write_json_atomic
 from .bounds import MAX_HOURS, MAX_SEED, check_count, check_number, check_optional_count
-from .errors import UserError
+from .config import check_data_source
+from .errors import FieldError, UserError
 from .executors import (DONE, JOBS_FILE, LOST, Executor, ExecutorChoice, JobBook, JobSpec, JobState, Ticket,
                         last_line, make_executor, spawn)
 from .locks import hold
-from .spec import PAPER_ARCH, SHORT_RECIPE
-from .state import load_schema, read_state, schema_errors
+from .spec import (BASELINE, COMPARE_FILE, FULL_PRECISION, HISTORY_FILE, PAPER_ARCH, PLAN_FILE, PREDICTIONS_FILE,
+                   REQUEST_FILE, SHORT_RECIPE, TRAIN_LOG, WALL_FILE)
+from .state import check_document, load_schema, read_state
 from .userfiles import CONFIG_MAX_BYTES, check_output_dir, read_user_json
 
 SCHEMA = "q4bench-compare/1"
@@ -49,7 +51,7 @@ OLD_FOLDER_DEFAULTS = {"ranks_per_run": 1, "first_seed": 0, "arch": PAPER_ARCH}
 @dataclass(frozen=True)
 class CompareRequest:
     methods: tuple[str, ...]  # the candidates
-    reference: str = "fp32"
+    reference: str = BASELINE
     seeds: int = 2
     first_seed: int = 0  # seeds first_seed .. first_seed + seeds - 1: fresh seeds beside a study made elsewhere
     epochs: int | None = None
@@ -59,7 +61,7 @@ class CompareRequest:
     synthetic: bool = False
     data_dir: str | None = None
     device: str = "cpu"
-    precision: str = "fp32"
+    precision: str = FULL_PRECISION
     parallel: int | None = None  # None: cores // threads on CPU, DEFAULT_GPU_CHILDREN on cuda
     threads: int | None = None  # per child; None: 1 on CPU, cores // parallel on cuda
     margin: float = DEFAULT_MARGIN
@@ -71,7 +73,7 @@ class CompareRequest:
     # Where the runs train (local children, or cluster jobs through submitit); not part of the study's identity.
     executor: ExecutorChoice = field(default_factory=ExecutorChoice)
 
-    def __post_init__(self):  # ranges shared with the CLI (suite.bounds); the rest is checked by validate()
+    def __post_init__(self):  # ranges shared with the CLI (suite.bounds), rules across fields; the rest: validate()
         check_count(self.seeds, "seeds")
         check_count(self.first_seed, "seed", label="--first-seed", bounds=(0, MAX_SEED - self.seeds + 1))
         for name in ("epochs", "subset", "parallel", "threads", "batch_size", "ranks_per_run"):
@@ -79,6 +81,9 @@ class CompareRequest:
         if self.hours is not None:
             check_number(self.hours, "--hours", 0, MAX_HOURS)
         check_number(self.margin, "--margin", 0, 100)
+        if (self.epochs is None) == (self.hours is None):
+            raise FieldError(None, "give the budget as exactly one of --epochs E or --hours H")
+        check_data_source(self.data_dir, self.synthetic)
 
     @property
     def seed_numbers(self) -> range:
@@ -131,10 +136,6 @@ def validate(req: CompareRequest) -> CompareRequest:
         get_recipe(req.recipe)
     except UserError as exc:
         raise UserError(f"--recipe: {exc}") from None
-    if (req.epochs is None) == (req.hours is None):
-        raise UserError("give the budget as exactly one of --epochs E or --hours H")
-    if req.synthetic and req.data_dir:
-        raise UserError("--data-dir and --synthetic exclude each other")
     if "WORLD_SIZE" in os.environ:
         raise UserError("q4bench compare starts its own runs: do not start it under torchrun; pass "
                         "--ranks-per-run N to train each run as a torchrun job of N ranks")
@@ -215,7 +216,7 @@ def check_identity(out: Path, req: CompareRequest) -> None:
     Besides the identity, request.json keeps "seeds_first" (the seed count first recorded) and
     "seeds_raised_after_result" (seeds were raised while a compare.json existed: a look before extending,
     which the result's reason mentions, since it bends the nominal error rates)."""
-    path, mine = out / "request.json", identity(req)
+    path, mine = out / REQUEST_FILE, identity(req)
     history = {"seeds_first": req.seeds, "seeds_raised_after_result": False}
     if path.exists():
         saved = read_user_json(path, "compare request", CONFIG_MAX_BYTES)
@@ -227,7 +228,7 @@ def check_identity(out: Path, req: CompareRequest) -> None:
                 f"{out} holds a compare with {key} = {old!r}; this command asks for {value!r} "
                 f"(rerun the original command to resume it, or choose another --out)"
             )
-        history = _seed_history_after(saved, req, (out / "compare.json").exists())
+        history = _seed_history_after(saved, req, (out / COMPARE_FILE).exists())
     write_json_atomic(path, {**mine, **history})
 
 
@@ -241,7 +242,7 @@ def _seed_history_after(saved: dict, req: CompareRequest, result_exists: bool) -
 def seed_history(out: Path) -> tuple[int | None, bool]:
     """(seeds first recorded, raised after a result?) from OUT/request.json; (None, False) when unknown."""
     try:
-        saved = json.loads((out / "request.json").read_text())
+        saved = json.loads((out / REQUEST_FILE).read_text())
     except (OSError, ValueError):
         return None, False
     first = saved.get("seeds_first") if isinstance(saved, dict) else None
@@ -288,8 +289,8 @@ def train_command(req: CompareRequest, run: Run, epochs: int, out: Path) -> list
 
 
 def run_finished(run_dir: Path, epochs: int) -> bool:
-    history = run_dir / "history.json"
-    if not history.is_file() or not (run_dir / "predictions.npy").is_file():
+    history = run_dir / HISTORY_FILE
+    if not history.is_file() or not (run_dir / PREDICTIONS_FILE).is_file():
         return False
     try:
         return len(read_state(history, "history", "run history")["epochs"]) >= epochs
@@ -299,7 +300,7 @@ def run_finished(run_dir: Path, epochs: int) -> bool:
 
 def epochs_done(run_dir: Path) -> int:
     try:
-        return len(read_state(run_dir / "history.json", "history", "run history")["epochs"])
+        return len(read_state(run_dir / HISTORY_FILE, "history", "run history")["epochs"])
     except UserError:
         return 0
 
@@ -352,7 +353,7 @@ def epoch_seconds(spi: float, train_images: int, test_images: int) -> float:
 
 def make_plan(req: CompareRequest, out: Path, sizes: tuple[int, int, int], log: Callable[[str], None]) -> dict:
     """plan.json: reused on a rerun (so --hours keeps the epochs it first gave), else measured now."""
-    path = out / "plan.json"
+    path = out / PLAN_FILE
     if path.exists():
         plan = read_state(path, "plan", "compare plan (delete it to measure anew)")
         missing = [m for m in (req.reference, *req.methods) if m not in plan["seconds_per_image"]]
@@ -426,7 +427,7 @@ def _finished_gaps(req: CompareRequest, candidate: str, epochs: int, runs_dir: P
         if not all(run_finished(d, epochs) for d in dirs):
             continue
         try:
-            ref, cand = (read_state(d / "history.json", "history", "run history")["final_test_acc"] for d in dirs)
+            ref, cand = (read_state(d / HISTORY_FILE, "history", "run history")["final_test_acc"] for d in dirs)
         except UserError:
             continue  # a broken history is refused later, by build_result, with its path
         if ref is None or cand is None:
@@ -548,9 +549,9 @@ class _StudyJobs:
                 return
             detail += f"; lost {self.lost[run]} times in a row without finishing an epoch (--max-retries {limit})"
         if state.phase != DONE or not run_finished(run_dir, self.epochs):
-            self.failures.append(f"{run.name} {detail} (log {state.log or run_dir / 'train.log'})")
+            self.failures.append(f"{run.name} {detail} (log {state.log or run_dir / TRAIN_LOG})")
             return
-        history = read_state(run_dir / "history.json", "history", "run history")
+        history = read_state(run_dir / HISTORY_FILE, "history", "run history")
         self.log(f"compare: finished {run.name}: test {history['final_test_acc']:.2f}% after "
                  f"{len(history['epochs'])} epoch(s)")
 
@@ -571,7 +572,7 @@ class _StudyJobs:
 
 def _add_wall(run_dir: Path, seconds: float) -> None:
     # Cumulative across reruns: what the compare spent on this run in child processes that exited.
-    path = run_dir / "wall.json"
+    path = run_dir / WALL_FILE
     wall = read_state(path, "wall", "run wall time") if path.exists() else {"wall_seconds": 0.0, "attempts": 0}
     write_json_atomic(path, {"wall_seconds": wall["wall_seconds"] + seconds, "attempts": wall["attempts"] + 1})
 
@@ -619,17 +620,17 @@ def _check_run_matches(run_dir: Path, history: dict, run: Run, req: CompareReque
     trained by `q4bench train` beforehand, or copied in): same method, seed, recipe, budget and precision."""
     expected = {"method": run.method, "seed": run.seed, "arch": req.arch, "recipe": req.recipe,
                 "planned_epochs": epochs, "precision": req.precision}
-    older = {"precision": "fp32", "planned_epochs": epochs, "arch": PAPER_ARCH}  # what older histories lacking a key meant
+    older = {"precision": FULL_PRECISION, "planned_epochs": epochs, "arch": PAPER_ARCH}  # what older histories lacking a key meant
     for key, want in expected.items():
         got = history.get(key, older.get(key))
         if got != want:
-            raise UserError(f"{run_dir / 'history.json'}: {key} is {got!r}, this compare needs {want!r}; move that "
+            raise UserError(f"{run_dir / HISTORY_FILE}: {key} is {got!r}, this compare needs {want!r}; move that "
                             "run folder away (or choose another --out) and rerun")
     if len(history.get("epochs", [])) < epochs:  # never compare a run that did not finish its budget
-        raise UserError(f"{run_dir / 'history.json'}: {len(history.get('epochs', []))} of {epochs} epoch(s) trained; "
+        raise UserError(f"{run_dir / HISTORY_FILE}: {len(history.get('epochs', []))} of {epochs} epoch(s) trained; "
                         "rerun the same compare command to finish it")
     if history["final_test_acc"] is None or not history["epochs"]:
-        raise UserError(f"{run_dir / 'history.json'}: final_test_acc is null or epochs is empty, in a run that "
+        raise UserError(f"{run_dir / HISTORY_FILE}: final_test_acc is null or epochs is empty, in a run that "
                         f"should be finished; move that run folder away and rerun")
 
 
@@ -645,19 +646,19 @@ def build_result(req: CompareRequest, epochs: int, out: Path) -> dict:
     runs, histories, predictions = [], {}, {}
     for run in all_runs(req):
         run_dir = runs_dir / run.name
-        history = read_state(run_dir / "history.json", "history", "run history")
+        history = read_state(run_dir / HISTORY_FILE, "history", "run history")
         _check_run_matches(run_dir, history, run, req, epochs)
-        preds = read_predictions(run_dir / "predictions.npy")
+        preds = read_predictions(run_dir / PREDICTIONS_FILE)
         labels = labels_of(run.seed)
         if preds.shape != labels.shape:
-            raise UserError(f"{run_dir / 'predictions.npy'}: {preds.size} predictions for {labels.size} test images")
+            raise UserError(f"{run_dir / PREDICTIONS_FILE}: {preds.size} predictions for {labels.size} test images")
         # The predictions must give the accuracy the history reports, or they are not this run's.
         acc = 100.0 * float(np.mean(preds == labels))
         if abs(acc - history["final_test_acc"]) > 1e-6:
-            raise UserError(f"{run_dir / 'predictions.npy'} scores {acc:.4f}%, its history.json says "
+            raise UserError(f"{run_dir / PREDICTIONS_FILE} scores {acc:.4f}%, its history.json says "
                             f"{history['final_test_acc']:.4f}%: they are not from the same epoch or test set")
         histories[run], predictions[run] = history, preds
-        wall = run_dir / "wall.json"
+        wall = run_dir / WALL_FILE
         runs.append({
             "method": run.method,
             "seed": run.seed,
@@ -665,8 +666,8 @@ def build_result(req: CompareRequest, epochs: int, out: Path) -> dict:
             "best_test_acc": history["best_test_acc"],
             "final_test_acc_tta": history["epochs"][-1].get("test_acc_tta"),
             "wall_seconds": read_state(wall, "wall", "run wall time")["wall_seconds"] if wall.exists() else None,
-            "history": os.path.relpath(run_dir / "history.json", out),
-            "predictions": os.path.relpath(run_dir / "predictions.npy", out),
+            "history": os.path.relpath(run_dir / HISTORY_FILE, out),
+            "predictions": os.path.relpath(run_dir / PREDICTIONS_FILE, out),
         })
     seeds_first, raised_after_result = seed_history(out)
     extended_from = seeds_first if seeds_first is not None and req.seeds > seeds_first else None
@@ -726,11 +727,10 @@ def schema() -> dict:
     return load_schema("compare_schema.json")
 
 
-def validate_result(doc: dict) -> None:
-    """A compare.json this code built fits its schema; a misfit is a bug here, not the user's (ValueError)."""
-    reasons = schema_errors(doc, schema())
-    if reasons:
-        raise ValueError(f"compare result does not fit compare_schema.json at {reasons[0]}")
+def validate_result(doc: dict, source: str | os.PathLike = COMPARE_FILE) -> None:
+    """A compare result (read, or built before it is written) fits compare_schema.json; else one line naming
+    source and the first field that does not fit."""
+    check_document(doc, schema(), source, "compare result")
 
 
 def read_predictions(path: Path):
@@ -772,10 +772,10 @@ def run_compare(req: CompareRequest, log: Callable[[str], None] = print) -> dict
             log(f"  executor: {executor.describe()}; jobs recorded in {out / JOBS_FILE}")
         execute(req, all_runs(req), plan["epochs"], out / "runs", log, executor)
         doc = build_result(req, plan["epochs"], out)
-        validate_result(doc)
-        write_json_atomic(out / "compare.json", doc)
+        validate_result(doc, out / COMPARE_FILE)
+        write_json_atomic(out / COMPARE_FILE, doc)
     for comparison in doc["comparisons"]:
         log(summary_line(doc, comparison))
         log(f"  {comparison['reason']}")
-    log(f"compare: wrote {out / 'compare.json'}")
+    log(f"compare: wrote {out / COMPARE_FILE}")
     return doc

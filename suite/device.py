@@ -18,9 +18,9 @@ import torch
 
 from .errors import UserError
 from .measure.host import cpu_flags, host_fingerprint
+from .spec import FULL_PRECISION, PRECISIONS
 
 DEVICES = ("cpu", "cuda")
-PRECISIONS = ("fp32", "bf16")
 _CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 
 
@@ -52,8 +52,8 @@ class Placement:
 
     def precision_support(self) -> str:
         """'fp32'; for bf16: 'native (<flag or GPU>)' or 'emulated (...)'."""
-        if self.precision == "fp32":
-            return "fp32"
+        if self.precision == FULL_PRECISION:
+            return FULL_PRECISION
         if self.device == "cuda":
             return "native (CUDA)" if torch.cuda.is_bf16_supported() else "emulated (this GPU has no bf16 units)"
         present = [flag for flag in _CPU_BF16_FLAGS if flag in cpu_flags()]

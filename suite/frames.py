@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import UserError
-from .spec import COMPARE_SCHEMA_PREFIX, HISTORY_FILE, PARITY_FILE, VERIFY_FILE, split_arm
+from .spec import (COMPARE_SCHEMA_PREFIX, FULL_PRECISION, HISTORY_FILE, PARITY_FILE, PLAN_FILE, REQUEST_FILE,
+                   VERIFY_FILE, WALL_FILE, split_arm)
 from .userfiles import RESULT_MAX_BYTES, read_user_json
 
 # column -> pandas dtype; every row has every column (missing values are <NA>/NaN).
@@ -42,7 +43,7 @@ COLUMNS = {
 FORMATS = ("csv", "json", "parquet")
 DEFAULT_PATHS = ("reports/results", "reports/submitted")
 # The suite's bookkeeping beside its results: not rows of this table.
-COMPANION_FILES = {"plan.json", "request.json", "wall.json", PARITY_FILE, VERIFY_FILE}
+COMPANION_FILES = {PLAN_FILE, REQUEST_FILE, WALL_FILE, PARITY_FILE, VERIFY_FILE}
 COMPARE_TIMING_DIR = "timing"  # compare's step-time probes
 
 
@@ -102,7 +103,7 @@ def _rows_of(path: Path, doc: dict) -> list[dict]:
     from . import compare, results
 
     if str(doc.get("schema", "")).startswith(COMPARE_SCHEMA_PREFIX):
-        compare.validate_result(doc)
+        compare.validate_result(doc, path)
         return compare_rows(path, doc)
     if path.name == HISTORY_FILE:
         return [history_row(path, doc)]
@@ -170,7 +171,7 @@ def history_row(path: Path, history: dict) -> dict:
         "device": history.get("device"), "threads": history.get("threads"), "arch": history.get("arch"),
         "recipe": history["recipe"], "epochs": history.get("planned_epochs"),
         "train_images": history.get("train_images"), "method": history["method"],
-        "precision": history.get("precision", "fp32"), "seed": history.get("seed"),
+        "precision": history.get("precision", FULL_PRECISION), "seed": history.get("seed"),
         "status": "finished" if len(epochs) >= (history.get("planned_epochs") or 0) else "unfinished",
         "final_test_acc": last.get("test_acc"), "best_test_acc": history.get("best_test_acc"),
         "final_test_acc_tta": last.get("test_acc_tta"), "epochs_done": len(epochs),

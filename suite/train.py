@@ -19,8 +19,10 @@ import torch.nn.functional as F
 from . import data as datamod
 from .atomic import write_atomic, write_json_atomic
 from .provenance import stamp
+from .spec import CHECKPOINT_FILE, FULL_PRECISION, HISTORY_FILE, PAPER_RECIPE, PREDICTIONS_FILE, REFERENCE_4BIT
 from .userfiles import check_output_dir
 from .bounds import check_count, check_optional_count
+from .config import check_data_source
 from .errors import UserError
 from .state import check_state
 from .locks import hold
@@ -103,8 +105,8 @@ def get_recipe(name: str) -> Recipe:
 
 @dataclass
 class TrainConfig:
-    method: str = "tathe4"
-    recipe: str = "paper"
+    method: str = REFERENCE_4BIT
+    recipe: str = PAPER_RECIPE
     epochs: int | None = None  # None: the recipe's
     threads: int | None = None  # None: torch's default
     seed: int = 0
@@ -116,13 +118,14 @@ class TrainConfig:
     out: str = "runs/default"
     resume: bool = False
     device: str = "cpu"  # cpu | cuda
-    precision: str = "fp32"  # fp32 | bf16 (autocast around forward and loss)
+    precision: str = FULL_PRECISION  # fp32 | bf16 (autocast around forward and loss)
     arch: str = ARCH_NAME  # a key of model.ARCHS
 
     def __post_init__(self):  # the library API gets the CLI's ranges too (suite.bounds)
         for name in ("epochs", "threads", "subset", "batch_size"):
             check_optional_count(getattr(self, name), name)
         check_count(self.seed, "seed")
+        check_data_source(self.data_dir, self.synthetic)
 
 
 # Fields that must match between a checkpoint and a --resume call (epochs may grow for epoch-stepped recipes,
@@ -401,7 +404,7 @@ def _open_on_main(config: TrainConfig, recipe: Recipe, epochs: int, batch_size: 
 
 def _read_resume_state(config: TrainConfig, recipe: Recipe, epochs: int, batch_size: int, out: Path,
                        world: World) -> dict | None:
-    ckpt_path = out / "checkpoint.pt"
+    ckpt_path = out / CHECKPOINT_FILE
     if ckpt_path.exists() and not config.resume:
         raise UserError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
     if not (config.resume and ckpt_path.exists()):
@@ -421,7 +424,7 @@ def _read_resume_state(config: TrainConfig, recipe: Recipe, epochs: int, batch_s
 
 
 def _train(config, recipe, method, placement, epochs, batch_size, out, on_batch, log, world, held) -> dict:
-    ckpt_path, history_path, predictions_path = out / "checkpoint.pt", out / "history.json", out / "predictions.npy"
+    ckpt_path, history_path, predictions_path = out / CHECKPOINT_FILE, out / HISTORY_FILE, out / PREDICTIONS_FILE
     state = _open_on_main(config, recipe, epochs, batch_size, out, world, held)
     train_split, test_split, source = datamod.load_data(
         config.dataset, config.data_dir, config.synthetic, config.subset, config.seed

@@ -20,7 +20,7 @@ from typing import Iterable
 from ..errors import UserError
 from ..userfiles import CONFIG_MAX_BYTES, read_user_json
 from ..spec import (CIFAR10_TEST_IMAGES, CIFAR10_TRAIN_IMAGES, COMPARE_SCHEMA_PREFIX, FIXTURE_MARK, HISTORY_FILE,
-                    PAPER_ARCH, PAPER_EPOCHS, PAPER_RECIPE, VERIFY_FILE)
+                    PAPER_ARCH, PAPER_EPOCHS, PAPER_RECIPE, REQUEST_FILE, VERIFY_FILE)
 from .shapes import HISTORY, VERIFY, check_compare, check_shape, inside_folder
 
 DEFAULT_RESULTS = ("reports/results", "reports/submitted")
@@ -476,7 +476,7 @@ def study_request(run: RunHistory) -> dict:
         return {}
     study = run.path.parent.parent.parent
     try:
-        return read_user_json(study / "request.json", "compare request", CONFIG_MAX_BYTES, inside=study)
+        return read_user_json(study / REQUEST_FILE, "compare request", CONFIG_MAX_BYTES, inside=study)
     except UserError:
         return {}
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import textwrap
 
-from ...spec import COMPARE_COMMAND, PAPER_ARCH, PAPER_EPOCHS, PAPER_RECIPE, REFERENCE_4BIT
+from ...spec import COMPARE_COMMAND, FULL_PRECISION, PAPER_ARCH, PAPER_EPOCHS, PAPER_RECIPE, REFERENCE_4BIT
 from ...stats import ALPHA
 from .. import figures
 from ..cells import omitted_note, provenance_note
@@ -74,7 +74,7 @@ def _power_clause(p: GapPoint) -> str:
 
 
 def _network(p: GapPoint) -> str:
-    both = "" if p.precision == "fp32" else f", both in {p.precision}"
+    both = "" if p.precision == FULL_PRECISION else f", both in {p.precision}"
     return f"({network_name(p.arch)}{both})"
 
 
@@ -87,7 +87,7 @@ def verdict_sentence(p: GapPoint) -> str:
 def budget_clause(p: GapPoint) -> str:
     """A short line for the other budgets: '15 epochs (short), 1 seed: tathe4 0.08 below'."""
     how = [p.recipe] + ([network_name(p.arch)] if p.arch != PAPER_ARCH else [])
-    how += ([f"both in {p.precision}"] if p.precision != "fp32" else []) + ([] if p.finished else ["unfinished"])
+    how += ([f"both in {p.precision}"] if p.precision != FULL_PRECISION else []) + ([] if p.finished else ["unfinished"])
     budget = (f"{p.epochs} epoch{'s' if p.epochs != 1 else ''}" if p.finished else f"epoch {p.epochs}/{p.planned}")
     seeds = f"{p.n} seed{'s' if p.n != 1 else ''}" + (" (run pairs)" if p.source == "run pairs" and p.n > 1 else "")
     word = "below" if p.gap > 0 else "above" if p.gap < 0 else "equal to"

@@ -3,7 +3,7 @@ measured on the host; the hosts past the main page's rows, below the divider."""
 
 from __future__ import annotations
 
-from ...spec import BASELINE, REFERENCE_4BIT
+from ...spec import BASELINE, REFERENCE_4BIT, arm_name, split_arm
 from ..cells import fix_for_missing_accuracy, run_time
 from ..document import Cell, Kind, Paragraph, Section, Table, text
 from ..gaps import GapPoint, gap_points, unfinished_runs
@@ -25,11 +25,12 @@ def _speed_cell(inputs: Inputs, host: str) -> Cell:
     ratio = p["step_time_ratio"].get(REFERENCE_4BIT)
     if ratio is not None:
         lines.append(f"tathe4 step: {ratio:.2f}x fp32's")
-    for arm in (f"{BASELINE}@bf16", f"{REFERENCE_4BIT}@bf16"):  # the same run's bf16 arms, against its fp32 step
+    # the same run's bf16 arms, against its fp32 step
+    for arm in (arm_name(BASELINE, "bf16"), arm_name(REFERENCE_4BIT, "bf16")):
         if p["step_time_ratio"].get(arm) is not None:
             span = p.get("step_time_ratio_range", {}).get(arm)
             support = (p["methods"].get(arm) or {}).get("precision_support") or "bf16"
-            lines.append(f"{arm.split('@')[0]} in bf16 ({support}): {p['step_time_ratio'][arm]:.2f}x the fp32 step"
+            lines.append(f"{split_arm(arm)[0]} in bf16 ({support}): {p['step_time_ratio'][arm]:.2f}x the fp32 step"
                          + (f" [cycles {span[0]:.2f}-{span[1]:.2f}]" if span else ""))
     if mine.get("peak_rss_bytes"):
         lines.append(f"peak memory, tathe4: {mine['peak_rss_bytes'] / 2**20:,.0f} MiB")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ...spec import COMPARE_COMMAND
+from ...spec import COMPARE_COMMAND, VERIFY_FILE
 from ..cells import OLD_DEVICE_NOTE, data_label, host_cell, run_time, source_cell, table_host_names
 from ..document import Paragraph, Section, Table, text
 from ..inputs import Inputs, describe_code, device_of, relative
@@ -39,7 +39,7 @@ def section_runs(inputs: Inputs) -> Section:
                    "code": text(describe_code(run.provenance), note=None if run.provenance else "old-code"),
                    "file": text(relative(run.path)), "source": source_cell(run.fixture, "q4bench train")})
     for v in inputs.verifies:
-        table.add({"kind": text("verify.json"), "host": text("-"), "time": text(run_time(
+        table.add({"kind": text(VERIFY_FILE), "host": text("-"), "time": text(run_time(
                    (v.data.get("provenance") or {}).get("written_at"))), "data": text(str(v.data.get("data", "?"))),
                    "budget / tier": text(f"{v.data['test_images']:,} test images"), "device": text("cpu (onnxruntime)"),
                    "code": text(describe_code(v.data.get("provenance")),
