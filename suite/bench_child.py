@@ -61,7 +61,7 @@ def _stepper(method_name: str, num_classes: int, batch_size: int, seed: int, ste
     import torch
 
     from .methods import get_method
-    from .train import Stepper, build_model, get_recipe, make_optimizer
+    from .train import StepOptions, Stepper, build_model, get_recipe, make_optimizer
 
     recipe = get_recipe(PAPER_RECIPE)
     method = get_method(method_name)
@@ -72,7 +72,7 @@ def _stepper(method_name: str, num_classes: int, batch_size: int, seed: int, ste
     model.train()
     optimizer = make_optimizer(model, recipe)
     return model, Stepper(model, method, optimizer, quantizers, total_steps=recipe.epochs * steps_per_epoch,
-                          placement=placement)
+                          options=StepOptions(placement=placement))
 
 
 def _cycle_batches(split, batch_size: int, seed: int):

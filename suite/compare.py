@@ -30,6 +30,7 @@ from .errors import FieldError, UserError
 from .executors import (DONE, JOBS_FILE, LOST, Executor, ExecutorChoice, JobBook, JobSpec, JobState, Ticket,
                         last_line, make_executor, spawn)
 from .locks import hold
+from .recipes import get_recipe
 from .spec import (BASELINE, COMPARE_FILE, FULL_PRECISION, HISTORY_FILE, PAPER_ARCH, PLAN_FILE, PREDICTIONS_FILE,
                    REQUEST_FILE, SHORT_RECIPE, TRAIN_LOG, WALL_FILE)
 from .state import check_document, load_schema, read_state
@@ -112,8 +113,18 @@ def _cores() -> int:
 
 def validate(req: CompareRequest) -> CompareRequest:
     """The request with defaults resolved; UserError on the first bad option."""
+    _check_names(req)
+    _check_options(req)
+    parallel, threads = _children(req)
+    data_dir = None if req.synthetic else str(_data_folder(req))
+    return dataclasses.replace(req, parallel=parallel, threads=threads, data_dir=data_dir)
+
+
+def _check_names(req: CompareRequest) -> None:
+    """The methods, the network and the recipe exist, and the candidates are distinct from each other and the
+    reference."""
     from .methods import get_method
-    from .train import get_recipe
+    from .model import check_arch
 
     if not req.methods:
         raise UserError("--method is required (a candidate to compare with the reference, e.g. --method tathe4)")
@@ -126,8 +137,6 @@ def validate(req: CompareRequest) -> CompareRequest:
         raise UserError(f"--method {req.reference}: it is the reference; name candidates only")
     if len(set(req.methods)) != len(req.methods):
         raise UserError(f"--method: a candidate is named twice ({' '.join(req.methods)})")
-    from .model import check_arch
-
     try:
         check_arch(req.arch)
     except UserError as exc:
@@ -136,6 +145,10 @@ def validate(req: CompareRequest) -> CompareRequest:
         get_recipe(req.recipe)
     except UserError as exc:
         raise UserError(f"--recipe: {exc}") from None
+
+
+def _check_options(req: CompareRequest) -> None:
+    """Where the runs train fits this machine (the budget and data-source rules are CompareRequest's own)."""
     if "WORLD_SIZE" in os.environ:
         raise UserError("q4bench compare starts its own runs: do not start it under torchrun; pass "
                         "--ranks-per-run N to train each run as a torchrun job of N ranks")
@@ -154,19 +167,18 @@ def validate(req: CompareRequest) -> CompareRequest:
         from .cluster import import_submitit
 
         import_submitit(req.executor.kind)  # a missing extra is one line, before anything is written
+
+
+def _children(req: CompareRequest) -> tuple[int, int]:
+    """(runs side by side, threads per run's process) with the defaults filled in."""
     cores = _cores()
     if req.device == "cuda":
         parallel = req.parallel or DEFAULT_GPU_CHILDREN
-        threads = req.threads or max(1, cores // parallel)
-    else:
-        # Measured on 2 cores: two 1-thread trainings side by side made 266 img/s together, one 2-thread
-        # process 244-254; so by default each child gets one thread and the cores are filled with children.
-        threads = req.threads or 1
-        parallel = req.parallel or max(1, cores // (threads * req.ranks_per_run))
-    data_dir = None
-    if not req.synthetic:
-        data_dir = str(_data_folder(req))
-    return dataclasses.replace(req, parallel=parallel, threads=threads, data_dir=data_dir)
+        return parallel, req.threads or max(1, cores // parallel)
+    # Measured on 2 cores: two 1-thread trainings side by side made 266 img/s together, one 2-thread
+    # process 244-254; so by default each child gets one thread and the cores are filled with children.
+    threads = req.threads or 1
+    return req.parallel or max(1, cores // (threads * req.ranks_per_run)), threads
 
 
 def _data_folder(req: CompareRequest) -> Path:
@@ -584,7 +596,6 @@ def _add_wall(run_dir: Path, seconds: float) -> None:
 def _sizes(req: CompareRequest) -> tuple[int, int, int]:
     """(train images, test images, batch size) the runs will see."""
     from . import data as datamod
-    from .train import get_recipe
 
     train, test, _ = datamod.load_data(req.dataset, req.data_dir, req.synthetic, req.subset, 0)
     return len(train), len(test), req.batch_size if req.batch_size is not None else get_recipe(req.recipe).batch_size
@@ -634,54 +645,25 @@ def _check_run_matches(run_dir: Path, history: dict, run: Run, req: CompareReque
                         f"should be finished; move that run folder away and rerun")
 
 
+@dataclass(frozen=True)
+class _FinishedRun:
+    run: Run
+    history: dict
+    predictions: object  # numpy: the top-1 class of every test image
+    row: dict  # its entry in compare.json's "runs"
+
+
 def build_result(req: CompareRequest, epochs: int, out: Path) -> dict:
     """The compare.json document from the finished runs in OUT/runs (every statistic from suite.stats)."""
-    import numpy as np
-
-    from . import stats
     from .measure.host import host_fingerprint
     from .provenance import stamp
 
-    runs_dir, labels_of = out / "runs", _labels_loader(req)
-    runs, histories, predictions = [], {}, {}
-    for run in all_runs(req):
-        run_dir = runs_dir / run.name
-        history = read_state(run_dir / HISTORY_FILE, "history", "run history")
-        _check_run_matches(run_dir, history, run, req, epochs)
-        preds = read_predictions(run_dir / PREDICTIONS_FILE)
-        labels = labels_of(run.seed)
-        if preds.shape != labels.shape:
-            raise UserError(f"{run_dir / PREDICTIONS_FILE}: {preds.size} predictions for {labels.size} test images")
-        # The predictions must give the accuracy the history reports, or they are not this run's.
-        acc = 100.0 * float(np.mean(preds == labels))
-        if abs(acc - history["final_test_acc"]) > 1e-6:
-            raise UserError(f"{run_dir / PREDICTIONS_FILE} scores {acc:.4f}%, its history.json says "
-                            f"{history['final_test_acc']:.4f}%: they are not from the same epoch or test set")
-        histories[run], predictions[run] = history, preds
-        wall = run_dir / WALL_FILE
-        runs.append({
-            "method": run.method,
-            "seed": run.seed,
-            "final_test_acc": history["final_test_acc"],
-            "best_test_acc": history["best_test_acc"],
-            "final_test_acc_tta": history["epochs"][-1].get("test_acc_tta"),
-            "wall_seconds": read_state(wall, "wall", "run wall time")["wall_seconds"] if wall.exists() else None,
-            "history": os.path.relpath(run_dir / HISTORY_FILE, out),
-            "predictions": os.path.relpath(run_dir / PREDICTIONS_FILE, out),
-        })
+    labels_of = _labels_loader(req)
+    finished = {run: _read_finished_run(out, run, req, epochs, labels_of) for run in all_runs(req)}
     seeds_first, raised_after_result = seed_history(out)
     extended_from = seeds_first if seeds_first is not None and req.seeds > seeds_first else None
-    comparisons = []
-    for cand in req.methods:
-        pairs = []
-        for seed in req.seed_numbers:
-            r, c = Run(req.reference, seed), Run(cand, seed)
-            pairs.append(stats.make_pair(seed, histories[r]["final_test_acc"], histories[c]["final_test_acc"],
-                                         labels_of(seed), predictions[r], predictions[c]))
-        comparisons.append(stats.compare(cand, pairs, req.margin,
-                                         extended_from if raised_after_result else None).to_json())
-    first = histories[Run(req.reference, req.first_seed)]
-    train_images, test_images, batch = first["train_images"], first["test_images"], first["batch_size"]
+    comparisons = _comparisons(req, finished, labels_of, extended_from if raised_after_result else None)
+    first = finished[Run(req.reference, req.first_seed)].history
     return {
         "schema": SCHEMA,
         "provenance": stamp(command="q4bench compare", **_executor_note(req)),
@@ -690,16 +672,65 @@ def build_result(req: CompareRequest, epochs: int, out: Path) -> dict:
         "device_name": _device_name(req, first),
         "precision": req.precision,
         "arch": req.arch,
-        "budget": {"recipe": req.recipe, "epochs": epochs, "train_images": train_images,
-                   "test_images": test_images, "batch_size": batch, "hours": req.hours},
+        "budget": {"recipe": req.recipe, "epochs": epochs, "train_images": first["train_images"],
+                   "test_images": first["test_images"], "batch_size": first["batch_size"], "hours": req.hours},
         "data_source": first["data_source"],
         "reference": req.reference,
         "margin_points": req.margin,
         "seeds_extended_from": extended_from,
-        "trained_on": trained_on(histories.values()),
-        "runs": runs,
+        "trained_on": trained_on(f.history for f in finished.values()),
+        "runs": [f.row for f in finished.values()],
         "comparisons": comparisons,
     }
+
+
+def _read_finished_run(out: Path, run: Run, req: CompareRequest, epochs: int, labels_of) -> _FinishedRun:
+    """A run's history and predictions, checked to be this compare's run, finished, and consistent."""
+    run_dir = out / "runs" / run.name
+    history = read_state(run_dir / HISTORY_FILE, "history", "run history")
+    _check_run_matches(run_dir, history, run, req, epochs)
+    preds = read_predictions(run_dir / PREDICTIONS_FILE)
+    _check_predictions(run_dir / PREDICTIONS_FILE, preds, labels_of(run.seed), history["final_test_acc"])
+    wall = run_dir / WALL_FILE
+    row = {
+        "method": run.method,
+        "seed": run.seed,
+        "final_test_acc": history["final_test_acc"],
+        "best_test_acc": history["best_test_acc"],
+        "final_test_acc_tta": history["epochs"][-1].get("test_acc_tta"),
+        "wall_seconds": read_state(wall, "wall", "run wall time")["wall_seconds"] if wall.exists() else None,
+        "history": os.path.relpath(run_dir / HISTORY_FILE, out),
+        "predictions": os.path.relpath(run_dir / PREDICTIONS_FILE, out),
+    }
+    return _FinishedRun(run, history, preds, row)
+
+
+def _check_predictions(path: Path, preds, labels, final_test_acc: float) -> None:
+    """The predictions must give the accuracy the history reports, or they are not this run's."""
+    import numpy as np
+
+    if preds.shape != labels.shape:
+        raise UserError(f"{path}: {preds.size} predictions for {labels.size} test images")
+    acc = 100.0 * float(np.mean(preds == labels))
+    if abs(acc - final_test_acc) > 1e-6:
+        raise UserError(f"{path} scores {acc:.4f}%, its history.json says "
+                        f"{final_test_acc:.4f}%: they are not from the same epoch or test set")
+
+
+def _comparisons(req: CompareRequest, finished: dict, labels_of, looked_from: int | None) -> list[dict]:
+    """Each candidate against the reference, paired seed by seed. looked_from: the seed count a result was
+    seen at before seeds were added (it bends the nominal error rates), else None."""
+    from . import stats
+
+    comparisons = []
+    for cand in req.methods:
+        pairs = []
+        for seed in req.seed_numbers:
+            ref, other = finished[Run(req.reference, seed)], finished[Run(cand, seed)]
+            pairs.append(stats.make_pair(seed, ref.history["final_test_acc"], other.history["final_test_acc"],
+                                         labels_of(seed), ref.predictions, other.predictions))
+        comparisons.append(stats.compare(cand, pairs, req.margin, looked_from).to_json())
+    return comparisons
 
 
 def _executor_note(req: CompareRequest) -> dict:

@@ -26,7 +26,7 @@ from . import data as datamod
 from . import distributed as D
 from .atomic import write_json_atomic
 from .methods import get_method
-from .train import Stepper, build_model, get_recipe, make_optimizer
+from .train import StepOptions, Stepper, build_model, get_recipe, make_optimizer
 
 KINDS = ("one", "one_all", "ddp", "ddp_no_sync")
 
@@ -37,7 +37,7 @@ def _stepper(method_name: str, world: D.World, wrap: bool) -> Stepper:
     model, quantizers = build_model(method, 10)
     optimizer = make_optimizer(model, get_recipe("paper"))
     forward = D.wrap(model, world) if wrap else model
-    return Stepper(forward, method, optimizer, quantizers, total_steps=10**6, world=world)
+    return Stepper(forward, method, optimizer, quantizers, total_steps=10**6, options=StepOptions(world=world))
 
 
 def main(argv: list[str] | None = None) -> None:
