@@ -437,22 +437,22 @@ class ProfileMeasurement:
         log(f"[{profile.name}] throughput: {outcome.status} in {outcome.seconds:.0f} s"
             + (f" ({outcome.detail})" if outcome.detail else ""))
         if self.measure_accuracy and outcome.result:
-            log(f"[{profile.name}] accuracy runs will take about {_accuracy_eta(tier.accuracy, outcome.result) / 60:.0f}"
-                f" min at the rates just measured")
+            eta = _accuracy_eta(tier.accuracy, outcome.result)
+            log(f"[{profile.name}] accuracy runs will take about {eta / 60:.0f} min at the rates just measured")
         self._record(outcome, "throughput run")
         return outcome
 
     def _footprint(self, arm: dict) -> ChildOutcome:
-        tier, log, name = self.plan.tier, self.plan.log, arm["name"]
+        tier, log, name, where = self.plan.tier, self.plan.log, arm["name"], f"[{self.profile.name}]"
         accuracy_task = self._accuracy_task(name) if self.measure_accuracy else None
         if accuracy_task:
-            log(f"[{self.profile.name}] {name}: accuracy run, {tier.accuracy.describe()}")
+            log(f"{where} {name}: accuracy run, {tier.accuracy.describe()}")
         else:
-            log(f"[{self.profile.name}] {name}: peak memory over {tier.footprint_steps} training step(s) and an eval pass")
+            log(f"{where} {name}: peak memory over {tier.footprint_steps} training step(s) and an eval pass")
         outcome = self._child(dict(self.base_task, job="footprint", method=arm["method"], precision=arm["precision"],
                                    footprint_steps=tier.footprint_steps, accuracy=accuracy_task),
                               name.replace("@", "-"), None if accuracy_task else tier.child_timeout_s)
-        log(f"[{self.profile.name}] {name}: {outcome.status} in {outcome.seconds:.0f} s"
+        log(f"{where} {name}: {outcome.status} in {outcome.seconds:.0f} s"
             + (f" ({outcome.detail})" if outcome.detail else ""))
         self._record(outcome, f"{name} memory/accuracy run")
         return outcome
@@ -462,7 +462,8 @@ class ProfileMeasurement:
         run_dir = None
         if budget.resumable:
             run_dir = str(Path(self.plan.config.runs_dir) / self.plan.host["host_id"] / self.profile.name / arm_name)
-        return {"recipe": budget.recipe, "epochs": budget.epochs, "train_images": budget.train_images, "run_dir": run_dir}
+        return {"recipe": budget.recipe, "epochs": budget.epochs, "train_images": budget.train_images,
+                "run_dir": run_dir}
 
     def _method_entry(self, arm: dict, throughput: ChildOutcome) -> dict:
         footprint = self._footprint(arm)
@@ -559,7 +560,8 @@ def describe_plan(plan: BenchPlan, profiles: list[Profile], accuracy: AccuracyPl
         batch = tier.batch_size or p.batch_size
         cap = f"cap {p.memory_cap_mib} MiB" if p.memory_cap_mib else "no memory cap"
         over = ", OVERSUBSCRIBED" if p.oversubscribed() else ""
-        memory = "the accuracy runs" if accuracy.measured_under(p) else f"{len(methods)} x {tier.footprint_steps} memory steps"
+        memory = ("the accuracy runs" if accuracy.measured_under(p)
+                  else f"{len(methods)} x {tier.footprint_steps} memory steps")
         precisions = p.precisions(host_cpu_flags())
         lines.append(f"  profile {p.name}: {p.device}, {' + '.join(precisions)}, {p.threads} thread(s){over}, {cap}, "
                      f"batch {batch}: {steps * len(precisions)} throughput steps + {memory}")

@@ -141,8 +141,8 @@ def _build_arms(task: dict, arms: list[dict]) -> _Arms:
     for arm in arms:
         name = arm["name"]
         built.placements[name] = _placement(task, arm["precision"])
-        built.models[name], built.steppers[name] = _stepper(arm["method"], num_classes, task["batch_size"], task["seed"],
-                                                            steps_per_epoch, built.placements[name])
+        built.models[name], built.steppers[name] = _stepper(
+            arm["method"], num_classes, task["batch_size"], task["seed"], steps_per_epoch, built.placements[name])
     reader = _energy_reader(task)
     built.meters = {arm["name"]: measure.EnergyMeter(reader) for arm in arms}
     return built

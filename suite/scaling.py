@@ -117,7 +117,8 @@ def measure_scaling(plan: ScalingPlan, workdir: Path, timeout_s: float | None = 
         return {"status": "failed", "how": "unavailable", "plan": asdict(plan),
                 "detail": f"torchrun exited {end.returncode}" + (f": {tail[0][:300]}" if tail else "")}
     entry = summarize(plan, end.result)
-    entry.update(wall_seconds=time.perf_counter() - started, load_average_before=load_before, load_average_after=load_average())
+    entry.update(wall_seconds=time.perf_counter() - started, load_average_before=load_before,
+                 load_average_after=load_average())
     return entry
 
 
