@@ -25,10 +25,12 @@ from typing import Callable
 
 from .atomic import write_json_atomic
 from .bounds import MAX_HOURS, MAX_SEED, check_count, check_number, check_optional_count
+from .child import Child, ChildSpec, TaskFiles, last_line, module_argv, task_spec
+from .compare_child import TimingTask
 from .config import check_data_source
 from .errors import FieldError, UserError
 from .executors import (DONE, JOBS_FILE, LOST, Executor, ExecutorChoice, JobBook, JobSpec, JobState, Ticket,
-                        last_line, make_executor, spawn)
+                        make_executor)
 from .locks import hold
 from .recipes import get_recipe
 from .spec import (BASELINE, COMPARE_FILE, FULL_PRECISION, HISTORY_FILE, PAPER_ARCH, PLAN_FILE, PREDICTIONS_FILE,
@@ -330,24 +332,27 @@ def measure_step_times(req: CompareRequest, out: Path, batch: int,
     tmp.mkdir(parents=True, exist_ok=True)
     result: dict[str, float] = {}
     startup = 0.0
-    for start in range(0, len(methods), req.parallel):
-        wave = methods[start : start + req.parallel]
-        procs = {}
-        for m in wave:
-            cmd = [sys.executable, "-m", "suite.compare_child", str(tmp / f"{m}.json"), m, req.arch, req.recipe, req.device,
-                   req.precision, str(req.data_dir) if req.data_dir else "-", str(req.threads), str(batch)]
-            if req.synthetic:
-                cmd.append("--synthetic")
-            procs[m] = (spawn(cmd, req.threads, tmp / f"{m}.log"), time.monotonic())
-        for m, (proc, began) in procs.items():
-            if proc.wait() != 0:
-                raise UserError(f"timing {m} failed (exit {proc.returncode}): {last_line(tmp / f'{m}.log')}")
-            timed = json.loads((tmp / f"{m}.json").read_text())
-            result[m] = timed["seconds_per_image"]
-            startup = max(startup, time.monotonic() - began - timed["steps"] * timed["seconds_per_step"])
+    for first in range(0, len(methods), req.parallel):
+        wave = methods[first : first + req.parallel]
+        children = {m: Child(_timing_child(req, m, batch, tmp)) for m in wave}
+        for m, child in children.items():
+            end = child.wait()
+            if not end.ok:
+                raise UserError(f"timing {m} failed (exit {end.returncode}): {last_line(end.spec.log)}")
+            result[m] = end.result["seconds_per_image"]
+            startup = max(startup, end.seconds - end.result["steps"] * end.result["seconds_per_step"])
     log(f"compare: timed {', '.join(f'{m} {1 / s:.0f} img/s' for m, s in result.items())} per child "
         f"({req.threads} thread(s), {min(req.parallel, len(methods))} side by side)")
     return result, startup
+
+
+def _timing_child(req: CompareRequest, method: str, batch: int, folder: Path) -> ChildSpec:
+    """The task child (suite/compare_child.py) that times ``method``: TIMING/METHOD.task.json in,
+    METHOD.json and METHOD.log out."""
+    task = TimingTask(method, req.arch, req.recipe, req.device, req.precision,
+                      str(req.data_dir) if req.data_dir else None, req.synthetic, req.threads, batch)
+    files = TaskFiles(folder / f"{method}.task.json", folder / f"{method}.json", folder / f"{method}.log")
+    return task_spec(module_argv("suite.compare_child"), dataclasses.asdict(task), files, req.threads)
 
 
 def makespan(durations: list[float], slots: int) -> float:

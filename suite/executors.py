@@ -13,20 +13,17 @@ its executors is chosen."""
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import os
 import re
-import signal
-import subprocess
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from .atomic import write_json_atomic
 from .bounds import check_count
+from .child import Child, ChildSpec, last_line
 from .config import Count, Items, Text, check_fields, read_table, setting, table_of
 from .errors import FieldError, UserError
 from .spec import TRAIN_LOG
@@ -134,55 +131,6 @@ def parse_option(text: str) -> tuple[str, str | bool]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Child processes (the local executor's, the compare's timing children, and each cluster job's training)
-
-
-def die_with(parent: int) -> Callable[[], None]:
-    """A preexec_fn: the child gets SIGKILL when ``parent`` dies, even by SIGKILL, so no orphan keeps
-    writing into a folder that a rerun resumes (Linux; elsewhere a no-op)."""
-
-    def arm() -> None:
-        try:
-            libc = ctypes.CDLL("libc.so.6", use_errno=True)
-            libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        except OSError:
-            return
-        if os.getppid() != parent:  # the parent died before prctl took effect
-            os._exit(1)
-
-    return arm
-
-
-def child_env(threads: int) -> dict:
-    env = dict(os.environ)
-    # Before torch loads in the child: OpenMP/MKL size their pools from these at import time.
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        env[var] = str(threads)
-    env["PYTHONPATH"] = python_path()
-    return env
-
-
-def python_path() -> str:
-    root = str(Path(__file__).resolve().parent.parent)
-    return root + (os.pathsep + os.environ["PYTHONPATH"] if os.environ.get("PYTHONPATH") else "")
-
-
-def spawn(cmd: list[str], threads: int, log_path: Path) -> subprocess.Popen:
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as log:
-        return subprocess.Popen(cmd, env=child_env(threads), stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, preexec_fn=die_with(os.getpid()))
-
-
-def last_line(path: Path) -> str:
-    try:
-        lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
-    except OSError:
-        return "no log"
-    return lines[-1].strip()[:300] if lines else "empty log"
-
-
-# ---------------------------------------------------------------------------------------------
 # The interface
 
 
@@ -252,29 +200,29 @@ class LocalPool(Executor):
 
     def __init__(self, slots: int):
         self.slots = slots
-        self._procs: dict[str, tuple[subprocess.Popen, float, JobSpec]] = {}
+        self._children: dict[str, Child] = {}
 
     def submit(self, jobs: list[JobSpec]) -> list[Ticket]:
         tickets = []
         for job in jobs:
-            proc = spawn(list(job.command), job.threads, job.log)
-            self._procs[str(proc.pid)] = (proc, time.monotonic(), job)
-            tickets.append(Ticket(str(proc.pid), job.log))
+            child = Child(ChildSpec(job.command, job.threads, job.log))
+            self._children[str(child.pid)] = child
+            tickets.append(Ticket(str(child.pid), job.log))
         return tickets
 
     def state(self, ticket: Ticket) -> JobState:
-        proc, started, job = self._procs[ticket.job_id]
-        if proc.poll() is None:
+        end = self._children[ticket.job_id].poll()
+        if end is None:
             return JobState(RUNNING)
-        del self._procs[ticket.job_id]
-        return JobState(DONE if proc.returncode == 0 else FAILED, f"exited {proc.returncode}: {last_line(job.log)}",
-                        job.log, time.monotonic() - started)
+        del self._children[ticket.job_id]
+        log = end.spec.log
+        return JobState(DONE if end.returncode == 0 else FAILED, f"exited {end.returncode}: {last_line(log)}", log,
+                        end.seconds)
 
     def kill(self, ticket: Ticket) -> None:
-        entry = self._procs.get(ticket.job_id)
-        if entry is not None:
-            entry[0].terminate()
-            entry[0].wait()
+        child = self._children.get(ticket.job_id)
+        if child is not None:
+            child.stop()
 
 
 def make_executor(choice: ExecutorChoice, study: Path, parallel: int, cpus_per_task: int, device: str) -> Executor:

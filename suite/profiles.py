@@ -1,5 +1,5 @@
 """Hardware profiles: hardware_profiles/<name>.toml -> a validated Profile, and what a child process
-does with one (thread variables before torch is imported, the memory cap).
+does with one (its torch threads, the memory cap; suite/child.py sets its thread variables).
 
 A profile file holds:
     description = "..."          what real machine it stands for (required)
@@ -37,10 +37,6 @@ PROFILES_ENV = "Q4BENCH_PROFILES"
 # cannot even load the data, so it is refused up front rather than reported as an out-of-memory run.
 DATA_BYTES = (CIFAR10_TRAIN_IMAGES + CIFAR10_TEST_IMAGES) * 3 * 32 * 32
 MIN_MEMORY_CAP_MIB = -(-DATA_BYTES // 2**20)  # 176
-
-# Variables the OpenMP, MKL and BLAS runtimes read once, when torch loads them.
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
-                    "NUMEXPR_NUM_THREADS")
 
 DEVICE_CHOICES = ("cpu", "cuda")
 PRECISION_CHOICES = ("auto", *PRECISIONS)
@@ -130,11 +126,6 @@ def resolve_profile(name_or_path: str, directory: str | os.PathLike | None = Non
 
 # ---------------------------------------------------------------------------------------------
 # Inside the child process
-
-
-def thread_environment(threads: int) -> dict[str, str]:
-    """The variables a child needs in its environment before torch (and its OpenMP/MKL) is loaded."""
-    return {name: str(threads) for name in THREAD_VARIABLES}
 
 
 def apply_rlimit_cap(cap_mib: int) -> str:

@@ -670,7 +670,7 @@ def _epoch_line(entry: dict, epochs: int) -> str:
 
 def _trained_on() -> dict:
     """The host and code that train this process's epochs (a resumed run may have begun elsewhere)."""
-    from .measure import host_fingerprint
+    from .measure.host import host_fingerprint
 
     host, code = host_fingerprint(), stamp()["code"]
     return {"host_id": host["host_id"], "cpu_model": host["cpu_model"], "isa": host["isa"],
