@@ -17,14 +17,19 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[test]"
 	touch $(STAMP)
 
-# Everything but the slow end-to-end tests (about 19 minutes on an idle 2-core AVX2 EPYC: 864 tests, most of them
-# whole commands in child processes). CI runs both.
-test: setup
-	$(PY) -m pytest -q -p no:cacheprovider -m "not slow" tests
+# Tests run in TEST_WORKERS processes (pytest-xdist; auto = one per CPU): most of them wait on whole commands in
+# child processes, so two workers keep both cores of a 2-core host busy. TEST_WORKERS=0 runs them in one process.
+TEST_WORKERS ?= auto
+PYTEST := $(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS)
 
-# The whole-command end-to-end tests marked slow (kill -9 of parity and bench, torchrun jobs, bf16, real data).
+# Everything but the slow end-to-end tests, a test file per worker (files share module fixtures). CI runs both.
+test: setup
+	$(PYTEST) --dist loadfile -m "not slow" tests
+
+# The whole-command end-to-end tests marked slow (kill -9 of parity and bench, torchrun jobs, bf16, real data),
+# spread test by test: a few files hold most of the time.
 test-slow: setup
-	$(PY) -m pytest -q -p no:cacheprovider -m slow tests
+	$(PYTEST) --dist load -m slow tests
 
 # The float-kernel tests with oneDNN and MKL held to another instruction set than the host's (default AVX2: what
 # an AVX-512 host runs on an AVX2-only one), so a test tuned to one ISA's rounding fails here first.

@@ -8,11 +8,7 @@ cap, classifies how each ended (ok, oom, failed) and assembles the result."""
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -23,36 +19,36 @@ from . import __version__
 from . import data as datamod
 from .bounds import check_count
 from .ceiling import fma_peak
+from .child import KILLED, STDOUT_TO_PARENT, TIMED_OUT, ChildEnd, TaskFiles, last_line, module_argv, run, task_spec
 from .errors import UserError
 from .locks import refuse_link
-from .measure import CONV_PASSES, FLOP_CONVENTION, POWERCAP_ROOT, host_fingerprint, load_average
+from .measure.compute import FLOP_CONVENTION
+from .measure.energy import POWERCAP_ROOT
+from .measure.host import host_fingerprint, load_average
 from .profiles import (
     CgroupSlot,
     Profile,
     cgroup_root_usable,
     find_delegated_cgroup,
     resolve_profile,
-    thread_environment,
     usable_cpus,
 )
 from .scaling import ScalingPlan, measure_scaling, plan_scaling
 from .scaling import summary_line as scaling_summary_line
 from .scaling import unavailable as scaling_unavailable
 from .results import DEFAULT_RESULTS_DIR, SCHEMA_VERSION, write_new_result
+from .spec import (ARM_SEPARATOR, BASELINE, CIFAR10_TEST_IMAGES, CIFAR10_TRAIN_IMAGES, CONV_PASSES, DEFAULT_METHODS,
+                   PAPER_RECIPE, PRECISIONS, arm_name)
 from .userfiles import check_output_dir
 
-BASELINE = "fp32"
-DEFAULT_METHODS = ("fp32", "tathe4")
 DEFAULT_PROFILES = ("single-thread", "colab-free-cpu")
-CIFAR10_EPOCH_IMAGES = 50_000
-EXIT_OOM = 3
 
 
 @dataclass(frozen=True)
 class AccuracyBudget:
     train_images: int | None  # None: the whole training set
     epochs: int | None  # None: the recipe's (150 for paper)
-    recipe: str = "paper"
+    recipe: str = PAPER_RECIPE
     resumable: bool = False  # runs live under runs/bench/... and continue where they stopped
 
     def describe(self) -> str:
@@ -201,7 +197,7 @@ def plan_cap(profile: Profile, cgroup_root: Path | None, cgroup_note: str | None
 
 
 def host_cpu_flags() -> set[str]:
-    from .device import cpu_flags
+    from .measure.host import cpu_flags
 
     return cpu_flags()
 
@@ -220,6 +216,43 @@ def pick_accuracy_profile(profiles: list[Profile], host_cpus: int) -> Profile:
     that still fit the host (the fastest), the first such one on ties."""
     fitting = [p for p in profiles if p.threads <= host_cpus] or profiles
     return max(fitting, key=lambda p: (p.threads, -profiles.index(p)))
+
+
+def resolve_profiles(config: BenchConfig, host_cpus: int) -> list[Profile]:
+    names = config.profiles or list(DEFAULT_PROFILES)
+    profiles = [resolve_profile(n, config.profiles_dir, host_cpus) for n in names]
+    if len({p.name for p in profiles}) != len(profiles):
+        raise UserError(f"a profile is named twice in {', '.join(names)}")
+    return profiles
+
+
+def plan_cgroup(config: BenchConfig, profiles: list[Profile]) -> tuple[Path | None, str | None]:
+    """(the delegated cgroup v2 root that memory caps are enforced under, or None; why none) for the profiles."""
+    if not any(p.memory_cap_mib for p in profiles):
+        return None, None
+    candidate = Path(config.cgroup_root) if config.cgroup_root else find_delegated_cgroup()
+    if candidate is None:
+        return None, "no delegated cgroup v2 directory with the memory controller (pass --cgroup-root)"
+    note = cgroup_root_usable(candidate)
+    if note is not None and config.cgroup_root:
+        raise UserError(f"--cgroup-root {candidate}: {note}")
+    return (candidate, None) if note is None else (None, note)
+
+
+def plan_accuracy(tier: Tier, data: DataPlan, profiles: list[Profile], host_cpus: int) -> AccuracyPlan:
+    if tier.accuracy is None:
+        reason = f"the {tier.name} tier measures no accuracy (synthetic data, a few steps)"
+    elif data.kind != "cifar10":
+        reason = f"no real CIFAR-10: {data.note}"
+    else:
+        reason = None
+    return AccuracyPlan(pick_accuracy_profile(profiles, host_cpus) if reason is None else None, reason)
+
+
+def plan_bench_scaling(tier: Tier, host_cpus: int) -> tuple[ScalingPlan | None, str | None]:
+    if tier.scaling_rounds == 0:
+        return None, f"the {tier.name} tier measures no scaling"
+    return plan_scaling(host_cpus, tier.scaling_rounds, tier.scaling_steps)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -243,75 +276,87 @@ def _memory_line(stderr: str) -> str | None:
     return None
 
 
-CHILD_ARGV = (sys.executable, "-m", "suite.bench_child")
+CHILD_ARGV = module_argv("suite.bench_child")
 
 
 def run_child(task: dict, profile: Profile, cap: CapPlan, workdir: Path, name: str, timeout_s: float | None,
               child_argv: tuple[str, ...] = CHILD_ARGV) -> ChildOutcome:
-    """Start `python -m suite.bench_child TASK RESULT` with the profile's thread variables and cap; classify
-    how it ended. (Tests pass another child_argv to stand in for a child the kernel kills.)"""
+    """Run `python -m suite.bench_child TASK RESULT` (a task child, suite/child.py) with the profile's threads
+    and cap; classify how it ended. (Tests pass another child_argv to stand in for a child the kernel kills.)"""
     task = dict(task, threads=profile.threads, memory_cap_mib=profile.memory_cap_mib, cap_enforcement=cap.enforcement)
     slot = None
     if cap.enforcement == "cgroup":
         slot = CgroupSlot.create(cap.cgroup_root, f"q4bench-{os.getpid()}-{name}", profile.memory_cap_mib)
         task["cgroup_dir"] = str(slot.path)
-    task_path, result_path, log_path = (workdir / f"{name}.{suffix}" for suffix in ("task.json", "result.json", "stderr"))
-    task_path.write_text(json.dumps(task))
-    env = dict(os.environ, **thread_environment(profile.threads))
-    package_root = str(Path(__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
-    start = time.perf_counter()
-    with open(log_path, "w") as log:
-        child = subprocess.Popen([*child_argv, str(task_path), str(result_path)],
-                                 env=env, stdout=sys.stdout if _stdout_is_real() else subprocess.DEVNULL, stderr=log)
-        try:
-            code = child.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
-            code = None
-        except BaseException:
-            child.kill()  # interrupted: take our child down with us
-            child.wait()
-            raise
-    seconds = time.perf_counter() - start
-    stderr = log_path.read_text(errors="replace")
+    files = TaskFiles(workdir / f"{name}.task.json", workdir / f"{name}.result.json", workdir / f"{name}.stderr")
     try:
-        oom_killed = slot is not None and slot.oom_killed()
+        end = run(task_spec(child_argv, task, files, profile.threads, stdout=STDOUT_TO_PARENT, timeout_s=timeout_s))
+        killer = slot if slot is not None and slot.oom_killed() else None
     finally:
         if slot is not None:
             slot.remove()
-    result = json.loads(result_path.read_text()) if result_path.exists() else {}
-    if code is None:
-        return ChildOutcome("failed", f"timed out after {timeout_s:.0f} s", {}, seconds)
-    if code == 0 and result.get("status") == "ok":
-        return ChildOutcome("ok", None, result, seconds)
-    if result.get("status") in ("oom", "failed"):
-        status, detail = result["status"], result.get("detail")
-    elif oom_killed:
-        status, detail = "oom", f"killed by the kernel OOM killer inside the {slot.describe()}"
-    elif cap.enforcement != "none" and _memory_line(stderr):
-        status, detail = "oom", f"died under the memory cap: {_memory_line(stderr)}"
-    elif code < 0:
-        status, detail = "failed", f"killed by {signal.Signals(-code).name}"
-    else:
-        last = next((line for line in reversed(stderr.splitlines()) if line.strip()), "no output")
-        status, detail = "failed", f"exited with status {code}: {last.strip()}"
+    status, detail = _classify(end, cap, killer)
     if status == "oom" and cap.enforcement != "none":
         detail = f"{detail} [cap {profile.memory_cap_mib} MiB by {cap.enforcement}]"
-    return ChildOutcome(status, detail, {}, seconds)
+    return ChildOutcome(status, detail, end.result if status == "ok" else {}, end.seconds)
 
 
-def _stdout_is_real() -> bool:
-    try:
-        sys.stdout.fileno()
-        return True
-    except (AttributeError, OSError, ValueError):
-        return False  # pytest's capture: child output is dropped rather than crash Popen
+def _classify(end: ChildEnd, cap: CapPlan, oom_killer: CgroupSlot | None) -> tuple[str, str | None]:
+    """(ok, oom or failed; why): a timeout, then the child's own word, then the kernel's, then its exit."""
+    result = end.result or {}
+    if end.status == TIMED_OUT:
+        return "failed", end.describe()
+    if end.returncode == 0 and result.get("status") == "ok":
+        return "ok", None
+    if result.get("status") in ("oom", "failed"):
+        return result["status"], result.get("detail")
+    if oom_killer is not None:
+        return "oom", f"killed by the kernel OOM killer inside the {oom_killer.describe()}"
+    memory_line = _memory_line(end.spec.log.read_text(errors="replace"))
+    if cap.enforcement != "none" and memory_line:
+        return "oom", f"died under the memory cap: {memory_line}"
+    if end.status == KILLED:
+        return "failed", end.describe()
+    last = last_line(end.spec.log, missing="no output", empty="no output", limit=None)
+    return "failed", f"exited with status {end.returncode}: {last}"
 
 
 # ---------------------------------------------------------------------------------------------
 # One profile
+
+
+@dataclass(frozen=True)
+class BenchPlan:
+    """What every profile of one bench shares: what is measured (tier, methods), on which data and host, with
+    which settings; where the children's files go, where progress lines go, and when the bench began."""
+
+    tier: Tier
+    methods: list[str]
+    data: DataPlan
+    host: dict
+    config: BenchConfig
+    workdir: Path
+    log: Callable[[str], None]
+    created: str  # UTC, as the result records it
+    started: float  # time.perf_counter() at the start
+
+
+@dataclass(frozen=True)
+class AccuracyPlan:
+    """Accuracy does not depend on the profile, so it is measured once per bench: under ``profile``, or (None)
+    not at all, for ``reason``."""
+
+    profile: Profile | None
+    reason: str | None
+
+    def measured_under(self, profile: Profile) -> bool:
+        return self.profile is not None and profile.name == self.profile.name
+
+    def note_for(self, profile: Profile) -> str | None:
+        """Why a profile's entries have no accuracy of their own; None under the accuracy profile."""
+        if self.reason is not None or self.measured_under(profile):
+            return self.reason
+        return f"measured once per run, under profile {self.profile.name}"
 
 
 def _unavailable_energy(why: str) -> dict:
@@ -324,150 +369,168 @@ def arms_for(profile: Profile, methods: list[str], cpu_flags: set[str]) -> list[
     arms = []
     for precision in profile.precisions(cpu_flags):
         for method in methods:
-            name = method if precision == "fp32" else f"{method}@{precision}"
-            arms.append({"name": name, "method": method, "precision": precision})
+            arms.append({"name": arm_name(method, precision), "method": method, "precision": precision})
     return arms
 
 
-def measure_profile(
-    profile: Profile,
-    tier: Tier,
-    methods: list[str],
-    data: DataPlan,
-    cap: CapPlan,
-    host: dict,
-    config: BenchConfig,
-    measure_accuracy: bool,
-    accuracy_reason: str | None,
-    workdir: Path,
-    log: Callable[[str], None],
-) -> dict:
-    batch_size = tier.batch_size or profile.batch_size
-    base_task = {
-        "dataset": "cifar10", "data_dir": data.data_dir, "batch_size": batch_size, "seed": config.seed,
-        "epoch_images": CIFAR10_EPOCH_IMAGES, "device": profile.device,
-    }
-    started, load_start = time.perf_counter(), load_average()
-    arms = arms_for(profile, methods, host_cpu_flags())
-    windows = tier.windows_for(len(arms))
-    # a GPU's ceiling needs a multiply big enough to fill it
-    sgemm_n = tier.sgemm_n if profile.device == "cpu" else max(tier.sgemm_n, 8192)
-    log(f"[{profile.name}] throughput on {profile.device}: SGEMM {sgemm_n}^3 x{tier.sgemm_repeats} + 1 per round, "
-        f"{tier.warmup_steps} warm-up + {windows} x {tier.steps_per_window} timed steps of batch {batch_size} per arm "
-        f"({', '.join(a['name'] for a in arms)}), interleaved")
-    throughput = run_child(
-        dict(base_task, job="throughput", methods=methods, arms=arms, sgemm_n=sgemm_n, sgemm_repeats=tier.sgemm_repeats,
-             warmup_steps=tier.warmup_steps, windows=windows, steps_per_window=tier.steps_per_window,
-             eval_images=tier.eval_images, kernel_repeats=tier.kernel_repeats, cpu_model=host["cpu_model"],
-             watts_per_busy_thread=profile.watts_per_busy_thread, powercap_root=config.powercap_root),
-        profile, cap, workdir, f"{profile.name}-throughput", tier.child_timeout_s,
-    )
-    log(f"[{profile.name}] throughput: {throughput.status} in {throughput.seconds:.0f} s"
-        + (f" ({throughput.detail})" if throughput.detail else ""))
-    t = throughput.result
-    if measure_accuracy and tier.accuracy is not None and t:
-        log(f"[{profile.name}] accuracy runs will take about {_accuracy_eta(tier.accuracy, t) / 60:.0f} min "
-            f"at the rates just measured")
-    entries = {}
-    statuses = [throughput.status]
-    details = [f"throughput run: {throughput.detail}"] if throughput.detail else []
-    for arm in arms:
-        name, method = arm["name"], arm["method"]
-        accuracy_task = None
-        if measure_accuracy and tier.accuracy is not None:
-            budget = tier.accuracy
-            run_dir = None
-            if budget.resumable:
-                run_dir = str(Path(config.runs_dir) / host["host_id"] / profile.name / name)
-            accuracy_task = {"recipe": budget.recipe, "epochs": budget.epochs, "train_images": budget.train_images,
-                             "run_dir": run_dir}
-            log(f"[{profile.name}] {name}: accuracy run, {budget.describe()}")
+# A method entry's fields from the throughput child (None, or [] for the windows, when it gave none).
+THROUGHPUT_FIELDS = ("train_images_per_s", "train_window_images_per_s", "step_seconds_median", "eval_images_per_s",
+                     "achieved_gflops", "efficiency", "efficiency_baseline", "efficiency_anomaly", "efficiency_range")
+
+
+def measure_profile(plan: BenchPlan, profile: Profile, cap: CapPlan, accuracy: AccuracyPlan) -> dict:
+    """The result's entry for one profile (see ProfileMeasurement)."""
+    return ProfileMeasurement(plan, profile, cap, accuracy).run()
+
+
+class ProfileMeasurement:
+    """One profile measured: one throughput child times every arm, interleaved; then one child per arm measures
+    its peak memory (or trains its accuracy run); the profile's entry is assembled from what they returned."""
+
+    def __init__(self, plan: BenchPlan, profile: Profile, cap: CapPlan, accuracy: AccuracyPlan):
+        self.plan, self.profile, self.cap = plan, profile, cap
+        self.measure_accuracy = accuracy.measured_under(profile)
+        self.accuracy_note = accuracy.note_for(profile)
+        self.batch_size = plan.tier.batch_size or profile.batch_size
+        self.base_task = {
+            "dataset": "cifar10", "data_dir": plan.data.data_dir, "batch_size": self.batch_size,
+            "seed": plan.config.seed, "epoch_images": CIFAR10_TRAIN_IMAGES, "device": profile.device,
+        }
+        self.statuses: list[str] = []  # every child's
+        self.details: list[str] = []  # why a child did not end ok
+
+    def run(self) -> dict:
+        started, load_start = time.perf_counter(), load_average()
+        arms = arms_for(self.profile, self.plan.methods, host_cpu_flags())
+        throughput = self._throughput(arms)
+        entries = {arm["name"]: self._method_entry(arm, throughput) for arm in arms}
+        return {
+            **self._entry(arms, throughput.result, entries),
+            "seconds": time.perf_counter() - started,
+            # Other work on the host slows every figure; the load average lets a reader see it happened.
+            "load_average": {"start": load_start, "end": load_average()},
+        }
+
+    def _child(self, task: dict, name: str, timeout_s: float | None) -> ChildOutcome:
+        return run_child(task, self.profile, self.cap, self.plan.workdir, f"{self.profile.name}-{name}", timeout_s)
+
+    def _record(self, outcome: ChildOutcome, what: str) -> None:
+        self.statuses.append(outcome.status)
+        if outcome.detail:
+            self.details.append(f"{what}: {outcome.detail}")
+
+    def _throughput(self, arms: list[dict]) -> ChildOutcome:
+        tier, profile, log = self.plan.tier, self.profile, self.plan.log
+        windows = tier.windows_for(len(arms))
+        # a GPU's ceiling needs a multiply big enough to fill it
+        sgemm_n = tier.sgemm_n if profile.device == "cpu" else max(tier.sgemm_n, 8192)
+        log(f"[{profile.name}] throughput on {profile.device}: SGEMM {sgemm_n}^3 x{tier.sgemm_repeats} + 1 per round, "
+            f"{tier.warmup_steps} warm-up + {windows} x {tier.steps_per_window} timed steps of batch {self.batch_size} "
+            f"per arm ({', '.join(a['name'] for a in arms)}), interleaved")
+        outcome = self._child(dict(
+            self.base_task, job="throughput", methods=self.plan.methods, arms=arms, sgemm_n=sgemm_n,
+            sgemm_repeats=tier.sgemm_repeats, warmup_steps=tier.warmup_steps, windows=windows,
+            steps_per_window=tier.steps_per_window, eval_images=tier.eval_images, kernel_repeats=tier.kernel_repeats,
+            cpu_model=self.plan.host["cpu_model"], watts_per_busy_thread=profile.watts_per_busy_thread,
+            powercap_root=self.plan.config.powercap_root), "throughput", tier.child_timeout_s)
+        log(f"[{profile.name}] throughput: {outcome.status} in {outcome.seconds:.0f} s"
+            + (f" ({outcome.detail})" if outcome.detail else ""))
+        if self.measure_accuracy and outcome.result:
+            eta = _accuracy_eta(tier.accuracy, outcome.result)
+            log(f"[{profile.name}] accuracy runs will take about {eta / 60:.0f} min at the rates just measured")
+        self._record(outcome, "throughput run")
+        return outcome
+
+    def _footprint(self, arm: dict) -> ChildOutcome:
+        tier, log, name, where = self.plan.tier, self.plan.log, arm["name"], f"[{self.profile.name}]"
+        accuracy_task = self._accuracy_task(name) if self.measure_accuracy else None
+        if accuracy_task:
+            log(f"{where} {name}: accuracy run, {tier.accuracy.describe()}")
         else:
-            log(f"[{profile.name}] {name}: peak memory over {tier.footprint_steps} training step(s) and an eval pass")
-        footprint = run_child(
-            dict(base_task, job="footprint", method=method, precision=arm["precision"],
-                 footprint_steps=tier.footprint_steps, accuracy=accuracy_task),
-            profile, cap, workdir, f"{profile.name}-{name.replace('@', '-')}",
-            None if accuracy_task else tier.child_timeout_s,
-        )
-        log(f"[{profile.name}] {name}: {footprint.status} in {footprint.seconds:.0f} s"
-            + (f" ({footprint.detail})" if footprint.detail else ""))
-        statuses.append(footprint.status)
-        if footprint.detail:
-            details.append(f"{name} memory/accuracy run: {footprint.detail}")
-        m = t.get("methods", {}).get(name)
+            log(f"{where} {name}: peak memory over {tier.footprint_steps} training step(s) and an eval pass")
+        outcome = self._child(dict(self.base_task, job="footprint", method=arm["method"], precision=arm["precision"],
+                                   footprint_steps=tier.footprint_steps, accuracy=accuracy_task),
+                              name.replace(ARM_SEPARATOR, "-"), None if accuracy_task else tier.child_timeout_s)
+        log(f"{where} {name}: {outcome.status} in {outcome.seconds:.0f} s"
+            + (f" ({outcome.detail})" if outcome.detail else ""))
+        self._record(outcome, f"{name} memory/accuracy run")
+        return outcome
+
+    def _accuracy_task(self, arm_name: str) -> dict:
+        budget = self.plan.tier.accuracy
+        run_dir = None
+        if budget.resumable:
+            run_dir = str(Path(self.plan.config.runs_dir) / self.plan.host["host_id"] / self.profile.name / arm_name)
+        return {"recipe": budget.recipe, "epochs": budget.epochs, "train_images": budget.train_images,
+                "run_dir": run_dir}
+
+    def _method_entry(self, arm: dict, throughput: ChildOutcome) -> dict:
+        footprint = self._footprint(arm)
+        m = throughput.result.get("methods", {}).get(arm["name"])
         accuracy = footprint.result.get("accuracy")
         if accuracy is not None:
-            accuracy = dict(accuracy, data=data.source)
-        if accuracy is not None:
-            note = None
-        elif measure_accuracy and tier.accuracy is not None:
+            accuracy, note = dict(accuracy, data=self.plan.data.source), None
+        elif self.measure_accuracy:
             note = f"the accuracy run ended with status {footprint.status}"
         else:
-            note = accuracy_reason
-        method_status = throughput.status if throughput.status != "ok" else footprint.status
-        entries[name] = {
-            "method": method,
+            note = self.accuracy_note
+        rates = ({k: m.get(k) for k in THROUGHPUT_FIELDS} if m
+                 else {k: [] if k == "train_window_images_per_s" else None for k in THROUGHPUT_FIELDS})
+        return {
+            "method": arm["method"],
             "precision": arm["precision"],
             "precision_support": m.get("precision_support") if m else None,
-            "status": method_status,
+            "status": throughput.status if throughput.status != "ok" else footprint.status,
             "status_detail": "; ".join(filter(None, [throughput.detail, footprint.detail])) or None,
-            "train_images_per_s": m["train_images_per_s"] if m else None,
-            "train_window_images_per_s": m["train_window_images_per_s"] if m else [],
-            "step_seconds_median": m["step_seconds_median"] if m else None,
-            "eval_images_per_s": m["eval_images_per_s"] if m else None,
-            "achieved_gflops": m["achieved_gflops"] if m else None,
-            "efficiency": m["efficiency"] if m else None,
-            "efficiency_baseline": m.get("efficiency_baseline") if m else None,
-            "efficiency_anomaly": m.get("efficiency_anomaly") if m else None,
-            "efficiency_range": m.get("efficiency_range") if m else None,
+            **rates,
             "peak_rss_bytes": footprint.result.get("peak_rss_bytes"),
             "peak_device_memory_bytes": footprint.result.get("peak_device_memory_bytes"),
             "energy": m["energy"] if m else _unavailable_energy(f"the throughput run ended with status {throughput.status}"),
             "accuracy": accuracy,
             "accuracy_note": note,
         }
-    status = "failed" if "failed" in statuses else "oom" if "oom" in statuses else "ok"
-    return {
-        "profile": profile.name,
-        "description": profile.description,
-        "device": profile.device,
-        "device_name": t.get("device_name"),
-        "precisions": sorted({a["precision"] for a in arms}, key=["fp32", "bf16"].index),
-        "threads": profile.threads,
-        "threads_spec": profile.threads_spec,
-        "torch_threads": t.get("torch_threads"),
-        "host_usable_cpus": usable_cpus(),
-        "oversubscribed": profile.oversubscribed(),
-        "memory_cap_mib": profile.memory_cap_mib,
-        "cap_enforcement": cap.enforcement,
-        "cap_detail": _cap_detail(profile, cap),
-        "batch_size": batch_size,
-        "status": status,
-        "status_detail": "; ".join(details) or None,
-        "sgemm_gflops": t["sgemm"]["gflops"] if t else None,
-        "sgemm": t.get("sgemm"),
-        "ceiling": dict(t["ceiling"], peak=fma_peak(host, profile.threads, profile.device)) if t.get("ceiling") else None,
-        "train_flops_per_image": t.get("train_flops_per_image"),
-        "step_time_ratio": t.get("step_time_ratio", {}),
-        "step_time_ratio_range": t.get("step_time_ratio_range", {}),
-        "step_time_ratio_cycles": t.get("step_time_ratio_cycles"),
-        "conv_kernels": t.get("conv_kernels"),
-        "methods": entries,
-        "seconds": time.perf_counter() - started,
-        # Other work on the host slows every figure; the load average lets a reader see it happened.
-        "load_average": {"start": load_start, "end": load_average()},
-    }
+
+    def _entry(self, arms: list[dict], t: dict, entries: dict) -> dict:
+        """The profile's entry up to its methods; ``t`` is the throughput child's result ({} when it failed)."""
+        profile, cap, statuses = self.profile, self.cap, self.statuses
+        return {
+            "profile": profile.name,
+            "description": profile.description,
+            "device": profile.device,
+            "device_name": t.get("device_name"),
+            "precisions": sorted({a["precision"] for a in arms}, key=PRECISIONS.index),
+            "threads": profile.threads,
+            "threads_spec": profile.threads_spec,
+            "torch_threads": t.get("torch_threads"),
+            "host_usable_cpus": usable_cpus(),
+            "oversubscribed": profile.oversubscribed(),
+            "memory_cap_mib": profile.memory_cap_mib,
+            "cap_enforcement": cap.enforcement,
+            "cap_detail": _cap_detail(profile, cap),
+            "batch_size": self.batch_size,
+            "status": "failed" if "failed" in statuses else "oom" if "oom" in statuses else "ok",
+            "status_detail": "; ".join(self.details) or None,
+            "sgemm_gflops": t["sgemm"]["gflops"] if t else None,
+            "sgemm": t.get("sgemm"),
+            "ceiling": (dict(t["ceiling"], peak=fma_peak(self.plan.host, profile.threads, profile.device))
+                        if t.get("ceiling") else None),
+            "train_flops_per_image": t.get("train_flops_per_image"),
+            "step_time_ratio": t.get("step_time_ratio", {}),
+            "step_time_ratio_range": t.get("step_time_ratio_range", {}),
+            "step_time_ratio_cycles": t.get("step_time_ratio_cycles"),
+            "conv_kernels": t.get("conv_kernels"),
+            "methods": entries,
+        }
 
 
 def _accuracy_eta(budget: AccuracyBudget, throughput: dict) -> float:
     """Seconds the accuracy runs should take, from the throughput child's rates (test set: 10,000 images)."""
     from .train import get_recipe
 
-    images = (budget.train_images or CIFAR10_EPOCH_IMAGES) * (budget.epochs or get_recipe(budget.recipe).epochs)
+    images = (budget.train_images or CIFAR10_TRAIN_IMAGES) * (budget.epochs or get_recipe(budget.recipe).epochs)
     seconds = 0.0
     for m in throughput["methods"].values():
-        evals = (budget.epochs or get_recipe(budget.recipe).epochs) * 10_000 / (m["eval_images_per_s"] or 1.0)
+        evals = (budget.epochs or get_recipe(budget.recipe).epochs) * CIFAR10_TEST_IMAGES / (m["eval_images_per_s"] or 1.0)
         seconds += images / m["train_images_per_s"] + evals
     return seconds
 
@@ -485,9 +548,9 @@ def _cap_detail(profile: Profile, cap: CapPlan) -> str | None:
 # The run
 
 
-def describe_plan(tier: Tier, profiles: list[Profile], methods: list[str], data: DataPlan,
-                  accuracy_profile: Profile | None, accuracy_reason: str | None,
-                  scaling_plan: ScalingPlan | None = None, scaling_reason: str | None = None) -> list[str]:
+def describe_plan(plan: BenchPlan, profiles: list[Profile], accuracy: AccuracyPlan,
+                  scaling: tuple[ScalingPlan | None, str | None]) -> list[str]:
+    tier, methods, data = plan.tier, plan.methods, plan.data
     lines = [f"q4bench bench: tier {tier.name} ({tier.summary})",
              f"  data: {data.source}" + (f"; {data.note}" if data.note else ""),
              f"  methods: {', '.join(methods)} (fp32 is the baseline of step_time_ratio)"]
@@ -496,15 +559,16 @@ def describe_plan(tier: Tier, profiles: list[Profile], methods: list[str], data:
         batch = tier.batch_size or p.batch_size
         cap = f"cap {p.memory_cap_mib} MiB" if p.memory_cap_mib else "no memory cap"
         over = ", OVERSUBSCRIBED" if p.oversubscribed() else ""
-        memory = ("the accuracy runs" if accuracy_profile is not None and p.name == accuracy_profile.name
+        memory = ("the accuracy runs" if accuracy.measured_under(p)
                   else f"{len(methods)} x {tier.footprint_steps} memory steps")
         precisions = p.precisions(host_cpu_flags())
         lines.append(f"  profile {p.name}: {p.device}, {' + '.join(precisions)}, {p.threads} thread(s){over}, {cap}, "
                      f"batch {batch}: {steps * len(precisions)} throughput steps + {memory}")
-    if accuracy_profile is not None:
-        lines.append(f"  accuracy: per method, {tier.accuracy.describe()}, under profile {accuracy_profile.name}")
+    if accuracy.profile is not None:
+        lines.append(f"  accuracy: per method, {tier.accuracy.describe()}, under profile {accuracy.profile.name}")
     else:
-        lines.append(f"  accuracy: not measured ({accuracy_reason})")
+        lines.append(f"  accuracy: not measured ({accuracy.reason})")
+    scaling_plan, scaling_reason = scaling
     if scaling_plan is not None:
         lines.append(f"  scaling: 1 vs {scaling_plan.processes} processes (torchrun, DDP over gloo, "
                      f"{scaling_plan.threads_per_process} thread each), {scaling_plan.method}, global batch "
@@ -525,79 +589,55 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] = _print) -> Path:
     check_output_dir(config.out, "--out")
     refuse_link(config.out, "--out")  # again when the result is written, hours later
     host_cpus = usable_cpus()
-    names = config.profiles or list(DEFAULT_PROFILES)
-    profiles = [resolve_profile(n, config.profiles_dir, host_cpus) for n in names]
-    if len({p.name for p in profiles}) != len(profiles):
-        raise UserError(f"a profile is named twice in {', '.join(names)}")
+    profiles = resolve_profiles(config, host_cpus)
     methods = resolve_methods(config.methods)
     for profile in profiles:
         if profile.device == "cuda":
             require_cuda(profile)
     host = host_fingerprint()
-    cgroup_root, cgroup_note = None, None
-    if any(p.memory_cap_mib for p in profiles):
-        candidate = Path(config.cgroup_root) if config.cgroup_root else find_delegated_cgroup()
-        if candidate is None:
-            cgroup_note = "no delegated cgroup v2 directory with the memory controller (pass --cgroup-root)"
-        else:
-            cgroup_note = cgroup_root_usable(candidate)
-            if cgroup_note is None:
-                cgroup_root = candidate
-            elif config.cgroup_root:
-                raise UserError(f"--cgroup-root {candidate}: {cgroup_note}")
-    start_wall, created = time.perf_counter(), dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    cgroup_root, cgroup_note = plan_cgroup(config, profiles)
+    started, created = time.perf_counter(), dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     with tempfile.TemporaryDirectory(prefix="q4bench-bench-") as tmp:
         workdir = Path(tmp)
         data = plan_data(tier, config.data_dir, workdir, config.allow_download, config.seed)
-        if tier.accuracy is None:
-            accuracy_reason = f"the {tier.name} tier measures no accuracy (synthetic data, a few steps)"
-        elif data.kind != "cifar10":
-            accuracy_reason = f"no real CIFAR-10: {data.note}"
-        else:
-            accuracy_reason = None
-        accuracy_profile = pick_accuracy_profile(profiles, host_cpus) if accuracy_reason is None else None
-        if tier.scaling_rounds == 0:
-            scaling_plan, scaling_reason = None, f"the {tier.name} tier measures no scaling"
-        else:
-            scaling_plan, scaling_reason = plan_scaling(host_cpus, tier.scaling_rounds, tier.scaling_steps)
-        for line in describe_plan(tier, profiles, methods, data, accuracy_profile, accuracy_reason, scaling_plan,
-                                  scaling_reason):
+        plan = BenchPlan(tier, methods, data, host, config, workdir, log, created, started)
+        accuracy = plan_accuracy(tier, data, profiles, host_cpus)
+        scaling_plan, scaling_reason = plan_bench_scaling(tier, host_cpus)
+        for line in describe_plan(plan, profiles, accuracy, (scaling_plan, scaling_reason)):
             log(line)
-        entries = []
-        for profile in profiles:
-            cap = plan_cap(profile, cgroup_root, cgroup_note)
-            measured_here = accuracy_profile is not None and profile.name == accuracy_profile.name
-            reason = accuracy_reason or (None if measured_here else f"measured once per run, under profile "
-                                                                     f"{accuracy_profile.name}")
-            entries.append(measure_profile(profile, tier, methods, data, cap, host, config, measured_here, reason,
-                                           workdir, log))
+        entries = [measure_profile(plan, p, plan_cap(p, cgroup_root, cgroup_note), accuracy) for p in profiles]
         scaling = scaling_unavailable(scaling_reason) if scaling_plan is None else measure_scaling(scaling_plan, workdir)
-    result = {
+    path = write_new_result(config.out, result_document(plan, profiles, accuracy, entries, scaling))
+    log(f"result: {path}")
+    return path
+
+
+def result_document(plan: BenchPlan, profiles: list[Profile], accuracy: AccuracyPlan, entries: list[dict],
+                    scaling: dict) -> dict:
+    tier = plan.tier
+    return {
         "schema_version": SCHEMA_VERSION,
         "suite_version": __version__,
-        "created_utc": created,
+        "created_utc": plan.created,
         "command": " ".join(["q4bench", "bench", "--tier", tier.name]
-                            + [f"--profile {p.name}" for p in profiles] + [f"--method {m}" for m in methods]),
-        "wall_seconds": time.perf_counter() - start_wall,
-        "host": host,
+                            + [f"--profile {p.name}" for p in profiles] + [f"--method {m}" for m in plan.methods]),
+        "wall_seconds": time.perf_counter() - plan.started,
+        "host": plan.host,
         "tier": {"name": tier.name, "summary": tier.summary, "plan": _tier_plan(tier)},
-        "data": {"kind": data.kind, "source": data.source, "note": data.note},
+        "data": {"kind": plan.data.kind, "source": plan.data.source, "note": plan.data.note},
         "accuracy": {
-            "measured": accuracy_profile is not None,
-            "profile": accuracy_profile.name if accuracy_profile else None,
-            "reason": accuracy_reason,
-            "budget": asdict(tier.accuracy) if tier.accuracy and accuracy_profile else None,
+            "measured": accuracy.profile is not None,
+            "profile": accuracy.profile.name if accuracy.profile else None,
+            "reason": accuracy.reason,
+            "budget": asdict(tier.accuracy) if tier.accuracy and accuracy.profile else None,
         },
-        "methods": methods,
+        "methods": plan.methods,
         "baseline_method": BASELINE,
         "flop_convention": FLOP_CONVENTION,
-        "method_costs": method_costs(methods),
+        "method_costs": method_costs(plan.methods),
         "profiles": entries,
         "scaling": scaling,
     }
-    path = write_new_result(config.out, result)  # beside, never over, a result of the same second
-    log(f"result: {path}")
-    return path
 
 
 def method_costs(methods: list[str]) -> dict:
@@ -607,8 +647,8 @@ def method_costs(methods: list[str]) -> dict:
     from .model import VGG4bit, layer_macs_per_image
     from .train import get_recipe
 
-    recipe = get_recipe("paper")
-    steps = recipe.epochs * datamod.num_train_batches(CIFAR10_EPOCH_IMAGES, recipe.batch_size)
+    recipe = get_recipe(PAPER_RECIPE)
+    steps = recipe.epochs * datamod.num_train_batches(CIFAR10_TRAIN_IMAGES, recipe.batch_size)
     macs = layer_macs_per_image(VGG4bit(datamod.dataset_spec("cifar10").num_classes))
     over = f"the {recipe.name} recipe's {steps:,} steps ({recipe.epochs} epochs)"
     return {name: dict(method_cost(get_method(name), macs, steps), steps=over) for name in methods}
@@ -636,8 +676,8 @@ def conv_kernels_line(kernels: dict, sgemm_gflops: float, baseline: dict) -> str
 def ceiling_line(ceiling: dict) -> str:
     """'ceiling: fp32 120.3 GFLOP/s (conv 3 forward), bf16 250.1 (square), of 23 shapes; peak ...'."""
     parts = [f"{p} {ceiling[p]['gflops']:.1f} GFLOP/s ({ceiling[p]['shape']['origin']})"
-             for p in ("fp32", "bf16") if ceiling.get(p)]
-    shapes = len(next((ceiling[p]["shapes"] for p in ("fp32", "bf16") if ceiling.get(p)), []))
+             for p in PRECISIONS if ceiling.get(p)]
+    shapes = len(next((ceiling[p]["shapes"] for p in PRECISIONS if ceiling.get(p)), []))
     peak = ceiling.get("peak") or {}
     said = (f"theoretical FMA peak fp32 {peak['fp32_gflops']:.0f} GFLOP/s (estimated: {peak['formula']}; "
             f"{peak['clock_source']})" if peak.get("fp32_gflops") else f"no theoretical peak: {peak.get('reason')}")

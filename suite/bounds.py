@@ -10,7 +10,7 @@ import datetime as dt
 import math
 from dataclasses import dataclass
 
-from .errors import UserError
+from .errors import FieldError, UserError
 from .spec import DATASET_SIZES
 
 # The largest official split: a subset, a batch or a calibration set larger than it cannot be filled.
@@ -74,11 +74,10 @@ def option(name: str) -> str:
 def check_count(value, name: str, label: str | None = None, bounds: tuple[int, int] | None = None) -> int:
     """value as an int within COUNTS[name] (or bounds); label names it in the message (default: the option)."""
     low, high = bounds or COUNTS[name]
-    label = label or option(name)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise UserError(f"{label} must be an integer from {low} to {high:,}, got {value!r}")
+        raise FieldError(name, f"must be an integer from {low} to {high:,}, got {value!r}", label)
     if not low <= value <= high:
-        raise UserError(f"{label} must be from {low} to {high:,}, got {value}")
+        raise FieldError(name, f"must be from {low} to {high:,}, got {value}", label)
     return value
 
 
@@ -86,15 +85,21 @@ def check_optional_count(value, name: str) -> int | None:
     return None if value is None else check_count(value, name)
 
 
-def check_number(value, label: str, low: float, high: float, low_inclusive: bool = False) -> float:
-    """A finite real in (low, high] ([low, high] with low_inclusive); bools and NaN/inf are refused."""
+def check_number(value, label: str, low: float, high: float, low_inclusive: bool = False,
+                 high_inclusive: bool = True) -> float:
+    """A finite real in (low, high] ([low, ...] with low_inclusive, [..., high) without high_inclusive); bools and
+    NaN/inf are refused."""
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if ok:
-        ok = (value >= low if low_inclusive else value > low) and value <= high
+        ok = (value >= low if low_inclusive else value > low) and (value <= high if high_inclusive else value < high)
     if not ok:
-        opening = "[" if low_inclusive else "("
-        raise UserError(f"{label} must be a number in {opening}{low:g}, {high:g}], got {value!r}")
+        raise FieldError(None, f"must be {number_range(low, high, low_inclusive, high_inclusive)}, got {value!r}", label)
     return float(value)
+
+
+def number_range(low: float, high: float, low_inclusive: bool = False, high_inclusive: bool = True) -> str:
+    """'a number in (0, 100]' (brackets as the interval's ends are in or out)."""
+    return f"a number in {'[' if low_inclusive else '('}{low:g}, {high:g}{']' if high_inclusive else ')'}"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -67,7 +67,7 @@ def gemm_rate(shape: GemmShape, precision: str, repeats: int, device: str = "cpu
     """Median GFLOP/s of `repeats` products of this shape in this precision, after one untimed call."""
     import torch
 
-    from .measure import synchronize
+    from .measure.compute import synchronize
 
     dtype = getattr(torch, _TORCH_DTYPES[precision])
     generator = torch.Generator().manual_seed(0)

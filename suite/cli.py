@@ -4,13 +4,15 @@ on stderr and exit status 2, never a traceback."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 
 from .atomic import disk_full, disk_full_error
 from .bounds import MAX_HOURS, count_type, number_type
 from .errors import UserError
-from .spec import EXIT_GATE_FAILED, EXIT_OK, EXIT_USER_ERROR
+from .spec import (BASELINE, DATASET_SIZES, DEFAULT_METHODS, EXIT_GATE_FAILED, EXIT_INTERRUPTED, EXIT_OK,
+                   EXIT_USER_ERROR)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -21,35 +23,28 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {' '.join(message.split())}\n")
 
 
+def _defaults(cls) -> dict:
+    """A config dataclass's defaults, for a parser's set_defaults: the options named as its fields default to them
+    (help strings show them as %(default)s), so no default is spelled twice."""
+    return {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+
+
+def _from_options(cls, args: argparse.Namespace, **given):
+    """A config dataclass from the parsed options named as its fields, and ``given`` for the fields whose option is
+    spelled otherwise; the dataclass checks the values and the rules across them."""
+    named = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
+    return cls(**{**named, **given})
+
+
 def _train(args: argparse.Namespace) -> None:
     from .train import TrainConfig, train
 
-    if args.data_dir and args.synthetic:
-        raise UserError("--data-dir and --synthetic exclude each other")
-    train(
-        TrainConfig(
-            method=args.method,
-            recipe=args.recipe,
-            epochs=args.epochs,
-            threads=args.threads,
-            seed=args.seed,
-            dataset=args.dataset,
-            data_dir=args.data_dir,
-            synthetic=args.synthetic,
-            subset=args.subset,
-            batch_size=args.batch_size,
-            out=args.out,
-            resume=args.resume,
-            arch=args.arch,
-            device=args.device,
-            precision=args.precision,
-        )
-    )
+    train(_from_options(TrainConfig, args))
 
 
 def _add_train(sub) -> None:
     from .methods import METHODS
-    from .model import ARCH_NAME, ARCHS
+    from .model import ARCHS
     from .train import RECIPES, TrainConfig
 
     recipes = "\n".join(f"  {r.name}: {r.summary}" for r in RECIPES.values())
@@ -64,25 +59,25 @@ def _add_train(sub) -> None:
         "cosine, so a 10-epoch run never reaches the low-LR phase. The short recipe instead lays its schedule\n"
         "over whatever --epochs gives, ending at LR 0 (default 5 epochs).",
     )
-    p.add_argument("--method", default="tathe4", help="a registered method (default tathe4)")
-    p.add_argument("--arch", default=ARCH_NAME,
-                   help=f"network: {', '.join(ARCHS)} (default {ARCH_NAME}; simpleresnet4bit is the code's 73,178-parameter model)")
-    p.add_argument("--recipe", default="paper", help="training recipe (default paper)")
+    p.add_argument("--method", help="a registered method (default %(default)s)")
+    p.add_argument("--arch", help=f"network: {', '.join(ARCHS)} (default %(default)s; simpleresnet4bit is the code's "
+                                  "73,178-parameter model)")
+    p.add_argument("--recipe", help="training recipe (default %(default)s)")
     p.add_argument("--epochs", type=count_type("epochs"), help="number of epochs (default: the recipe's, 150 for paper)")
     p.add_argument("--threads", type=count_type("threads"), help="torch intra-op threads (default: torch's choice)")
-    p.add_argument("--seed", type=count_type("seed"), default=0)
-    p.add_argument("--dataset", default="cifar10", choices=["cifar10", "cifar100"])
+    p.add_argument("--seed", type=count_type("seed"))
+    p.add_argument("--dataset", choices=list(DATASET_SIZES))
     p.add_argument("--data-dir", help="folder holding cifar-10-batches-py / cifar-100-python (else $Q4BENCH_DATA)")
     p.add_argument("--synthetic", action="store_true", help="train on generated data in the official format")
     p.add_argument("--subset", type=count_type("subset"), help="train on the first N training images (the test set stays whole)")
     p.add_argument("--batch-size", type=count_type("batch_size"), help="override the recipe's batch size (128)")
     p.add_argument("--resume", action="store_true", help="continue the run in OUT from its last checkpoint")
-    p.add_argument("--device", default=TrainConfig.device, help="cpu or cuda (default cpu)")
-    p.add_argument("--precision", default=TrainConfig.precision,
+    p.add_argument("--device", help="cpu or cuda (default %(default)s)")
+    p.add_argument("--precision",
                    help="fp32 or bf16: autocast around forward and loss, master weights and optimizer in fp32 "
-                        "(default fp32; on CUDA fp32 runs with TF32 off)")
+                        "(default %(default)s; on CUDA fp32 runs with TF32 off)")
     p.add_argument("--out", required=True, help="run folder")
-    p.set_defaults(func=_train)
+    p.set_defaults(func=_train, **_defaults(TrainConfig))
 
 
 def _export(args: argparse.Namespace) -> None:
@@ -123,23 +118,12 @@ def _add_export(sub) -> None:
 def _verify_onnx(args: argparse.Namespace) -> None:
     from .verify import VerifyConfig, verify
 
-    verify(
-        VerifyConfig(
-            checkpoint=args.checkpoint,
-            onnx_dir=args.onnx,
-            data_dir=args.data_dir,
-            threads=args.threads,
-            limit=args.limit,
-            agreement_images=args.agreement_images,
-            speed_rounds=args.speed_rounds,
-            throughput_runs=args.throughput_runs,
-            latency_runs=args.latency_runs,
-            profile_runs=args.profile_runs,
-        )
-    )
+    verify(_from_options(VerifyConfig, args, onnx_dir=args.onnx))
 
 
 def _add_verify_onnx(sub) -> None:
+    from .verify import VerifyConfig
+
     p = sub.add_parser(
         "verify-onnx",
         help="check exported ONNX files against the PyTorch model in onnxruntime; writes ONNX/verify.json",
@@ -151,18 +135,19 @@ def _add_verify_onnx(sub) -> None:
     p.add_argument("--checkpoint", required=True, help="the checkpoint the files were exported from")
     p.add_argument("--onnx", required=True, help="folder holding fp32.onnx, int4.onnx, int8.onnx")
     p.add_argument("--data-dir", help="CIFAR folder for the test images (default: the checkpoint's data)")
-    p.add_argument("--threads", type=count_type("threads"), default=2, help="onnxruntime intra-op and torch threads (default 2)")
+    p.add_argument("--threads", type=count_type("threads"),
+                   help="onnxruntime intra-op and torch threads (default %(default)s)")
     p.add_argument("--limit", type=count_type("limit"), help="evaluate on the first N test images only (default: all)")
-    p.add_argument(
-        "--agreement-images", type=count_type("agreement_images"), default=1000, help="images for optimizations off vs on (default 1000)"
-    )
-    p.add_argument("--speed-rounds", type=count_type("speed_rounds"), default=12, help="interleaved timing rounds (default 12)")
-    p.add_argument("--throughput-runs", type=count_type("throughput_runs"), default=3,
-                   help="timed batch-64 runs per file per round, back to back (default 3)")
-    p.add_argument("--latency-runs", type=count_type("latency_runs"), default=5, help="timed batch-1 runs per file per round (default 5)")
-    p.add_argument("--profile-runs", type=count_type("profile_runs"), default=8,
-                   help="interleaved profiled batch-64 runs per file for the per-layer kernel times (default 8)")
-    p.set_defaults(func=_verify_onnx)
+    p.add_argument("--agreement-images", type=count_type("agreement_images"),
+                   help="images for optimizations off vs on (default %(default)s)")
+    p.add_argument("--speed-rounds", type=count_type("speed_rounds"), help="interleaved timing rounds (default %(default)s)")
+    p.add_argument("--throughput-runs", type=count_type("throughput_runs"),
+                   help="timed batch-64 runs per file per round, back to back (default %(default)s)")
+    p.add_argument("--latency-runs", type=count_type("latency_runs"),
+                   help="timed batch-1 runs per file per round (default %(default)s)")
+    p.add_argument("--profile-runs", type=count_type("profile_runs"),
+                   help="interleaved profiled batch-64 runs per file for the per-layer kernel times (default %(default)s)")
+    p.set_defaults(func=_verify_onnx, **_defaults(VerifyConfig))
 
 
 def _bench(args: argparse.Namespace) -> None:
@@ -170,25 +155,15 @@ def _bench(args: argparse.Namespace) -> None:
 
     from .bench import BenchConfig, run_bench, summary_lines
 
-    path = run_bench(
-        BenchConfig(
-            profiles=args.profile or [],
-            tier=args.tier,
-            methods=args.method or [],
-            data_dir=args.data_dir,
-            out=args.out,
-            seed=args.seed,
-            cgroup_root=args.cgroup_root,
-            allow_download=not args.no_download,
-        )
-    )
+    path = run_bench(_from_options(BenchConfig, args, profiles=args.profile or [], methods=args.method or [],
+                                   allow_download=not args.no_download))
     for line in summary_lines(json.loads(path.read_text())):
         print(line)
     print(f"result written to {path}")
 
 
 def _add_bench(sub) -> None:
-    from .bench import DEFAULT_PROFILES, TIERS
+    from .bench import DEFAULT_PROFILES, TIERS, BenchConfig
     from .profiles import available_profiles
 
     tiers = "\n".join(f"  {t.name}: {t.summary}" for t in TIERS.values())
@@ -201,21 +176,22 @@ def _add_bench(sub) -> None:
     )
     p.add_argument("--profile", action="append", metavar="NAME",
                    help=f"a profile name or .toml path; repeatable (default: {' '.join(DEFAULT_PROFILES)})")
-    p.add_argument("--tier", default="quick", choices=list(TIERS), help="default quick")
+    p.add_argument("--tier", choices=list(TIERS), help="default %(default)s")
     p.add_argument("--method", action="append", metavar="M",
-                   help="a registered method; repeatable (default: fp32 tathe4; fp32 is always measured)")
+                   help=f"a registered method; repeatable (default: {' '.join(DEFAULT_METHODS)}; {BASELINE} is always "
+                        "measured)")
     p.add_argument("--data-dir", help="folder holding cifar-10-batches-py (else $Q4BENCH_DATA, else ~/.cache/q4bench)")
     p.add_argument("--no-download", action="store_true", help="do not try to download CIFAR-10 when it is missing")
-    p.add_argument("--out", default="reports/results", help="folder for the result file (default reports/results)")
-    p.add_argument("--seed", type=count_type("seed"), default=0)
+    p.add_argument("--out", help="folder for the result file (default %(default)s)")
+    p.add_argument("--seed", type=count_type("seed"))
     p.add_argument("--cgroup-root", help="a delegated cgroup v2 directory for memory caps (default: detect; else rlimit)")
-    p.set_defaults(func=_bench)
+    p.set_defaults(func=_bench, **_defaults(BenchConfig))
 
 
 def _profile(args: argparse.Namespace) -> None:
     import json
 
-    from .measure import host_fingerprint
+    from .measure.host import host_fingerprint
 
     print(json.dumps(host_fingerprint(), indent=2))
 
@@ -232,9 +208,11 @@ def _submit(args: argparse.Namespace) -> None:
 
 
 def _add_submit(sub) -> None:
+    from .results import DEFAULT_STORE
+
     p = sub.add_parser("submit", help="validate a bench result strictly and file it under reports/submitted/<host-id>/")
     p.add_argument("file", help="a result file written by q4bench bench")
-    p.add_argument("--store", default="reports/submitted", help="default reports/submitted")
+    p.add_argument("--store", default=str(DEFAULT_STORE), help="default %(default)s")
     p.set_defaults(func=_submit)
 
 
@@ -303,11 +281,8 @@ def _add_results(sub) -> None:
 def _parity(args: argparse.Namespace) -> int:
     from .parity import ParityRequest, run_parity
 
-    outcome = run_parity(
-        ParityRequest(config=args.config, data_dir=args.data_dir, synthetic=args.synthetic, out=args.out,
-                      report=args.report, candidate=args.candidate, control=not args.no_control,
-                      overwrite=args.overwrite, executor=_executor_choice(args))
-    )
+    outcome = run_parity(_from_options(ParityRequest, args, control=not args.no_control,
+                                       executor=_executor_choice(args)))
     if not outcome.passed:
         for reason in outcome.reasons:
             print(f"q4bench parity: FAIL: {reason}", file=sys.stderr)
@@ -316,7 +291,7 @@ def _parity(args: argparse.Namespace) -> int:
 
 
 def _add_parity(sub) -> None:
-    from .parity import DEFAULT_CONFIG, DEFAULT_OUT, DEFAULT_REPORT
+    from .parity import ParityRequest
 
     p = sub.add_parser(
         "parity",
@@ -327,25 +302,25 @@ def _add_parity(sub) -> None:
         "candidate's mean final-epoch gap exceeds the tolerance (computed from the seed pairs recorded in the "
         "config), when the control does not, or when a gated ONNX file disagrees with PyTorch.",
     )
-    p.add_argument("--config", default=str(DEFAULT_CONFIG), help=f"tolerance and budget (default {DEFAULT_CONFIG})")
+    p.add_argument("--config", help="tolerance and budget (default %(default)s)")
     p.add_argument("--data-dir", help="folder holding cifar-10-batches-py (else $Q4BENCH_DATA, else ~/.cache/q4bench)")
     p.add_argument("--synthetic", action="store_true", help="generated data instead of CIFAR-10 (tests)")
     p.add_argument("--candidate", help="judge this method instead of the config's candidate (e.g. the control, to see it fail)")
     p.add_argument("--no-control", action="store_true", help="skip the config's degraded control (saves its runs)")
-    p.add_argument("--out", default=str(DEFAULT_OUT), help=f"run folders, ONNX files, parity.json (default {DEFAULT_OUT})")
-    p.add_argument("--report", default=str(DEFAULT_REPORT), help=f"the Markdown page (default {DEFAULT_REPORT})")
+    p.add_argument("--out", help="run folders, ONNX files, parity.json (default %(default)s)")
+    p.add_argument("--report", help="the Markdown page (default %(default)s)")
     p.add_argument("--overwrite", action="store_true",
                    help="clear OUT's runs, onnx and result files even when parity did not write them (a compare "
                         "folder, a copy): without it such a folder is refused")
     _add_executor_options(p)
-    p.set_defaults(func=_parity)
+    p.set_defaults(func=_parity, **_defaults(ParityRequest))
 
 
 def _add_executor_options(p) -> None:
     """--executor and the Slurm parameters, shared by compare and parity."""
-    from .executors import DEFAULT_MAX_RETRIES, KINDS
+    from .executors import DEFAULT_MAX_RETRIES, KINDS, ExecutorChoice
 
-    p.add_argument("--executor", default="local", choices=KINDS,
+    p.add_argument("--executor", default=ExecutorChoice.kind, choices=KINDS,
                    help="where the runs train: local (child processes of this command, the default), slurm (one "
                         "sbatch job per run through submitit), submitit-local (the slurm path on this machine)")
     p.add_argument("--slurm-config", metavar="TOML", help="a file whose [slurm] table sets the options below "
@@ -380,21 +355,12 @@ def _executor_choice(args: argparse.Namespace):
 def _compare(args: argparse.Namespace) -> None:
     from .compare import CompareRequest, run_compare
 
-    run_compare(
-        CompareRequest(
-            methods=tuple(args.method or ()), reference=args.reference, seeds=args.seeds, first_seed=args.first_seed,
-            epochs=args.epochs,
-            hours=args.hours, recipe=args.recipe, subset=args.subset, synthetic=args.synthetic,
-            data_dir=args.data_dir, device=args.device, precision=args.precision, parallel=args.parallel,
-            threads=args.threads, margin=args.margin, out=args.out, batch_size=args.batch_size,
-            ranks_per_run=args.ranks_per_run, arch=args.arch, executor=_executor_choice(args),
-        )
-    )
+    run_compare(_from_options(CompareRequest, args, methods=tuple(args.method or ()), executor=_executor_choice(args)))
 
 
 def _add_compare(sub) -> None:
-    from .compare import DEFAULT_MARGIN, DEFAULT_OUT, DEFAULT_RECIPE
-    from .model import ARCH_NAME, ARCHS
+    from .compare import CompareRequest
+    from .model import ARCHS
 
     p = sub.add_parser(
         "compare",
@@ -406,33 +372,32 @@ def _add_compare(sub) -> None:
         "--seeds, another --margin or --parallel are allowed).",
     )
     p.add_argument("--method", action="append", metavar="M", help="a candidate method; repeatable (e.g. tathe4)")
-    p.add_argument("--reference", default="fp32", help="the reference method (default fp32)")
-    p.add_argument("--seeds", type=count_type("seeds"), default=2, help="paired seeds per method (default 2): 0..N-1")
-    p.add_argument("--first-seed", type=count_type("seed"), default=0,
+    p.add_argument("--reference", help="the reference method (default %(default)s)")
+    p.add_argument("--seeds", type=count_type("seeds"), help="paired seeds per method (default %(default)s): 0..N-1")
+    p.add_argument("--first-seed", type=count_type("seed"),
                    help="start the seeds here instead of 0 (S..S+N-1), e.g. fresh seeds beside a study made elsewhere")
-    # Exactly one of these two; checked by compare.validate, which says so in one line.
+    # Exactly one of these two; checked by CompareRequest, which says so in one line.
     p.add_argument("--epochs", type=count_type("epochs"), help="epochs per run")
     p.add_argument("--hours", type=number_type(0, MAX_HOURS),
                         help="a time box: converted to epochs per run from step times measured in children first")
-    p.add_argument("--arch", default=ARCH_NAME, help=f"the network every run trains: {' or '.join(ARCHS)} (default {ARCH_NAME})")
-    p.add_argument("--recipe", default=DEFAULT_RECIPE, help=f"training recipe (default {DEFAULT_RECIPE})")
+    p.add_argument("--arch", help=f"the network every run trains: {' or '.join(ARCHS)} (default %(default)s)")
+    p.add_argument("--recipe", help="training recipe (default %(default)s)")
     p.add_argument("--subset", type=count_type("subset"), help="train on the first N training images")
     p.add_argument("--batch-size", type=count_type("batch_size"), help="override the recipe's batch size")
     p.add_argument("--synthetic", action="store_true", help="generated data instead of CIFAR-10 (tests)")
     p.add_argument("--data-dir", help="folder holding cifar-10-batches-py (else $Q4BENCH_DATA, else ~/.cache/q4bench)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    p.add_argument("--precision", default="fp32", help="fp32 or bf16 (autocast; default fp32)")
+    p.add_argument("--device", help="cpu or cuda (default %(default)s)")
+    p.add_argument("--precision", help="fp32 or bf16 (autocast; default %(default)s)")
     p.add_argument("--parallel", type=count_type("parallel"),
                    help="children at once (default: cores // threads on cpu, 2 sharing the GPU on cuda)")
     p.add_argument("--threads", type=count_type("threads"), help="torch threads per child (default 1 on cpu, cores // parallel on cuda)")
-    p.add_argument("--ranks-per-run", type=count_type("ranks_per_run"), default=1,
-                   help="train each run as a torchrun job of N DDP ranks over gloo (default 1: one process)")
-    p.add_argument("--margin", type=number_type(0, 100), default=DEFAULT_MARGIN,
-                   help=f"equivalence margin in accuracy points (default {DEFAULT_MARGIN})")
-    p.add_argument("--out", default=DEFAULT_OUT, help=f"folder for the runs and compare.json (default {DEFAULT_OUT}; "
+    p.add_argument("--ranks-per-run", type=count_type("ranks_per_run"),
+                   help="train each run as a torchrun job of N DDP ranks over gloo (default %(default)s: one process)")
+    p.add_argument("--margin", type=number_type(0, 100), help="equivalence margin in accuracy points (default %(default)s)")
+    p.add_argument("--out", help="folder for the runs and compare.json (default %(default)s; "
                    "with --executor slurm on storage every node shares)")
     _add_executor_options(p)
-    p.set_defaults(func=_compare)
+    p.set_defaults(func=_compare, **_defaults(CompareRequest))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -467,17 +432,17 @@ def main(argv: list[str] | None = None) -> int:
         status = args.func(args)  # None: success; a command that can say no (the gate) returns its status
     except UserError as exc:
         print(f"q4bench: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("q4bench: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except Exception as exc:
         # A full disk outside write_atomic (a log, a library's own file): still one line, not a traceback.
         full = disk_full(exc)
         if full is None:
             raise
         print(f"q4bench: error: {disk_full_error(full.filename or 'a file', full)}", file=sys.stderr)
-        return 2
+        return EXIT_USER_ERROR
     return EXIT_OK if status is None else status
 
 

@@ -16,16 +16,16 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from .atomic import write_json_atomic
+from .child import ChildSpec, last_line, python_path, signal_name
+from .child import run as run_child
 from .errors import UserError
 from .executors import (DONE, FAILED, INSTALL_HINT, JOBS_FOLDER, LOST, QUEUED, REHEARSAL_MINUTES, RUNNING, UNSEEN,
-                        Executor, ExecutorChoice, JobSpec, JobState, SlurmSettings, Ticket, child_env, die_with,
-                        last_line, python_path)
+                        Executor, ExecutorChoice, JobSpec, JobState, SlurmSettings, Ticket)
 from .userfiles import RESULT_MAX_BYTES, read_user_json
 
 SLURM_WAITING = {"PENDING", "REQUEUED", "CONFIGURING", "RESIZING", "SUSPENDED", "REQUEUE_HOLD", "REQUEUE_FED",
@@ -59,17 +59,9 @@ class TrainJob:
     outcome: str
 
     def __call__(self) -> dict:
-        started = time.monotonic()
-        Path(self.train_log).parent.mkdir(parents=True, exist_ok=True)
-        with open(self.train_log, "ab") as log:
-            proc = subprocess.Popen(list(self.command), env=child_env(self.threads), stdout=log,
-                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=die_with(os.getpid()))
-            try:
-                code = proc.wait()
-            except BaseException:  # a signal from the scheduler or the compare: no training outlives its job
-                proc.kill()
-                raise
-        result = {"returncode": code, "host": socket.gethostname(), "wall_seconds": time.monotonic() - started,
+        # A signal from the scheduler or the compare interrupts the wait, and the training is killed with it.
+        end = run_child(ChildSpec(self.command, self.threads, Path(self.train_log)))
+        result = {"returncode": end.returncode, "host": socket.gethostname(), "wall_seconds": end.seconds,
                   "last_line": last_line(Path(self.train_log))}
         write_json_atomic(self.outcome, result)
         return result
@@ -91,11 +83,7 @@ def outcome_state(where: str, outcome: dict) -> JobState:
     code, wall = outcome["returncode"], outcome.get("wall_seconds")
     where = f"{where} on {outcome.get('host', '?')}"
     if code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = f"signal {-code}"
-        return JobState(LOST, f"{where}: the training was killed by {name}", None, wall)
+        return JobState(LOST, f"{where}: the training was killed by {signal_name(-code)}", None, wall)
     return JobState(DONE if code == 0 else FAILED, f"{where} exited {code}: {outcome.get('last_line', '')}", None, wall)
 
 

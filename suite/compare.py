@@ -25,12 +25,17 @@ from typing import Callable
 
 from .atomic import write_json_atomic
 from .bounds import MAX_HOURS, MAX_SEED, check_count, check_number, check_optional_count
-from .errors import UserError
+from .child import Child, ChildSpec, TaskFiles, last_line, module_argv, task_spec
+from .compare_child import TimingTask
+from .config import check_data_source
+from .errors import FieldError, UserError
 from .executors import (DONE, JOBS_FILE, LOST, Executor, ExecutorChoice, JobBook, JobSpec, JobState, Ticket,
-                        last_line, make_executor, spawn)
+                        make_executor)
 from .locks import hold
-from .spec import PAPER_ARCH, SHORT_RECIPE
-from .state import load_schema, read_state, schema_errors
+from .recipes import get_recipe
+from .spec import (BASELINE, COMPARE_FILE, FULL_PRECISION, HISTORY_FILE, PAPER_ARCH, PLAN_FILE, PREDICTIONS_FILE,
+                   REQUEST_FILE, SHORT_RECIPE, TRAIN_LOG, WALL_FILE)
+from .state import check_document, load_schema, read_state
 from .userfiles import CONFIG_MAX_BYTES, check_output_dir, read_user_json
 
 SCHEMA = "q4bench-compare/1"
@@ -49,7 +54,7 @@ OLD_FOLDER_DEFAULTS = {"ranks_per_run": 1, "first_seed": 0, "arch": PAPER_ARCH}
 @dataclass(frozen=True)
 class CompareRequest:
     methods: tuple[str, ...]  # the candidates
-    reference: str = "fp32"
+    reference: str = BASELINE
     seeds: int = 2
     first_seed: int = 0  # seeds first_seed .. first_seed + seeds - 1: fresh seeds beside a study made elsewhere
     epochs: int | None = None
@@ -59,7 +64,7 @@ class CompareRequest:
     synthetic: bool = False
     data_dir: str | None = None
     device: str = "cpu"
-    precision: str = "fp32"
+    precision: str = FULL_PRECISION
     parallel: int | None = None  # None: cores // threads on CPU, DEFAULT_GPU_CHILDREN on cuda
     threads: int | None = None  # per child; None: 1 on CPU, cores // parallel on cuda
     margin: float = DEFAULT_MARGIN
@@ -71,7 +76,7 @@ class CompareRequest:
     # Where the runs train (local children, or cluster jobs through submitit); not part of the study's identity.
     executor: ExecutorChoice = field(default_factory=ExecutorChoice)
 
-    def __post_init__(self):  # ranges shared with the CLI (suite.bounds); the rest is checked by validate()
+    def __post_init__(self):  # ranges shared with the CLI (suite.bounds), rules across fields; the rest: validate()
         check_count(self.seeds, "seeds")
         check_count(self.first_seed, "seed", label="--first-seed", bounds=(0, MAX_SEED - self.seeds + 1))
         for name in ("epochs", "subset", "parallel", "threads", "batch_size", "ranks_per_run"):
@@ -79,6 +84,9 @@ class CompareRequest:
         if self.hours is not None:
             check_number(self.hours, "--hours", 0, MAX_HOURS)
         check_number(self.margin, "--margin", 0, 100)
+        if (self.epochs is None) == (self.hours is None):
+            raise FieldError(None, "give the budget as exactly one of --epochs E or --hours H")
+        check_data_source(self.data_dir, self.synthetic)
 
     @property
     def seed_numbers(self) -> range:
@@ -107,8 +115,18 @@ def _cores() -> int:
 
 def validate(req: CompareRequest) -> CompareRequest:
     """The request with defaults resolved; UserError on the first bad option."""
+    _check_names(req)
+    _check_options(req)
+    parallel, threads = _children(req)
+    data_dir = None if req.synthetic else str(_data_folder(req))
+    return dataclasses.replace(req, parallel=parallel, threads=threads, data_dir=data_dir)
+
+
+def _check_names(req: CompareRequest) -> None:
+    """The methods, the network and the recipe exist, and the candidates are distinct from each other and the
+    reference."""
     from .methods import get_method
-    from .train import get_recipe
+    from .model import check_arch
 
     if not req.methods:
         raise UserError("--method is required (a candidate to compare with the reference, e.g. --method tathe4)")
@@ -121,8 +139,6 @@ def validate(req: CompareRequest) -> CompareRequest:
         raise UserError(f"--method {req.reference}: it is the reference; name candidates only")
     if len(set(req.methods)) != len(req.methods):
         raise UserError(f"--method: a candidate is named twice ({' '.join(req.methods)})")
-    from .model import check_arch
-
     try:
         check_arch(req.arch)
     except UserError as exc:
@@ -131,10 +147,10 @@ def validate(req: CompareRequest) -> CompareRequest:
         get_recipe(req.recipe)
     except UserError as exc:
         raise UserError(f"--recipe: {exc}") from None
-    if (req.epochs is None) == (req.hours is None):
-        raise UserError("give the budget as exactly one of --epochs E or --hours H")
-    if req.synthetic and req.data_dir:
-        raise UserError("--data-dir and --synthetic exclude each other")
+
+
+def _check_options(req: CompareRequest) -> None:
+    """Where the runs train fits this machine (the budget and data-source rules are CompareRequest's own)."""
     if "WORLD_SIZE" in os.environ:
         raise UserError("q4bench compare starts its own runs: do not start it under torchrun; pass "
                         "--ranks-per-run N to train each run as a torchrun job of N ranks")
@@ -153,19 +169,18 @@ def validate(req: CompareRequest) -> CompareRequest:
         from .cluster import import_submitit
 
         import_submitit(req.executor.kind)  # a missing extra is one line, before anything is written
+
+
+def _children(req: CompareRequest) -> tuple[int, int]:
+    """(runs side by side, threads per run's process) with the defaults filled in."""
     cores = _cores()
     if req.device == "cuda":
         parallel = req.parallel or DEFAULT_GPU_CHILDREN
-        threads = req.threads or max(1, cores // parallel)
-    else:
-        # Measured on 2 cores: two 1-thread trainings side by side made 266 img/s together, one 2-thread
-        # process 244-254; so by default each child gets one thread and the cores are filled with children.
-        threads = req.threads or 1
-        parallel = req.parallel or max(1, cores // (threads * req.ranks_per_run))
-    data_dir = None
-    if not req.synthetic:
-        data_dir = str(_data_folder(req))
-    return dataclasses.replace(req, parallel=parallel, threads=threads, data_dir=data_dir)
+        return parallel, req.threads or max(1, cores // parallel)
+    # Measured on 2 cores: two 1-thread trainings side by side made 266 img/s together, one 2-thread
+    # process 244-254; so by default each child gets one thread and the cores are filled with children.
+    threads = req.threads or 1
+    return req.parallel or max(1, cores // (threads * req.ranks_per_run)), threads
 
 
 def _data_folder(req: CompareRequest) -> Path:
@@ -215,7 +230,7 @@ def check_identity(out: Path, req: CompareRequest) -> None:
     Besides the identity, request.json keeps "seeds_first" (the seed count first recorded) and
     "seeds_raised_after_result" (seeds were raised while a compare.json existed: a look before extending,
     which the result's reason mentions, since it bends the nominal error rates)."""
-    path, mine = out / "request.json", identity(req)
+    path, mine = out / REQUEST_FILE, identity(req)
     history = {"seeds_first": req.seeds, "seeds_raised_after_result": False}
     if path.exists():
         saved = read_user_json(path, "compare request", CONFIG_MAX_BYTES)
@@ -227,7 +242,7 @@ def check_identity(out: Path, req: CompareRequest) -> None:
                 f"{out} holds a compare with {key} = {old!r}; this command asks for {value!r} "
                 f"(rerun the original command to resume it, or choose another --out)"
             )
-        history = _seed_history_after(saved, req, (out / "compare.json").exists())
+        history = _seed_history_after(saved, req, (out / COMPARE_FILE).exists())
     write_json_atomic(path, {**mine, **history})
 
 
@@ -241,7 +256,7 @@ def _seed_history_after(saved: dict, req: CompareRequest, result_exists: bool) -
 def seed_history(out: Path) -> tuple[int | None, bool]:
     """(seeds first recorded, raised after a result?) from OUT/request.json; (None, False) when unknown."""
     try:
-        saved = json.loads((out / "request.json").read_text())
+        saved = json.loads((out / REQUEST_FILE).read_text())
     except (OSError, ValueError):
         return None, False
     first = saved.get("seeds_first") if isinstance(saved, dict) else None
@@ -288,8 +303,8 @@ def train_command(req: CompareRequest, run: Run, epochs: int, out: Path) -> list
 
 
 def run_finished(run_dir: Path, epochs: int) -> bool:
-    history = run_dir / "history.json"
-    if not history.is_file() or not (run_dir / "predictions.npy").is_file():
+    history = run_dir / HISTORY_FILE
+    if not history.is_file() or not (run_dir / PREDICTIONS_FILE).is_file():
         return False
     try:
         return len(read_state(history, "history", "run history")["epochs"]) >= epochs
@@ -299,7 +314,7 @@ def run_finished(run_dir: Path, epochs: int) -> bool:
 
 def epochs_done(run_dir: Path) -> int:
     try:
-        return len(read_state(run_dir / "history.json", "history", "run history")["epochs"])
+        return len(read_state(run_dir / HISTORY_FILE, "history", "run history")["epochs"])
     except UserError:
         return 0
 
@@ -317,24 +332,27 @@ def measure_step_times(req: CompareRequest, out: Path, batch: int,
     tmp.mkdir(parents=True, exist_ok=True)
     result: dict[str, float] = {}
     startup = 0.0
-    for start in range(0, len(methods), req.parallel):
-        wave = methods[start : start + req.parallel]
-        procs = {}
-        for m in wave:
-            cmd = [sys.executable, "-m", "suite.compare_child", str(tmp / f"{m}.json"), m, req.arch, req.recipe, req.device,
-                   req.precision, str(req.data_dir) if req.data_dir else "-", str(req.threads), str(batch)]
-            if req.synthetic:
-                cmd.append("--synthetic")
-            procs[m] = (spawn(cmd, req.threads, tmp / f"{m}.log"), time.monotonic())
-        for m, (proc, began) in procs.items():
-            if proc.wait() != 0:
-                raise UserError(f"timing {m} failed (exit {proc.returncode}): {last_line(tmp / f'{m}.log')}")
-            timed = json.loads((tmp / f"{m}.json").read_text())
-            result[m] = timed["seconds_per_image"]
-            startup = max(startup, time.monotonic() - began - timed["steps"] * timed["seconds_per_step"])
+    for first in range(0, len(methods), req.parallel):
+        wave = methods[first : first + req.parallel]
+        children = {m: Child(_timing_child(req, m, batch, tmp)) for m in wave}
+        for m, child in children.items():
+            end = child.wait()
+            if not end.ok:
+                raise UserError(f"timing {m} failed (exit {end.returncode}): {last_line(end.spec.log)}")
+            result[m] = end.result["seconds_per_image"]
+            startup = max(startup, end.seconds - end.result["steps"] * end.result["seconds_per_step"])
     log(f"compare: timed {', '.join(f'{m} {1 / s:.0f} img/s' for m, s in result.items())} per child "
         f"({req.threads} thread(s), {min(req.parallel, len(methods))} side by side)")
     return result, startup
+
+
+def _timing_child(req: CompareRequest, method: str, batch: int, folder: Path) -> ChildSpec:
+    """The task child (suite/compare_child.py) that times ``method``: TIMING/METHOD.task.json in,
+    METHOD.json and METHOD.log out."""
+    task = TimingTask(method, req.arch, req.recipe, req.device, req.precision,
+                      str(req.data_dir) if req.data_dir else None, req.synthetic, req.threads, batch)
+    files = TaskFiles(folder / f"{method}.task.json", folder / f"{method}.json", folder / f"{method}.log")
+    return task_spec(module_argv("suite.compare_child"), dataclasses.asdict(task), files, req.threads)
 
 
 def makespan(durations: list[float], slots: int) -> float:
@@ -352,7 +370,7 @@ def epoch_seconds(spi: float, train_images: int, test_images: int) -> float:
 
 def make_plan(req: CompareRequest, out: Path, sizes: tuple[int, int, int], log: Callable[[str], None]) -> dict:
     """plan.json: reused on a rerun (so --hours keeps the epochs it first gave), else measured now."""
-    path = out / "plan.json"
+    path = out / PLAN_FILE
     if path.exists():
         plan = read_state(path, "plan", "compare plan (delete it to measure anew)")
         missing = [m for m in (req.reference, *req.methods) if m not in plan["seconds_per_image"]]
@@ -426,7 +444,7 @@ def _finished_gaps(req: CompareRequest, candidate: str, epochs: int, runs_dir: P
         if not all(run_finished(d, epochs) for d in dirs):
             continue
         try:
-            ref, cand = (read_state(d / "history.json", "history", "run history")["final_test_acc"] for d in dirs)
+            ref, cand = (read_state(d / HISTORY_FILE, "history", "run history")["final_test_acc"] for d in dirs)
         except UserError:
             continue  # a broken history is refused later, by build_result, with its path
         if ref is None or cand is None:
@@ -548,9 +566,9 @@ class _StudyJobs:
                 return
             detail += f"; lost {self.lost[run]} times in a row without finishing an epoch (--max-retries {limit})"
         if state.phase != DONE or not run_finished(run_dir, self.epochs):
-            self.failures.append(f"{run.name} {detail} (log {state.log or run_dir / 'train.log'})")
+            self.failures.append(f"{run.name} {detail} (log {state.log or run_dir / TRAIN_LOG})")
             return
-        history = read_state(run_dir / "history.json", "history", "run history")
+        history = read_state(run_dir / HISTORY_FILE, "history", "run history")
         self.log(f"compare: finished {run.name}: test {history['final_test_acc']:.2f}% after "
                  f"{len(history['epochs'])} epoch(s)")
 
@@ -571,7 +589,7 @@ class _StudyJobs:
 
 def _add_wall(run_dir: Path, seconds: float) -> None:
     # Cumulative across reruns: what the compare spent on this run in child processes that exited.
-    path = run_dir / "wall.json"
+    path = run_dir / WALL_FILE
     wall = read_state(path, "wall", "run wall time") if path.exists() else {"wall_seconds": 0.0, "attempts": 0}
     write_json_atomic(path, {"wall_seconds": wall["wall_seconds"] + seconds, "attempts": wall["attempts"] + 1})
 
@@ -583,7 +601,6 @@ def _add_wall(run_dir: Path, seconds: float) -> None:
 def _sizes(req: CompareRequest) -> tuple[int, int, int]:
     """(train images, test images, batch size) the runs will see."""
     from . import data as datamod
-    from .train import get_recipe
 
     train, test, _ = datamod.load_data(req.dataset, req.data_dir, req.synthetic, req.subset, 0)
     return len(train), len(test), req.batch_size if req.batch_size is not None else get_recipe(req.recipe).batch_size
@@ -619,68 +636,39 @@ def _check_run_matches(run_dir: Path, history: dict, run: Run, req: CompareReque
     trained by `q4bench train` beforehand, or copied in): same method, seed, recipe, budget and precision."""
     expected = {"method": run.method, "seed": run.seed, "arch": req.arch, "recipe": req.recipe,
                 "planned_epochs": epochs, "precision": req.precision}
-    older = {"precision": "fp32", "planned_epochs": epochs, "arch": PAPER_ARCH}  # what older histories lacking a key meant
+    older = {"precision": FULL_PRECISION, "planned_epochs": epochs, "arch": PAPER_ARCH}  # what older histories lacking a key meant
     for key, want in expected.items():
         got = history.get(key, older.get(key))
         if got != want:
-            raise UserError(f"{run_dir / 'history.json'}: {key} is {got!r}, this compare needs {want!r}; move that "
+            raise UserError(f"{run_dir / HISTORY_FILE}: {key} is {got!r}, this compare needs {want!r}; move that "
                             "run folder away (or choose another --out) and rerun")
     if len(history.get("epochs", [])) < epochs:  # never compare a run that did not finish its budget
-        raise UserError(f"{run_dir / 'history.json'}: {len(history.get('epochs', []))} of {epochs} epoch(s) trained; "
+        raise UserError(f"{run_dir / HISTORY_FILE}: {len(history.get('epochs', []))} of {epochs} epoch(s) trained; "
                         "rerun the same compare command to finish it")
     if history["final_test_acc"] is None or not history["epochs"]:
-        raise UserError(f"{run_dir / 'history.json'}: final_test_acc is null or epochs is empty, in a run that "
+        raise UserError(f"{run_dir / HISTORY_FILE}: final_test_acc is null or epochs is empty, in a run that "
                         f"should be finished; move that run folder away and rerun")
+
+
+@dataclass(frozen=True)
+class _FinishedRun:
+    run: Run
+    history: dict
+    predictions: object  # numpy: the top-1 class of every test image
+    row: dict  # its entry in compare.json's "runs"
 
 
 def build_result(req: CompareRequest, epochs: int, out: Path) -> dict:
     """The compare.json document from the finished runs in OUT/runs (every statistic from suite.stats)."""
-    import numpy as np
-
-    from . import stats
-    from .measure import host_fingerprint
+    from .measure.host import host_fingerprint
     from .provenance import stamp
 
-    runs_dir, labels_of = out / "runs", _labels_loader(req)
-    runs, histories, predictions = [], {}, {}
-    for run in all_runs(req):
-        run_dir = runs_dir / run.name
-        history = read_state(run_dir / "history.json", "history", "run history")
-        _check_run_matches(run_dir, history, run, req, epochs)
-        preds = read_predictions(run_dir / "predictions.npy")
-        labels = labels_of(run.seed)
-        if preds.shape != labels.shape:
-            raise UserError(f"{run_dir / 'predictions.npy'}: {preds.size} predictions for {labels.size} test images")
-        # The predictions must give the accuracy the history reports, or they are not this run's.
-        acc = 100.0 * float(np.mean(preds == labels))
-        if abs(acc - history["final_test_acc"]) > 1e-6:
-            raise UserError(f"{run_dir / 'predictions.npy'} scores {acc:.4f}%, its history.json says "
-                            f"{history['final_test_acc']:.4f}%: they are not from the same epoch or test set")
-        histories[run], predictions[run] = history, preds
-        wall = run_dir / "wall.json"
-        runs.append({
-            "method": run.method,
-            "seed": run.seed,
-            "final_test_acc": history["final_test_acc"],
-            "best_test_acc": history["best_test_acc"],
-            "final_test_acc_tta": history["epochs"][-1].get("test_acc_tta"),
-            "wall_seconds": read_state(wall, "wall", "run wall time")["wall_seconds"] if wall.exists() else None,
-            "history": os.path.relpath(run_dir / "history.json", out),
-            "predictions": os.path.relpath(run_dir / "predictions.npy", out),
-        })
+    labels_of = _labels_loader(req)
+    finished = {run: _read_finished_run(out, run, req, epochs, labels_of) for run in all_runs(req)}
     seeds_first, raised_after_result = seed_history(out)
     extended_from = seeds_first if seeds_first is not None and req.seeds > seeds_first else None
-    comparisons = []
-    for cand in req.methods:
-        pairs = []
-        for seed in req.seed_numbers:
-            r, c = Run(req.reference, seed), Run(cand, seed)
-            pairs.append(stats.make_pair(seed, histories[r]["final_test_acc"], histories[c]["final_test_acc"],
-                                         labels_of(seed), predictions[r], predictions[c]))
-        comparisons.append(stats.compare(cand, pairs, req.margin,
-                                         extended_from if raised_after_result else None).to_json())
-    first = histories[Run(req.reference, req.first_seed)]
-    train_images, test_images, batch = first["train_images"], first["test_images"], first["batch_size"]
+    comparisons = _comparisons(req, finished, labels_of, extended_from if raised_after_result else None)
+    first = finished[Run(req.reference, req.first_seed)].history
     return {
         "schema": SCHEMA,
         "provenance": stamp(command="q4bench compare", **_executor_note(req)),
@@ -689,16 +677,65 @@ def build_result(req: CompareRequest, epochs: int, out: Path) -> dict:
         "device_name": _device_name(req, first),
         "precision": req.precision,
         "arch": req.arch,
-        "budget": {"recipe": req.recipe, "epochs": epochs, "train_images": train_images,
-                   "test_images": test_images, "batch_size": batch, "hours": req.hours},
+        "budget": {"recipe": req.recipe, "epochs": epochs, "train_images": first["train_images"],
+                   "test_images": first["test_images"], "batch_size": first["batch_size"], "hours": req.hours},
         "data_source": first["data_source"],
         "reference": req.reference,
         "margin_points": req.margin,
         "seeds_extended_from": extended_from,
-        "trained_on": trained_on(histories.values()),
-        "runs": runs,
+        "trained_on": trained_on(f.history for f in finished.values()),
+        "runs": [f.row for f in finished.values()],
         "comparisons": comparisons,
     }
+
+
+def _read_finished_run(out: Path, run: Run, req: CompareRequest, epochs: int, labels_of) -> _FinishedRun:
+    """A run's history and predictions, checked to be this compare's run, finished, and consistent."""
+    run_dir = out / "runs" / run.name
+    history = read_state(run_dir / HISTORY_FILE, "history", "run history")
+    _check_run_matches(run_dir, history, run, req, epochs)
+    preds = read_predictions(run_dir / PREDICTIONS_FILE)
+    _check_predictions(run_dir / PREDICTIONS_FILE, preds, labels_of(run.seed), history["final_test_acc"])
+    wall = run_dir / WALL_FILE
+    row = {
+        "method": run.method,
+        "seed": run.seed,
+        "final_test_acc": history["final_test_acc"],
+        "best_test_acc": history["best_test_acc"],
+        "final_test_acc_tta": history["epochs"][-1].get("test_acc_tta"),
+        "wall_seconds": read_state(wall, "wall", "run wall time")["wall_seconds"] if wall.exists() else None,
+        "history": os.path.relpath(run_dir / HISTORY_FILE, out),
+        "predictions": os.path.relpath(run_dir / PREDICTIONS_FILE, out),
+    }
+    return _FinishedRun(run, history, preds, row)
+
+
+def _check_predictions(path: Path, preds, labels, final_test_acc: float) -> None:
+    """The predictions must give the accuracy the history reports, or they are not this run's."""
+    import numpy as np
+
+    if preds.shape != labels.shape:
+        raise UserError(f"{path}: {preds.size} predictions for {labels.size} test images")
+    acc = 100.0 * float(np.mean(preds == labels))
+    if abs(acc - final_test_acc) > 1e-6:
+        raise UserError(f"{path} scores {acc:.4f}%, its history.json says "
+                        f"{final_test_acc:.4f}%: they are not from the same epoch or test set")
+
+
+def _comparisons(req: CompareRequest, finished: dict, labels_of, looked_from: int | None) -> list[dict]:
+    """Each candidate against the reference, paired seed by seed. looked_from: the seed count a result was
+    seen at before seeds were added (it bends the nominal error rates), else None."""
+    from . import stats
+
+    comparisons = []
+    for cand in req.methods:
+        pairs = []
+        for seed in req.seed_numbers:
+            ref, other = finished[Run(req.reference, seed)], finished[Run(cand, seed)]
+            pairs.append(stats.make_pair(seed, ref.history["final_test_acc"], other.history["final_test_acc"],
+                                         labels_of(seed), ref.predictions, other.predictions))
+        comparisons.append(stats.compare(cand, pairs, req.margin, looked_from).to_json())
+    return comparisons
 
 
 def _executor_note(req: CompareRequest) -> dict:
@@ -726,11 +763,10 @@ def schema() -> dict:
     return load_schema("compare_schema.json")
 
 
-def validate_result(doc: dict) -> None:
-    """A compare.json this code built fits its schema; a misfit is a bug here, not the user's (ValueError)."""
-    reasons = schema_errors(doc, schema())
-    if reasons:
-        raise ValueError(f"compare result does not fit compare_schema.json at {reasons[0]}")
+def validate_result(doc: dict, source: str | os.PathLike = COMPARE_FILE) -> None:
+    """A compare result (read, or built before it is written) fits compare_schema.json; else one line naming
+    source and the first field that does not fit."""
+    check_document(doc, schema(), source, "compare result")
 
 
 def read_predictions(path: Path):
@@ -772,10 +808,10 @@ def run_compare(req: CompareRequest, log: Callable[[str], None] = print) -> dict
             log(f"  executor: {executor.describe()}; jobs recorded in {out / JOBS_FILE}")
         execute(req, all_runs(req), plan["epochs"], out / "runs", log, executor)
         doc = build_result(req, plan["epochs"], out)
-        validate_result(doc)
-        write_json_atomic(out / "compare.json", doc)
+        validate_result(doc, out / COMPARE_FILE)
+        write_json_atomic(out / COMPARE_FILE, doc)
     for comparison in doc["comparisons"]:
         log(summary_line(doc, comparison))
         log(f"  {comparison['reason']}")
-    log(f"compare: wrote {out / 'compare.json'}")
+    log(f"compare: wrote {out / COMPARE_FILE}")
     return doc

@@ -1,5 +1,5 @@
-"""Time a few training steps of one method in a fresh process, for `q4bench compare`'s plan:
-`python -m suite.compare_child RESULT.json METHOD ARCH RECIPE DEVICE PRECISION DATA THREADS BATCH [--synthetic]`.
+"""Time a few training steps of one method in a fresh process, for `q4bench compare`'s plan: a task child
+(suite/child.py), `python -m suite.compare_child TASK.json RESULT.json`, the task a TimingTask.
 
 It runs the real training loop (train.train, so the device, precision and recipe are exactly those of
 the runs) and stops it after WARMUP + TIMED steps through the per-step callback; the parent sets the
@@ -7,22 +7,38 @@ thread variables in this process's environment before torch loads, as it does fo
 
 from __future__ import annotations
 
-import json
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
+
+from .child import serve
 
 WARMUP, TIMED = 1, 3
+
+
+@dataclass(frozen=True)
+class TimingTask:
+    """What to time: one method as the runs train it, at ``batch`` images a step."""
+
+    method: str
+    arch: str
+    recipe: str
+    device: str
+    precision: str
+    data_dir: str | None
+    synthetic: bool
+    threads: int
+    batch: int
 
 
 class _Enough(Exception):
     pass
 
 
-def time_steps(method: str, arch: str, recipe: str, device: str, precision: str, data_dir: str | None, synthetic: bool,
-               threads: int, batch: int) -> dict:
-    """Seconds per step and per image at ``batch`` images a step (the runs' first step: the recipe's batch,
-    or the whole subset when that is smaller)."""
+def time_steps(task: TimingTask) -> dict:
+    """Seconds per step and per image at ``task.batch`` images a step (the runs' first step: the recipe's
+    batch, or the whole subset when that is smaller)."""
     from .train import TrainConfig, train
 
     stamps: list[float] = []
@@ -34,29 +50,23 @@ def time_steps(method: str, arch: str, recipe: str, device: str, precision: str,
 
     with tempfile.TemporaryDirectory(prefix="q4bench-time-") as tmp:
         # Just enough images for the timed steps, each a full batch.
-        config = TrainConfig(method=method, arch=arch, recipe=recipe, epochs=1, threads=threads, seed=0, data_dir=data_dir,
-                             synthetic=synthetic, subset=batch * (WARMUP + TIMED), batch_size=batch, out=tmp,
-                             device=device, precision=precision)
+        config = TrainConfig(method=task.method, arch=task.arch, recipe=task.recipe, epochs=1, threads=task.threads,
+                             seed=0, data_dir=task.data_dir, synthetic=task.synthetic,
+                             subset=task.batch * (WARMUP + TIMED), batch_size=task.batch, out=tmp, device=task.device,
+                             precision=task.precision)
         try:
             train(config, on_batch=on_batch, log=lambda line: None)
         except _Enough:
             pass
     if len(stamps) < WARMUP + TIMED:
-        raise RuntimeError(f"only {len(stamps)} steps ran; cannot time {method}")
+        raise RuntimeError(f"only {len(stamps)} steps ran; cannot time {task.method}")
     step = (stamps[-1] - stamps[WARMUP - 1]) / TIMED
-    return {"method": method, "seconds_per_step": step, "batch_size": batch, "seconds_per_image": step / batch,
-            "steps": WARMUP + TIMED}
+    return {"method": task.method, "seconds_per_step": step, "batch_size": task.batch,
+            "seconds_per_image": step / task.batch, "steps": WARMUP + TIMED}
 
 
 def main(argv: list[str]) -> int:
-    result, method, arch, recipe, device, precision, data, threads, batch = argv[:9]
-    synthetic = "--synthetic" in argv[9:]
-    out = time_steps(method, arch, recipe, device, precision, None if data == "-" else data, synthetic, int(threads),
-                     int(batch))
-    from .atomic import write_json_atomic
-
-    write_json_atomic(result, out)
-    return 0
+    return serve(argv, lambda task: time_steps(TimingTask(**task)))
 
 
 if __name__ == "__main__":

@@ -17,21 +17,11 @@ from dataclasses import dataclass
 import torch
 
 from .errors import UserError
+from .measure.host import cpu_flags, host_fingerprint
+from .spec import FULL_PRECISION, PRECISIONS
 
 DEVICES = ("cpu", "cuda")
-PRECISIONS = ("fp32", "bf16")
 _CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
-
-
-def cpu_flags() -> set[str]:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
 
 
 @dataclass(frozen=True)
@@ -58,14 +48,12 @@ class Placement:
     def device_name(self) -> str:
         if self.device == "cuda":
             return torch.cuda.get_device_name(torch.cuda.current_device())
-        from .measure import host_fingerprint
-
         return host_fingerprint()["cpu_model"]
 
     def precision_support(self) -> str:
         """'fp32'; for bf16: 'native (<flag or GPU>)' or 'emulated (...)'."""
-        if self.precision == "fp32":
-            return "fp32"
+        if self.precision == FULL_PRECISION:
+            return FULL_PRECISION
         if self.device == "cuda":
             return "native (CUDA)" if torch.cuda.is_bf16_supported() else "emulated (this GPU has no bf16 units)"
         present = [flag for flag in _CPU_BF16_FLAGS if flag in cpu_flags()]

@@ -13,21 +13,20 @@ its executors is chosen."""
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import os
 import re
-import signal
-import subprocess
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from .atomic import write_json_atomic
 from .bounds import check_count
-from .errors import UserError
+from .child import Child, ChildSpec, last_line
+from .config import Count, Items, Text, check_fields, read_table, setting, table_of
+from .errors import FieldError, UserError
+from .spec import TRAIN_LOG
 from .userfiles import RESULT_MAX_BYTES, read_user_json, read_user_toml
 
 KINDS = ("local", "submitit-local", "slurm")
@@ -50,27 +49,43 @@ QUEUED, RUNNING, DONE, FAILED, LOST, UNSEEN = "queued", "running", "done", "fail
 
 
 @dataclass(frozen=True)
+class SbatchOptions:
+    """More sbatch options: a TOML table (name = "value", or name = true for a bare flag) or (name, value) pairs;
+    kept as pairs."""
+
+    expects: str = 'a table of sbatch options (qos = "high", exclusive = true)'
+
+    def __call__(self, value) -> tuple[tuple[str, str | bool], ...]:
+        pairs = tuple(value.items()) if isinstance(value, dict) else value
+        if not isinstance(pairs, tuple) or not all(isinstance(p, tuple) and len(p) == 2 for p in pairs):
+            raise FieldError(None, f"must be {self.expects}, got {value!r}")
+        for name, option in pairs:
+            if not re.fullmatch(r"[a-z][a-z0-9-]*", name):
+                raise FieldError(None, f"{name}: not an sbatch option name (e.g. qos=high, or exclusive)")
+            if name in RESERVED_OPTIONS:
+                raise FieldError(None, f"{name}: set by q4bench itself (one job per run, logs in the study folder); "
+                                       "leave it out")
+            if not isinstance(option, (str, bool)) or option is False:
+                raise FieldError(None, f"{name}: the value must be text (or a bare flag), got {option!r}")
+        return pairs
+
+
+@dataclass(frozen=True)
 class SlurmSettings:
-    partition: str | None = None
-    time_minutes: int | None = None  # each job's time limit; a run that outlives it is submitted again
-    cpus_per_task: int | None = None  # default: the run's threads x ranks
-    gpus_per_task: int | None = None  # default: 1 with --device cuda
-    account: str | None = None
-    options: tuple[tuple[str, str | bool], ...] = ()  # more sbatch options: (name, value); True: a bare flag
-    setup: tuple[str, ...] = ()  # shell lines run before each job (module load ..., source venv/bin/activate)
+    """The Slurm parameters: a [slurm] table's keys, each also a --slurm-* flag."""
+
+    partition: str | None = setting(Text(), None, option="--slurm-partition")
+    # each job's time limit; a run that outlives it is submitted again
+    time_minutes: int | None = setting(Count("time_minutes"), None, option="--slurm-time")
+    cpus_per_task: int | None = setting(Count("cpus_per_task"), None, option="--slurm-cpus-per-task")  # default: threads x ranks
+    gpus_per_task: int | None = setting(Count("gpus_per_task"), None, option="--slurm-gpus-per-task")  # default: 1 with cuda
+    account: str | None = setting(Text(), None, option="--slurm-account")
+    options: tuple[tuple[str, str | bool], ...] = setting(SbatchOptions(), (), option="--slurm-option")  # True: a bare flag
+    # shell lines run before each job (module load ..., source venv/bin/activate)
+    setup: tuple[str, ...] = setting(Items(Text()), (), option="--slurm-setup")
 
     def __post_init__(self):
-        for name in ("time_minutes", "cpus_per_task", "gpus_per_task"):
-            if getattr(self, name) is not None:
-                check_count(getattr(self, name), name, label=SLURM_FLAGS[name])
-        for name, value in self.options:
-            if not re.fullmatch(r"[a-z][a-z0-9-]*", name):
-                raise UserError(f"--slurm-option {name}: not an sbatch option name (e.g. qos=high, or exclusive)")
-            if name in RESERVED_OPTIONS:
-                raise UserError(f"--slurm-option {name}: set by q4bench itself (one job per run, logs in the "
-                                f"study folder); leave it out")
-            if not isinstance(value, (str, bool)) or value is False:
-                raise UserError(f"--slurm-option {name}: the value must be text (or a bare flag), got {value!r}")
+        check_fields(self)
 
     def merged(self, **flags) -> "SlurmSettings":
         """These settings (from a TOML section) with the flags given on the command line taking precedence."""
@@ -103,84 +118,16 @@ class ExecutorChoice:
 
 
 # SlurmSettings field -> its command-line flag (the [slurm] TOML keys are the field names)
-SLURM_FLAGS = {"partition": "--slurm-partition", "time_minutes": "--slurm-time", "cpus_per_task": "--slurm-cpus-per-task",
-               "gpus_per_task": "--slurm-gpus-per-task", "account": "--slurm-account", "options": "--slurm-option",
-               "setup": "--slurm-setup"}
-SLURM_KEYS = {"partition": str, "time_minutes": int, "cpus_per_task": int, "gpus_per_task": int, "account": str,
-              "options": dict, "setup": list}
-
-
 def load_slurm_section(path: str | os.PathLike) -> SlurmSettings:
-    """The [slurm] table of a TOML file: the keys of SlurmSettings ("options" a table of sbatch options)."""
-    doc = read_user_toml(path, "slurm config")
-    table = doc.get("slurm")
-    if not isinstance(table, dict):
-        raise UserError(f"{path}: missing table [slurm]")
-    for key, value in table.items():
-        kind = SLURM_KEYS.get(key)
-        if kind is None:
-            raise UserError(f"{path} [slurm]: unknown key '{key}' (known: {', '.join(SLURM_KEYS)})")
-        if not isinstance(value, kind) or isinstance(value, bool):
-            raise UserError(f"{path} [slurm]: '{key}' must be {kind.__name__}, got {value!r}")
-    if not all(isinstance(line, str) for line in table.get("setup", [])):
-        raise UserError(f"{path} [slurm]: 'setup' must be a list of shell lines (text)")
-    return SlurmSettings(**{**table, "options": tuple(table.get("options", {}).items()),
-                            "setup": tuple(table.get("setup", ()))})
+    """The [slurm] table of a TOML file: the keys of SlurmSettings ("options" a table of sbatch options); the
+    file's other tables are not read."""
+    return read_table(SlurmSettings, table_of(read_user_toml(path, "slurm config"), "slurm", path), f"{path} [slurm]")
 
 
 def parse_option(text: str) -> tuple[str, str | bool]:
     """--slurm-option NAME=VALUE (or a bare NAME for a flag such as exclusive), a leading -- tolerated."""
     name, sep, value = text.removeprefix("--").partition("=")
     return name, (value if sep else True)
-
-
-# ---------------------------------------------------------------------------------------------
-# Child processes (the local executor's, the compare's timing children, and each cluster job's training)
-
-
-def die_with(parent: int) -> Callable[[], None]:
-    """A preexec_fn: the child gets SIGKILL when ``parent`` dies, even by SIGKILL, so no orphan keeps
-    writing into a folder that a rerun resumes (Linux; elsewhere a no-op)."""
-
-    def arm() -> None:
-        try:
-            libc = ctypes.CDLL("libc.so.6", use_errno=True)
-            libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        except OSError:
-            return
-        if os.getppid() != parent:  # the parent died before prctl took effect
-            os._exit(1)
-
-    return arm
-
-
-def child_env(threads: int) -> dict:
-    env = dict(os.environ)
-    # Before torch loads in the child: OpenMP/MKL size their pools from these at import time.
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        env[var] = str(threads)
-    env["PYTHONPATH"] = python_path()
-    return env
-
-
-def python_path() -> str:
-    root = str(Path(__file__).resolve().parent.parent)
-    return root + (os.pathsep + os.environ["PYTHONPATH"] if os.environ.get("PYTHONPATH") else "")
-
-
-def spawn(cmd: list[str], threads: int, log_path: Path) -> subprocess.Popen:
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as log:
-        return subprocess.Popen(cmd, env=child_env(threads), stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, preexec_fn=die_with(os.getpid()))
-
-
-def last_line(path: Path) -> str:
-    try:
-        lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
-    except OSError:
-        return "no log"
-    return lines[-1].strip()[:300] if lines else "empty log"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -198,7 +145,7 @@ class JobSpec:
 
     @property
     def log(self) -> Path:
-        return self.run_dir / "train.log"
+        return self.run_dir / TRAIN_LOG
 
 
 @dataclass(frozen=True)
@@ -253,29 +200,29 @@ class LocalPool(Executor):
 
     def __init__(self, slots: int):
         self.slots = slots
-        self._procs: dict[str, tuple[subprocess.Popen, float, JobSpec]] = {}
+        self._children: dict[str, Child] = {}
 
     def submit(self, jobs: list[JobSpec]) -> list[Ticket]:
         tickets = []
         for job in jobs:
-            proc = spawn(list(job.command), job.threads, job.log)
-            self._procs[str(proc.pid)] = (proc, time.monotonic(), job)
-            tickets.append(Ticket(str(proc.pid), job.log))
+            child = Child(ChildSpec(job.command, job.threads, job.log))
+            self._children[str(child.pid)] = child
+            tickets.append(Ticket(str(child.pid), job.log))
         return tickets
 
     def state(self, ticket: Ticket) -> JobState:
-        proc, started, job = self._procs[ticket.job_id]
-        if proc.poll() is None:
+        end = self._children[ticket.job_id].poll()
+        if end is None:
             return JobState(RUNNING)
-        del self._procs[ticket.job_id]
-        return JobState(DONE if proc.returncode == 0 else FAILED, f"exited {proc.returncode}: {last_line(job.log)}",
-                        job.log, time.monotonic() - started)
+        del self._children[ticket.job_id]
+        log = end.spec.log
+        return JobState(DONE if end.returncode == 0 else FAILED, f"exited {end.returncode}: {last_line(log)}", log,
+                        end.seconds)
 
     def kill(self, ticket: Ticket) -> None:
-        entry = self._procs.get(ticket.job_id)
-        if entry is not None:
-            entry[0].terminate()
-            entry[0].wait()
+        child = self._children.get(ticket.job_id)
+        if child is not None:
+            child.stop()
 
 
 def make_executor(choice: ExecutorChoice, study: Path, parallel: int, cpus_per_task: int, device: str) -> Executor:
@@ -336,7 +283,7 @@ class JobBook:
         rec.setdefault("attempts", [])
         rec.update({"job_id": ticket.job_id, "state": QUEUED, "detail": "", "epochs_done_at_submit": epochs_done,
                     "log": self._rel(ticket.log), "stderr": self._rel(ticket.stderr), "outcome": self._rel(ticket.outcome),
-                    "train_log": self._rel(self.study / "runs" / name / "train.log"),
+                    "train_log": self._rel(self.study / "runs" / name / TRAIN_LOG),
                     "submitted_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
         rec["attempts"].append({"job_id": ticket.job_id, "state": QUEUED})
         self._save()

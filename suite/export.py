@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +45,7 @@ from .atomic import write_atomic
 from .bounds import check_count, check_optional_count
 from .errors import UserError
 from .locks import claim, hold
-from .spec import VERIFY_FILE
+from .spec import ONNX_FILES, VERIFY_FILE
 from .provenance import stamp
 from .threads import torch_threads
 from .userfiles import check_output_dir
@@ -55,7 +55,7 @@ from .train import model_from_checkpoint
 
 OPSET = 21  # first opset whose DequantizeLinear takes int4
 IR_VERSION = 10  # the IR version that introduced INT4
-FILES = ("fp32", "int4", "int8")
+FILES = ONNX_FILES
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 METADATA_KEY = "q4bench"  # metadata_props key holding the JSON description verify reads back
 DEFAULT_CALIBRATION_IMAGES = 1024
@@ -457,93 +457,45 @@ def uint8_params(r: ActivationRange) -> tuple[np.float32, np.uint8]:
     return np.float32(scale), np.uint8(zero)
 
 
+@dataclass(frozen=True)
+class QuantizedTensor:
+    """A uint8 tensor of the int8 graph: its name, and its scale and zero point (values and initializer names)."""
+
+    name: str
+    scale: np.float32
+    zero: np.uint8
+    scale_name: str
+    zero_name: str
+
+
+def _quantize(g: GraphBuilder, value: str, r: ActivationRange, output: str) -> QuantizedTensor:
+    """QuantizeLinear of a float tensor to uint8 over range r; its scale and zero point are OUTPUT_scale/_zero."""
+    scale, zero = uint8_params(r)
+    scale_name = g.const(f"{output}_scale", np.array(scale))
+    zero_name = g.const(f"{output}_zero", np.array(zero))
+    return QuantizedTensor(g.add("QuantizeLinear", [value, scale_name, zero_name], output), scale, zero, scale_name,
+                           zero_name)
+
+
+def _dequantize(g: GraphBuilder, x: QuantizedTensor, output: str) -> str:
+    return g.add("DequantizeLinear", [x.name, x.scale_name, x.zero_name], output)
+
+
 def build_int8(stages: list[Stage], calibration: Calibration, meta: dict) -> onnx.ModelProto:
     g = GraphBuilder()
-    in_scale, in_zero = uint8_params(calibration.input_range)
-    x_scale_name = g.const("input.q_scale", np.array(in_scale))
-    x_zero_name = g.const("input.q_zero", np.array(in_zero))
-    x = g.add("QuantizeLinear", [INPUT_NAME, x_scale_name, x_zero_name], "input.q")
-    x_scale = in_scale
+    x = _quantize(g, INPUT_NAME, calibration.input_range, "input.q")
     layers_meta = []
-    quantized_outputs: list[tuple[str, str, str]] = []  # per stage: (uint8 output, its scale, its zero point)
+    quantized_outputs: list[QuantizedTensor] = []  # per stage but the last: its uint8 output
     for i, s in enumerate(stages):
-        p = s.name
         last = i == len(stages) - 1
-        if s.global_pool_before:  # GlobalAveragePool is float-only in ONNX: DQ -> pool -> Q
-            pooled = g.add("GlobalAveragePool", [g.add("DequantizeLinear", [x, x_scale_name, x_zero_name],
-                                                       f"{p}.gap_in")], f"{p}.gap")
-            x_scale, zero = uint8_params(calibration.pooled_ranges[i])
-            x_scale_name = g.const(f"{p}.gap_q_scale", np.array(x_scale))
-            x_zero_name = g.const(f"{p}.gap_q_zero", np.array(zero))
-            x = g.add("QuantizeLinear", [pooled, x_scale_name, x_zero_name], f"{p}.gap_q")
-        if s.flatten_before:
-            x = g.add("Flatten", [x], f"{p}.flat", axis=1)  # on uint8: no float island
-        # Fold BN: per-output-channel weight scale s*a (codes unchanged, sign moved into the codes) and bias.
-        channels = s.codes.shape[0]
-        a, shift = s.bn.multiplier_and_shift() if s.bn is not None else (np.ones(channels), np.zeros(channels))
-        sign = np.where(a < 0, -1, 1).astype(np.int8)
-        codes = s.codes * sign.reshape((-1,) + (1,) * (s.codes.ndim - 1))
-        w_scale = (np.float64(s.scale) * np.abs(a)).astype(np.float32)
-        w_scale = np.maximum(w_scale, np.float32(1e-30))  # a zero BN gamma would give a zero scale
-        bias = a * s.bias.astype(np.float64) + shift
-        bias_scale = np.float64(x_scale) * w_scale.astype(np.float64)
-        bias_q = np.clip(np.round(bias / bias_scale), -(2**31), 2**31 - 1).astype(np.int32)
-        x_dq = g.add("DequantizeLinear", [x, x_scale_name, x_zero_name], f"{p}.in_dq")
-        # The explicit int8 zero point matters: onnxruntime 1.32 fuses DQ->Gemm into QGemm only when the
-        # weight DequantizeLinear has one (measured; Conv fuses either way).
-        w = g.add(
-            "DequantizeLinear",
-            [
-                g.const(f"{p}.weight_int8", codes.astype(np.int8)),
-                g.const(f"{p}.weight_scale", w_scale),
-                g.const(f"{p}.weight_zero", np.zeros(codes.shape[0], dtype=np.int8)),
-            ],
-            f"{p}.weight",
-            axis=0,
-        )
-        b = g.add(
-            "DequantizeLinear",
-            [g.const(f"{p}.bias_int32", bias_q), g.const(f"{p}.bias_scale", bias_scale.astype(np.float32))],
-            f"{p}.bias",
-            axis=0,
-        )
-        y = OUTPUT_NAME if last else f"{p}.out"
-        if s.kind == "conv":
-            g.add("Conv", [x_dq, w, b], y, kernel_shape=list(codes.shape[2:]), pads=[s.padding] * 4,
-                  strides=[s.stride] * 2)
-        else:
-            g.add("Gemm", [x_dq, w, b], y, transB=1)
-        layer = {
-            "name": p,
-            "kind": s.kind,
-            "shape": list(codes.shape),
-            "scale": float(s.scale),
-            "sign_flipped_channels": int((sign < 0).sum()),
-        }
+        x = _int8_layer_input(g, s, x, calibration.pooled_ranges.get(i))
+        y = OUTPUT_NAME if last else f"{s.name}.out"
+        layer = _int8_layer(g, s, x, y)
         if not last:
-            # No Relu node: it would sit between Conv and QuantizeLinear and block the fusion; the uint8
-            # zero point 0 of a post-ReLU range makes the saturation do the ReLU exactly.
-            out_scale, out_zero = uint8_params(calibration.stage_ranges[i])
-            x_scale_name = g.const(f"{p}.q_scale", np.array(out_scale))
-            x_zero_name = g.const(f"{p}.q_zero", np.array(out_zero))
-            x = g.add("QuantizeLinear", [y, x_scale_name, x_zero_name], f"{p}.q")
-            if s.pool:
-                x = g.add("MaxPool", [x], f"{p}.pool", kernel_shape=[2, 2], strides=[2, 2])  # max commutes with Q
-            x_scale = out_scale
-            layer.update(activation_scale=float(out_scale), activation_zero_point=int(out_zero))
-            if s.residual_from is not None:  # DQ both operands, Add in float, Q with the sum's range
-                res, res_scale, res_zero = quantized_outputs[s.residual_from]
-                total = g.add("Add", [g.add("DequantizeLinear", [x, x_scale_name, x_zero_name], f"{p}.res_a"),
-                                      g.add("DequantizeLinear", [res, res_scale, res_zero], f"{p}.res_b")],
-                              f"{p}.residual")
-                x_scale, zero = uint8_params(calibration.residual_ranges[i])
-                x_scale_name = g.const(f"{p}.res_q_scale", np.array(x_scale))
-                x_zero_name = g.const(f"{p}.res_q_zero", np.array(zero))
-                x = g.add("QuantizeLinear", [total, x_scale_name, x_zero_name], f"{p}.res_q")
-                layer.update(residual_scale=float(x_scale), residual_zero_point=int(zero))
-            quantized_outputs.append((x, x_scale_name, x_zero_name))
+            x = _int8_layer_output(g, s, y, calibration, i, quantized_outputs, layer)
+            quantized_outputs.append(x)
         elif s.bn is not None or s.relu or s.pool:
-            raise UserError(f"layer {p}: the last layer must end the network (found BN/ReLU/pool after it)")
+            raise UserError(f"layer {s.name}: the last layer must end the network (found BN/ReLU/pool after it)")
         layers_meta.append(layer)
     metadata = {
         "format": "int8",
@@ -557,6 +509,78 @@ def build_int8(stages: list[Stage], calibration: Calibration, meta: dict) -> onn
         f"{meta.get('arch', ARCH_NAME)}, int8-container 4-bit weight codes (BN folded into per-channel scales), uint8 activations, QDQ",
         metadata,
     )
+
+
+def _int8_layer_input(g: GraphBuilder, s: Stage, x: QuantizedTensor, pooled: ActivationRange | None) -> QuantizedTensor:
+    """The global average pool and the flatten before a layer, where it has them."""
+    p = s.name
+    if s.global_pool_before:  # GlobalAveragePool is float-only in ONNX: DQ -> pool -> Q
+        pooled_value = g.add("GlobalAveragePool", [_dequantize(g, x, f"{p}.gap_in")], f"{p}.gap")
+        x = _quantize(g, pooled_value, pooled, f"{p}.gap_q")
+    if s.flatten_before:
+        x = replace(x, name=g.add("Flatten", [x.name], f"{p}.flat", axis=1))  # on uint8: no float island
+    return x
+
+
+def _int8_layer(g: GraphBuilder, s: Stage, x: QuantizedTensor, y: str) -> dict:
+    """The layer on its dequantized uint8 input, BN folded into its int8 codes' per-channel scales; writes y and
+    returns the layer's metadata."""
+    p = s.name
+    # Fold BN: per-output-channel weight scale s*a (codes unchanged, sign moved into the codes) and bias.
+    channels = s.codes.shape[0]
+    a, shift = s.bn.multiplier_and_shift() if s.bn is not None else (np.ones(channels), np.zeros(channels))
+    sign = np.where(a < 0, -1, 1).astype(np.int8)
+    codes = s.codes * sign.reshape((-1,) + (1,) * (s.codes.ndim - 1))
+    w_scale = (np.float64(s.scale) * np.abs(a)).astype(np.float32)
+    w_scale = np.maximum(w_scale, np.float32(1e-30))  # a zero BN gamma would give a zero scale
+    bias = a * s.bias.astype(np.float64) + shift
+    bias_scale = np.float64(x.scale) * w_scale.astype(np.float64)
+    bias_q = np.clip(np.round(bias / bias_scale), -(2**31), 2**31 - 1).astype(np.int32)
+    x_dq = _dequantize(g, x, f"{p}.in_dq")
+    # The explicit int8 zero point matters: onnxruntime 1.32 fuses DQ->Gemm into QGemm only when the
+    # weight DequantizeLinear has one (measured; Conv fuses either way).
+    w = g.add(
+        "DequantizeLinear",
+        [
+            g.const(f"{p}.weight_int8", codes.astype(np.int8)),
+            g.const(f"{p}.weight_scale", w_scale),
+            g.const(f"{p}.weight_zero", np.zeros(codes.shape[0], dtype=np.int8)),
+        ],
+        f"{p}.weight",
+        axis=0,
+    )
+    b = g.add(
+        "DequantizeLinear",
+        [g.const(f"{p}.bias_int32", bias_q), g.const(f"{p}.bias_scale", bias_scale.astype(np.float32))],
+        f"{p}.bias",
+        axis=0,
+    )
+    if s.kind == "conv":
+        g.add("Conv", [x_dq, w, b], y, kernel_shape=list(codes.shape[2:]), pads=[s.padding] * 4,
+              strides=[s.stride] * 2)
+    else:
+        g.add("Gemm", [x_dq, w, b], y, transB=1)
+    return {"name": p, "kind": s.kind, "shape": list(codes.shape), "scale": float(s.scale),
+            "sign_flipped_channels": int((sign < 0).sum())}
+
+
+def _int8_layer_output(g: GraphBuilder, s: Stage, y: str, calibration: Calibration, i: int,
+                       quantized_outputs: list[QuantizedTensor], layer: dict) -> QuantizedTensor:
+    """The layer's output quantized to uint8 (the ReLU), max-pooled and added to an earlier stage's output where
+    the stage says so; the activation and residual quantization recorded in ``layer``."""
+    p = s.name
+    # No Relu node: it would sit between Conv and QuantizeLinear and block the fusion; the uint8
+    # zero point 0 of a post-ReLU range makes the saturation do the ReLU exactly.
+    x = _quantize(g, y, calibration.stage_ranges[i], f"{p}.q")
+    layer.update(activation_scale=float(x.scale), activation_zero_point=int(x.zero))
+    if s.pool:  # max commutes with Q
+        x = replace(x, name=g.add("MaxPool", [x.name], f"{p}.pool", kernel_shape=[2, 2], strides=[2, 2]))
+    if s.residual_from is not None:  # DQ both operands, Add in float, Q with the sum's range
+        res = quantized_outputs[s.residual_from]
+        total = g.add("Add", [_dequantize(g, x, f"{p}.res_a"), _dequantize(g, res, f"{p}.res_b")], f"{p}.residual")
+        x = _quantize(g, total, calibration.residual_ranges[i], f"{p}.res_q")
+        layer.update(residual_scale=float(x.scale), residual_zero_point=int(x.zero))
+    return x
 
 
 # ---------------------------------------------------------------------------------------------

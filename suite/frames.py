@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import UserError
-from .spec import COMPARE_SCHEMA_PREFIX, HISTORY_FILE, PARITY_FILE, VERIFY_FILE, split_arm
+from .spec import (COMPARE_SCHEMA_PREFIX, FULL_PRECISION, HISTORY_FILE, PARITY_FILE, PLAN_FILE, REQUEST_FILE,
+                   VERIFY_FILE, WALL_FILE, split_arm)
 from .userfiles import RESULT_MAX_BYTES, read_user_json
 
 # column -> pandas dtype; every row has every column (missing values are <NA>/NaN).
@@ -42,7 +43,7 @@ COLUMNS = {
 FORMATS = ("csv", "json", "parquet")
 DEFAULT_PATHS = ("reports/results", "reports/submitted")
 # The suite's bookkeeping beside its results: not rows of this table.
-COMPANION_FILES = {"plan.json", "request.json", "wall.json", PARITY_FILE, VERIFY_FILE}
+COMPANION_FILES = {PLAN_FILE, REQUEST_FILE, WALL_FILE, PARITY_FILE, VERIFY_FILE}
 COMPARE_TIMING_DIR = "timing"  # compare's step-time probes
 
 
@@ -52,10 +53,14 @@ class Frame:
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
     def dataframe(self):
-        import pandas as pd
+        return table(self.rows)
 
-        table = pd.DataFrame(self.rows, columns=list(COLUMNS))
-        return table.astype(COLUMNS)
+
+def table(rows: list[dict]):
+    """Rows (dicts keyed by COLUMNS, any missing) as the typed DataFrame."""
+    import pandas as pd
+
+    return pd.DataFrame(rows, columns=list(COLUMNS)).astype(COLUMNS)
 
 
 def frame(paths: list[str | os.PathLike]):
@@ -98,13 +103,13 @@ def _rows_of(path: Path, doc: dict) -> list[dict]:
     from . import compare, results
 
     if str(doc.get("schema", "")).startswith(COMPARE_SCHEMA_PREFIX):
-        compare.validate_result(doc)
-        return _compare_rows(path, doc)
+        compare.validate_result(doc, path)
+        return compare_rows(path, doc)
     if path.name == HISTORY_FILE:
-        return [_history_row(path, doc)]
+        return [history_row(path, doc)]
     if "schema_version" in doc:
         results.validate_result(doc, str(path))
-        return _bench_rows(path, doc)
+        return bench_rows(path, doc)
     raise UserError("not a q4bench result, compare result or history.json")
 
 
@@ -114,7 +119,8 @@ def _common(kind: str, path: Path, provenance: dict | None) -> dict:
             "commit": (provenance.get("code") or {}).get("commit")}
 
 
-def _bench_rows(path: Path, result: dict) -> list[dict]:
+def bench_rows(path: Path, result: dict) -> list[dict]:
+    """One row per profile and arm, in the file's order."""
     rows = []
     host = result["host"]
     for entry in result["profiles"]:
@@ -136,7 +142,7 @@ def _bench_rows(path: Path, result: dict) -> list[dict]:
     return rows
 
 
-def _compare_rows(path: Path, doc: dict) -> list[dict]:
+def compare_rows(path: Path, doc: dict) -> list[dict]:
     budget, host = doc["budget"], doc.get("host") or {}
     common = {**_common("compare-run", path, doc.get("provenance")), "host_id": host.get("host_id"),
               "cpu_model": host.get("cpu_model"), "device": doc["device"], "precision": doc["precision"],
@@ -155,7 +161,7 @@ def _compare_rows(path: Path, doc: dict) -> list[dict]:
     return rows
 
 
-def _history_row(path: Path, history: dict) -> dict:
+def history_row(path: Path, history: dict) -> dict:
     epochs = history["epochs"]
     if not isinstance(epochs, list):
         raise TypeError(f"'epochs' is {type(epochs).__name__}, not a list")
@@ -165,12 +171,23 @@ def _history_row(path: Path, history: dict) -> dict:
         "device": history.get("device"), "threads": history.get("threads"), "arch": history.get("arch"),
         "recipe": history["recipe"], "epochs": history.get("planned_epochs"),
         "train_images": history.get("train_images"), "method": history["method"],
-        "precision": history.get("precision", "fp32"), "seed": history["seed"],
+        "precision": history.get("precision", FULL_PRECISION), "seed": history.get("seed"),
         "status": "finished" if len(epochs) >= (history.get("planned_epochs") or 0) else "unfinished",
         "final_test_acc": last.get("test_acc"), "best_test_acc": history.get("best_test_acc"),
         "final_test_acc_tta": last.get("test_acc_tta"), "epochs_done": len(epochs),
-        "training_seconds": sum(float(e["seconds"]) for e in epochs),
+        "training_seconds": _training_seconds(epochs),
     }
+
+
+def _training_seconds(epochs: list[dict]) -> float | None:
+    """The epochs' seconds summed; None unless every epoch recorded its time."""
+    seconds = [e.get("seconds") for e in epochs]
+    if not all(isinstance(s, (int, float)) and not isinstance(s, bool) for s in seconds):
+        return None
+    total = 0.0
+    for s in seconds:  # in order, as a reader summing the history would
+        total += s
+    return total
 
 
 def _history_host(history: dict) -> dict:

@@ -18,16 +18,18 @@ import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, ClassVar
 
 from .atomic import write_atomic, write_json_atomic
-from .bounds import FALSE_FAIL_RATE, ROUND_UP_TO, check_count, check_number
-from .errors import UserError
+from .bounds import FALSE_FAIL_RATE, MAX_SEED, ROUND_UP_TO, check_count
+from .config import (Choice, Count, Items, Number, Table, Text, check_data_source, check_fields, check_keys, read_table,
+                     read_toml_tables, setting, table_of)
+from .errors import FieldError, UserError
 from .executors import JOBS_FILE, JOBS_FOLDER, ExecutorChoice, live_jobs, recorded_jobs
 from .locks import claim, hold, remove_owned
 from .provenance import stamp
-from .spec import PAPER_ARCH
-from .userfiles import check_output_dir, check_output_file, read_user_toml
+from .spec import CHECKPOINT_FILE, COMPARE_FILE, ONNX_FILES, PAPER_ARCH, PARITY_FILE, PLAN_FILE, REQUEST_FILE
+from .userfiles import check_output_dir, check_output_file
 
 DEFAULT_CONFIG = Path("parity.toml")
 DEFAULT_OUT = Path("reports/parity")
@@ -43,17 +45,26 @@ POWER_AT_POINTS = (0.5, 1.0, 2.0)
 
 @dataclass(frozen=True)
 class ParityBudget:
-    recipe: str
-    epochs: int
-    train_images: int  # the first N training images (q4bench train --subset)
-    batch_size: int
-    seeds: int  # the gate trains seeds first_seed..first_seed+seeds-1 of every method (pairs)
-    threads: int  # per child process
-    parallel: int  # child processes at once
-    arch: str = PAPER_ARCH  # the network every run trains
+    """[budget]: what every run of the gate trains."""
+
+    recipe: str = setting(Text())
+    epochs: int = setting(Count("epochs"))
+    train_images: int = setting(Count("train_images"))  # the first N training images (q4bench train --subset)
+    batch_size: int = setting(Count("batch_size"))
+    seeds: int = setting(Count("seeds"))  # the gate trains seeds first_seed..first_seed+seeds-1 of every method (pairs)
+    threads: int = setting(Count("threads"))  # per child process
+    parallel: int = setting(Count("parallel"))  # child processes at once
+    arch: str = setting(Text(), PAPER_ARCH)  # the network every run trains
     # Seeds apart from the [spread] pairs': on the host that measured them the gate's runs would otherwise repeat
     # them bit for bit, and the tolerance is a bound for new pairs.
-    first_seed: int = 0
+    first_seed: int = setting(Count("seed"), 0)
+
+    def __post_init__(self):
+        check_fields(self)
+        try:  # the last seed a valid seed too
+            check_count(self.first_seed, "seed", bounds=(0, MAX_SEED - self.seeds + 1))
+        except FieldError as exc:
+            raise FieldError("first_seed", f"{exc.problem} (with seeds = {self.seeds})") from None
 
     @property
     def seed_numbers(self) -> range:
@@ -69,22 +80,30 @@ class ParityBudget:
 
 @dataclass(frozen=True)
 class OnnxGate:
-    files: tuple[str, ...]  # the exported files whose agreement with PyTorch is gated
-    min_top1_agreement: float  # percent of test images with the same top-1 class as PyTorch
-    test_images: int  # verify on the first N test images
-    calibration_images: int  # int8 activation ranges (reported, not gated)
-    speed_rounds: int
-    latency_runs: int
-    profile_runs: int = 1  # the per-layer profile is not gated; one round keeps the gate short
+    """[onnx]: which exported files are gated, and how verify-onnx runs."""
+
+    files: tuple[str, ...] = setting(Items(Choice(ONNX_FILES), nonempty=True))  # gated: agree with PyTorch
+    min_top1_agreement: float = setting(Number(0, 100, low_inclusive=True))  # % of test images, same top-1 class
+    test_images: int = setting(Count("test_images"))  # verify on the first N test images
+    calibration_images: int = setting(Count("calibration_images"))  # int8 activation ranges (reported, not gated)
+    speed_rounds: int = setting(Count("speed_rounds"))
+    latency_runs: int = setting(Count("latency_runs"))
+    profile_runs: int = setting(Count("profile_runs"), 1)  # the per-layer profile is not gated; one round is short
+
+    def __post_init__(self):
+        check_fields(self)
 
 
 @dataclass(frozen=True)
 class ToleranceRule:
-    """tolerance = prediction_upper_bound(measured gaps, k = the gate's seeds, false_fail_rate), rounded up
-    to a multiple of round_up_to."""
+    """[tolerance]: tolerance = prediction_upper_bound(measured gaps, k = the gate's seeds, false_fail_rate),
+    rounded up to a multiple of round_up_to."""
 
-    false_fail_rate: float
-    round_up_to: float
+    false_fail_rate: float = setting(Number(*FALSE_FAIL_RATE, low_inclusive=True, high_inclusive=False))
+    round_up_to: float = setting(Number(*ROUND_UP_TO, low_inclusive=True))
+
+    def __post_init__(self):
+        check_fields(self)
 
     def describe(self, k: int) -> str:
         return (f"upper {100 * (1 - self.false_fail_rate):g}% prediction bound for the mean gap of {k} new seed "
@@ -92,16 +111,32 @@ class ToleranceRule:
                 f"pairs, rounded up to {self.round_up_to:g} point")
 
 
+_ACCURACIES = Items(Number(0, 100, low_inclusive=True))  # percent (TOML allows nan and inf: refused)
+
+
 @dataclass(frozen=True)
 class SpreadEvidence:
-    """The gate's budget measured at several paired seeds (e.g. with q4bench compare)."""
+    """[spread]: the gate's budget measured at several paired seeds (e.g. with q4bench compare)."""
 
-    command: str
-    budget: dict  # recipe, epochs, train_images, batch_size the pairs were measured at
-    seeds: tuple[int, ...]
-    reference_acc: tuple[float, ...]
-    candidate_acc: tuple[float, ...]
-    measured_on: str
+    command: str = setting(Text())
+    budget: dict = setting(Table())  # recipe, epochs, train_images, batch_size the pairs were measured at
+    seeds: tuple[int, ...] = setting(Items(Count("seed")))
+    reference_acc: tuple[float, ...] = setting(_ACCURACIES)
+    candidate_acc: tuple[float, ...] = setting(_ACCURACIES)
+    measured_on: str = setting(Text())
+
+    def __post_init__(self):
+        check_fields(self)
+        if not (len(self.seeds) == len(self.reference_acc) == len(self.candidate_acc)):
+            raise FieldError(None, "seeds, reference_acc and candidate_acc must be equally long")
+        if len(self.seeds) < MIN_SPREAD_PAIRS:
+            raise FieldError(None, f"a tolerance needs at least {MIN_SPREAD_PAIRS} measured seed pairs, "
+                                   f"got {len(self.seeds)}")
+        # Accuracy on the test set moves in steps of 0.01 points: gaps whose sd is below a millionth of a point
+        # are equal, and a tolerance with no spread would fail any candidate a hair worse than the measured mean.
+        if statistics.stdev(self.gaps) < 1e-6:
+            raise FieldError(None, f"the measured gaps (reference_acc - candidate_acc) all equal {self.gaps[0]:g}, "
+                                   f"so their sd is 0 and no tolerance follows; record pairs of distinct seeds as measured")
 
     @property
     def gaps(self) -> list[float]:
@@ -110,14 +145,20 @@ class SpreadEvidence:
 
 @dataclass(frozen=True)
 class RecordedControl:
-    """The control measured at the gate's budget ([control] in the config): what the gate judges when it does
-    not retrain the control (--no-control, as CI does to stay within its time), so its output still shows
-    the tolerance failing a degraded method."""
+    """[control]: the control measured at the gate's budget, which the gate judges when it does not retrain the
+    control (--no-control, as CI does to stay within its time), so its output still shows the tolerance failing
+    a degraded method."""
 
-    seeds: tuple[int, ...]
-    reference_acc: tuple[float, ...]
-    control_acc: tuple[float, ...]
-    measured_on: str
+    budget: dict = setting(Table())  # as [spread]'s
+    seeds: tuple[int, ...] = setting(Items(Count("seed"), nonempty=True))
+    reference_acc: tuple[float, ...] = setting(_ACCURACIES)
+    control_acc: tuple[float, ...] = setting(_ACCURACIES)
+    measured_on: str = setting(Text())
+
+    def __post_init__(self):
+        check_fields(self)
+        if not (len(self.seeds) == len(self.reference_acc) == len(self.control_acc)):
+            raise FieldError(None, "seeds, reference_acc and control_acc must be equally long and not empty")
 
     def pairs(self) -> list[dict]:
         return [{"seed": s, "reference_acc": r, "candidate_acc": c, "gap": r - c}
@@ -126,16 +167,32 @@ class RecordedControl:
 
 @dataclass(frozen=True)
 class ParityConfig:
+    """[gate]'s keys (the methods), with the other tables read into their own dataclasses."""
+
+    RETIRED_KEYS: ClassVar[dict[str, str]] = {
+        "max_gap_points": "is computed from [spread] by the rule in [tolerance]; remove it"}
+
     path: str
-    reference: str
-    candidate: str
-    control: str | None  # a degraded method the gate must fail; None: not checked
     budget: ParityBudget
     rule: ToleranceRule
     onnx: OnnxGate
     spread: SpreadEvidence
+    reference: str = setting(Text())
+    candidate: str = setting(Text())
+    control: str | None = setting(Text(), None)  # a degraded method the gate must fail; None: not checked
+    near_control: str | None = setting(Text(), None)  # a milder degradation, between the tolerance and about twice it: must fail too
     recorded_control: RecordedControl | None = None
-    near_control: str | None = None  # a milder degradation, between the tolerance and about twice it: must fail too
+
+    def __post_init__(self):
+        check_fields(self)
+        measured = [("spread", "the pairs were", "them", self.spread.budget)]
+        if self.recorded_control is not None:
+            measured.append(("control", "the control was", "it", self.recorded_control.budget))
+        for table, what, it, budget in measured:
+            differ = self.budget.same_training(budget)
+            if differ:
+                raise UserError(f"{self.path} [{table}]: {what} measured at another budget than [budget] "
+                                f"({', '.join(differ)} differ): remeasure {it} at the gate's budget")
 
     @property
     def controls(self) -> tuple[str, ...]:
@@ -160,129 +217,22 @@ class ParityConfig:
         return float(norm.sf((self.max_gap_points - statistics.fmean(gaps) - worse_by) / sd_of_mean))
 
 
-def _field(table: dict, key: str, kind, where: str):
-    if key not in table:
-        raise UserError(f"{where}: missing field '{key}'")
-    value = table[key]
-    ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value, ok = float(value), True
-    if not ok:
-        raise UserError(f"{where}: field '{key}' must be {kind.__name__}, got {value!r}")
-    return value
-
-
-def _count(table: dict, key: str, where: str) -> int:
-    """An integer field within its suite.bounds range (the range the same CLI option has)."""
-    return check_count(_field(table, key, int, where), key, label=f"{where}: field '{key}'")
-
-
-def _table(doc: dict, key: str, path: Path) -> dict:
-    table = doc.get(key)
-    if not isinstance(table, dict):
-        raise UserError(f"{path}: missing table [{key}]")
-    return table
-
-
-def _numbers(table: dict, key: str, where: str) -> tuple[float, ...]:
-    values = _field(table, key, list, where)  # accuracies in percent (TOML allows nan and inf: refused)
-    return tuple(check_number(v, f"{where}: field '{key}'", 0, 100, low_inclusive=True) for v in values)
-
-
-def _seeds(table: dict, where: str) -> tuple[int, ...]:
-    return tuple(check_count(v, "seed", label=f"{where}: field 'seeds'") for v in _field(table, "seeds", list, where))
+_TABLES = {"budget": ParityBudget, "tolerance": ToleranceRule, "onnx": OnnxGate, "spread": SpreadEvidence}
+_OPTIONAL_TABLES = {"control": RecordedControl}
 
 
 def load_config(path: str | Path = DEFAULT_CONFIG) -> ParityConfig:
+    """parity.toml: [gate] (the methods), [budget], [tolerance], [onnx], [spread] and optionally [control]; every
+    error one line naming the file, the table and the key."""
     path = Path(path)
-    doc = read_user_toml(path, "parity config")
-    gate = _table(doc, "gate", path)
-    where = f"{path} [gate]"
-    reference, candidate = _field(gate, "reference", str, where), _field(gate, "candidate", str, where)
-    control = _field(gate, "control", str, where) if "control" in gate else None
-    near_control = _field(gate, "near_control", str, where) if "near_control" in gate else None
-    if "max_gap_points" in gate:
-        raise UserError(f"{where}: 'max_gap_points' is computed from [spread] by the rule in [tolerance]; remove it")
-
-    b, where = _table(doc, "budget", path), f"{path} [budget]"
-    budget = ParityBudget(
-        recipe=_field(b, "recipe", str, where),
-        epochs=_count(b, "epochs", where),
-        train_images=_count(b, "train_images", where),
-        batch_size=_count(b, "batch_size", where),
-        seeds=_count(b, "seeds", where),
-        threads=_count(b, "threads", where),
-        parallel=_count(b, "parallel", where),
-        arch=_field(b, "arch", str, where) if "arch" in b else PAPER_ARCH,
-        first_seed=check_count(_field(b, "first_seed", int, where), "seed", label=f"{where}: field 'first_seed'")
-        if "first_seed" in b else 0,
-    )
-
-    t, where = _table(doc, "tolerance", path), f"{path} [tolerance]"
-    rule = ToleranceRule(_field(t, "false_fail_rate", float, where), _field(t, "round_up_to", float, where))
-    low, high = FALSE_FAIL_RATE
-    if not low <= rule.false_fail_rate < high:  # also refuses nan
-        raise UserError(f"{where}: field 'false_fail_rate' must be in [{low:g}, {high:g}), got {rule.false_fail_rate!r}")
-    check_number(rule.round_up_to, f"{where}: field 'round_up_to'", *ROUND_UP_TO, low_inclusive=True)
-
-    o, where = _table(doc, "onnx", path), f"{path} [onnx]"
-    files = _field(o, "files", list, where)
-    if not files or not all(f in ("fp32", "int4", "int8") for f in files):
-        raise UserError(f"{where}: field 'files' must list some of fp32, int4, int8, got {files!r}")
-    onnx_gate = OnnxGate(
-        files=tuple(files),
-        min_top1_agreement=check_number(_field(o, "min_top1_agreement", float, where),
-                                        f"{where}: field 'min_top1_agreement'", 0, 100, low_inclusive=True),
-        test_images=_count(o, "test_images", where),
-        calibration_images=_count(o, "calibration_images", where),
-        speed_rounds=_count(o, "speed_rounds", where),
-        latency_runs=_count(o, "latency_runs", where),
-        profile_runs=_count(o, "profile_runs", where) if "profile_runs" in o else 1,
-    )
-
-    s, where = _table(doc, "spread", path), f"{path} [spread]"
-    seeds = _seeds(s, where)
-    ref, cand = _numbers(s, "reference_acc", where), _numbers(s, "candidate_acc", where)
-    if not (len(seeds) == len(ref) == len(cand)):
-        raise UserError(f"{where}: seeds, reference_acc and candidate_acc must be equally long")
-    if len(seeds) < MIN_SPREAD_PAIRS:
-        raise UserError(f"{where}: a tolerance needs at least {MIN_SPREAD_PAIRS} measured seed pairs, got {len(seeds)}")
-    # Accuracy on the test set moves in steps of 0.01 points: gaps whose sd is below a millionth of a point are
-    # equal, and a tolerance with no spread would fail any candidate a hair worse than the measured mean.
-    if statistics.stdev(r - c for r, c in zip(ref, cand)) < 1e-6:
-        raise UserError(f"{where}: the measured gaps (reference_acc - candidate_acc) all equal {ref[0] - cand[0]:g}, "
-                        f"so their sd is 0 and no tolerance follows; record pairs of distinct seeds as measured")
-    spread = SpreadEvidence(
-        command=_field(s, "command", str, where),
-        budget=_field(s, "budget", dict, where),
-        seeds=seeds,
-        reference_acc=ref,
-        candidate_acc=cand,
-        measured_on=_field(s, "measured_on", str, where),
-    )
-    differ = budget.same_training(spread.budget)
-    if differ:
-        raise UserError(
-            f"{where}: the pairs were measured at another budget than [budget] ({', '.join(differ)} differ): "
-            f"remeasure them at the gate's budget"
-        )
-    recorded = None
-    if "control" in doc:
-        c, where = _table(doc, "control", path), f"{path} [control]"
-        recorded = RecordedControl(
-            seeds=_seeds(c, where),
-            reference_acc=_numbers(c, "reference_acc", where),
-            control_acc=_numbers(c, "control_acc", where),
-            measured_on=_field(c, "measured_on", str, where),
-        )
-        if not recorded.seeds or not (len(recorded.seeds) == len(recorded.reference_acc) == len(recorded.control_acc)):
-            raise UserError(f"{where}: seeds, reference_acc and control_acc must be equally long and not empty")
-        differ = budget.same_training(_field(c, "budget", dict, where))
-        if differ:
-            raise UserError(f"{where}: the control was measured at another budget than [budget] ({', '.join(differ)} "
-                            f"differ): remeasure it at the gate's budget")
-    return ParityConfig(str(path), reference, candidate, control, budget, rule, onnx_gate, spread, recorded,
-                        near_control)
+    doc = read_toml_tables(path, "parity config", ("gate", *_TABLES, *_OPTIONAL_TABLES))
+    check_keys(ParityConfig, table_of(doc, "gate", path), f"{path} [gate]")  # the methods first: what the gate is
+    tables = {name: read_table(cls, table_of(doc, name, path), f"{path} [{name}]") for name, cls in _TABLES.items()}
+    recorded = (read_table(RecordedControl, table_of(doc, "control", path), f"{path} [control]")
+                if "control" in doc else None)
+    return read_table(ParityConfig, table_of(doc, "gate", path), f"{path} [gate]", path=str(path),
+                      budget=tables["budget"], rule=tables["tolerance"], onnx=tables["onnx"], spread=tables["spread"],
+                      recorded_control=recorded)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -386,11 +336,14 @@ class ParityRequest:
     overwrite: bool = False  # clear OUT even when parity did not make what is there
     executor: ExecutorChoice = field(default_factory=ExecutorChoice)  # where the runs train (compare's executors)
 
+    def __post_init__(self):
+        check_data_source(self.data_dir, self.synthetic)
+
 
 # What one gate run writes under OUT; removed first, so a rerun trains afresh instead of resuming a stale run.
 # Removed only in a folder parity made (its marker, or a parity.json from before the marker): a compare folder
 # or anyone's files under these names are refused instead, unless --overwrite.
-_OWNED = ("runs", "onnx", "timing", "request.json", "plan.json", "compare.json", "parity.json", JOBS_FOLDER, JOBS_FILE)
+_OWNED = ("runs", "onnx", "timing", REQUEST_FILE, PLAN_FILE, COMPARE_FILE, PARITY_FILE, JOBS_FOLDER, JOBS_FILE)
 
 
 def _clear(out: Path, overwrite: bool) -> None:
@@ -398,7 +351,7 @@ def _clear(out: Path, overwrite: bool) -> None:
     if live:  # clearing would pull the folder from under them, and they would write into the new runs
         raise UserError(f"{out / JOBS_FILE}: the jobs of {', '.join(sorted(live))} are recorded as queued or running; "
                         "cancel them (or let them end), then rerun the gate")
-    claim(out, "parity", _OWNED, overwrite, proof=("parity.json",))
+    claim(out, "parity", _OWNED, overwrite, proof=(PARITY_FILE,))
     for name in _OWNED:
         remove_owned(out / name)
 
@@ -419,19 +372,37 @@ def run_parity(request: ParityRequest, log: Callable[[str], None] = print) -> Pa
 
 
 def _run_parity(request: ParityRequest, log: Callable[[str], None]) -> ParityOutcome:
-    from . import compare as comparemod
-    from . import export as exportmod
-    from . import verify as verifymod
-
-    if request.data_dir and request.synthetic:
-        raise UserError("--data-dir and --synthetic exclude each other")
     config = load_config(request.config)
-    budget, tol = config.budget, config.max_gap_points
     candidate = config.candidate if request.candidate is None else request.candidate  # "" is refused, not defaulted
     controls = tuple(c for c in config.controls if c != candidate) if request.control else ()
+    started = time.perf_counter()
+    doc = _train_pairs(request, config, (candidate, *controls), log)
+    outcome = _outcome(config, doc, candidate, controls)
+    outcome.seconds = {"train": time.perf_counter() - started}
+    t0 = time.perf_counter()
+    _export_and_verify(request, outcome, log)
+    outcome.seconds["export_verify"] = time.perf_counter() - t0
+    outcome.seconds["total"] = time.perf_counter() - started
+    outcome.reasons = decide(outcome)
+
+    out = Path(request.out)
+    write_json_atomic(out / PARITY_FILE, {**outcome_json(outcome), "provenance": stamp()})
+    text = render_markdown(outcome, out)
+    write_atomic(Path(request.report), lambda f: f.write(text.encode()))
+    log(_summary_line(outcome, request.report))
+    return outcome
+
+
+def _train_pairs(request: ParityRequest, config: ParityConfig, methods: tuple[str, ...],
+                 log: Callable[[str], None]) -> dict:
+    """The reference and ``methods`` trained for the gate's seeds (q4bench compare's machinery); the compare
+    result, also written as OUT/compare.json."""
+    from . import compare as comparemod
+
+    budget, tol = config.budget, config.max_gap_points
     out = Path(request.out)
     creq = comparemod.validate(comparemod.CompareRequest(
-        methods=(candidate, *controls), reference=config.reference, seeds=budget.seeds, first_seed=budget.first_seed,
+        methods=methods, reference=config.reference, seeds=budget.seeds, first_seed=budget.first_seed,
         arch=budget.arch,
         epochs=budget.epochs, recipe=budget.recipe, subset=budget.train_images, synthetic=request.synthetic,
         data_dir=request.data_dir, parallel=budget.parallel, threads=budget.threads, batch_size=budget.batch_size,
@@ -439,7 +410,6 @@ def _run_parity(request: ParityRequest, log: Callable[[str], None]) -> ParityOut
     ))
     check_output_dir(out, "--out")
     check_output_file(request.report, "--report")
-    started = time.perf_counter()
     _clear(out, request.overwrite)
     comparemod.check_identity(out, creq)
     runs = comparemod.all_runs(creq)
@@ -448,24 +418,38 @@ def _run_parity(request: ParityRequest, log: Callable[[str], None]) -> ParityOut
         f"{budget.parallel} children of {budget.threads} thread(s) side by side; tolerance {tol:.2f} points")
     comparemod.execute(creq, runs, budget.epochs, out / "runs", lambda line: log(f"  {line}"))
     doc = comparemod.build_result(creq, budget.epochs, out)
-    comparemod.validate_result(doc)
-    write_json_atomic(out / "compare.json", doc)
-    seconds = {"train": time.perf_counter() - started}
+    comparemod.validate_result(doc, out / COMPARE_FILE)
+    write_json_atomic(out / COMPARE_FILE, doc)
+    return doc
+
+
+def _outcome(config: ParityConfig, doc: dict, candidate: str, controls: tuple[str, ...]) -> ParityOutcome:
+    """The pairs the gate judges, from the compare result: the candidate's, and each control's (trained, or as
+    recorded in the config when it was not retrained)."""
     pairs, comparison = _pairs(doc, candidate)
     outcome = ParityOutcome(
         config=config, candidate=candidate, data=doc["data_source"], pairs=pairs,
-        train_images=doc["budget"]["train_images"], test_images=doc["budget"]["test_images"], epochs=budget.epochs,
-        controls={c: _pairs(doc, c)[0] for c in controls}, comparison=comparison,
+        train_images=doc["budget"]["train_images"], test_images=doc["budget"]["test_images"],
+        epochs=config.budget.epochs, controls={c: _pairs(doc, c)[0] for c in controls}, comparison=comparison,
     )
     if not controls and config.control and config.recorded_control and candidate == config.candidate:
         # Not retrained: judge the control's recorded pairs by today's tolerance, so the output still shows the
         # gate failing a degraded method (and fails the gate if someone loosens the tolerance past it).
         outcome.controls, outcome.control_source = {config.control: config.recorded_control.pairs()}, "recorded"
+    return outcome
 
+
+def _export_and_verify(request: ParityRequest, outcome: ParityOutcome, log: Callable[[str], None]) -> None:
+    """The candidate's first-seed checkpoint exported and verified; its figures (or why they are missing) into
+    the outcome."""
+    from . import export as exportmod
+    from . import verify as verifymod
+
+    config, budget, candidate = outcome.config, outcome.config.budget, outcome.candidate
+    out = Path(request.out)
     onnx_dir = out / "onnx"
-    checkpoint = out / "runs" / f"{candidate}-seed{budget.first_seed}" / "checkpoint.pt"
+    checkpoint = out / "runs" / f"{candidate}-seed{budget.first_seed}" / CHECKPOINT_FILE
     threads = budget.threads * budget.parallel  # nothing else runs now
-    t0 = time.perf_counter()
     try:
         log(f"parity: exporting {candidate} (seed {budget.first_seed}) to ONNX and verifying on {config.onnx.test_images} test images")
         exportmod.export(checkpoint, onnx_dir, request.data_dir, config.onnx.calibration_images, threads)
@@ -478,30 +462,27 @@ def _run_parity(request: ParityRequest, log: Callable[[str], None]) -> ParityOut
             ),
             log=lambda line: log(f"  {line}"),
         )
-        outcome.onnx = [
-            OnnxFigures(name, f["top1_agreement"], f["max_abs_logit_diff"], f["test_acc"], f["bytes"])
-            for name, f in report["files"].items()
-        ]
-        outcome.onnx_test_images = report["test_images"]
-        outcome.size_ratio_fp32_int4 = report.get("size_ratio_fp32_int4")
-        outcome.int4_distinct_codes = report["files"].get("int4", {}).get("distinct_codes")
     except UserError as exc:
         outcome.onnx_error = str(exc)
-    seconds["export_verify"] = time.perf_counter() - t0
-    seconds["total"] = time.perf_counter() - started
-    outcome.seconds = seconds
-    outcome.reasons = decide(outcome)
+        return
+    outcome.onnx = [
+        OnnxFigures(name, f["top1_agreement"], f["max_abs_logit_diff"], f["test_acc"], f["bytes"])
+        for name, f in report["files"].items()
+    ]
+    outcome.onnx_test_images = report["test_images"]
+    outcome.size_ratio_fp32_int4 = report.get("size_ratio_fp32_int4")
+    outcome.int4_distinct_codes = report["files"].get("int4", {}).get("distinct_codes")
 
-    write_json_atomic(out / "parity.json", {**outcome_json(outcome), "provenance": stamp()})
-    text = render_markdown(outcome, out)
-    write_atomic(Path(request.report), lambda f: f.write(text.encode()))
+
+def _summary_line(outcome: ParityOutcome, report: str) -> str:
+    tol = outcome.config.max_gap_points
     recorded = " (recorded in the config, not retrained)" if outcome.control_source == "recorded" else ""
     control_text = "".join(f"; control {name} gap {gap:+.2f}{recorded} "
                            f"({'fails as it must' if gap > tol else 'PASSES: no teeth'})"
                            for name, gap in outcome.control_gaps.items())
-    log(f"parity: {'PASS' if outcome.passed else 'FAIL'}; {candidate} mean gap {outcome.gap:+.2f} points over "
-        f"{len(pairs)} seed pair(s) (tolerance {tol:.2f}){control_text}; {seconds['total']:.0f} s; wrote {request.report}")
-    return outcome
+    return (f"parity: {'PASS' if outcome.passed else 'FAIL'}; {outcome.candidate} mean gap {outcome.gap:+.2f} points "
+            f"over {len(outcome.pairs)} seed pair(s) (tolerance {tol:.2f}){control_text}; "
+            f"{outcome.seconds['total']:.0f} s; wrote {report}")
 
 
 def outcome_json(outcome: ParityOutcome) -> dict:
@@ -531,7 +512,7 @@ def outcome_json(outcome: ParityOutcome) -> dict:
         "tolerance_rule": cfg.rule.describe(cfg.budget.seeds),
         "spread_pairs": len(cfg.spread.seeds),
         "statistics": outcome.comparison,
-        "compare": "compare.json",
+        "compare": COMPARE_FILE,
         "config": cfg.path,
         "onnx": [asdict(f) for f in outcome.onnx],
         "onnx_error": outcome.onnx_error,
@@ -561,12 +542,21 @@ def _sensitivity_line(cfg: ParityConfig) -> str:
 
 
 def render_markdown(outcome: ParityOutcome, out: Path) -> str:
+    """The gate's page: the verdict and what it rests on, the seed pairs, the ONNX checks, the reasons, and
+    where the tolerance comes from."""
+    lines = [f"# Parity gate: {'PASS' if outcome.passed else 'FAIL'}", "", *_overview(outcome), "",
+             *_pairs_table(outcome), "", *_onnx_section(outcome), "", "## Verdict", ""]
+    lines += [f"- {r}" for r in outcome.reasons] or ["- every check passed"]
+    lines += ["", *_tolerance_section(outcome.config)]
+    lines += ["", f"Run folders: `{out / 'runs'}`; compare result: `{out / COMPARE_FILE}`; ONNX files and "
+                  f"verify.json: `{out / 'onnx'}`.", ""]
+    return "\n".join(lines)
+
+
+def _overview(outcome: ParityOutcome) -> list[str]:
     cfg, b = outcome.config, outcome.config.budget
     tol = cfg.max_gap_points
-    verdict = "PASS" if outcome.passed else "FAIL"
     lines = [
-        f"# Parity gate: {verdict}",
-        "",
         f"{cfg.reference} against {outcome.candidate}, {len(outcome.pairs)} paired seed(s) trained side by side; "
         f"all figures measured by this run (`q4bench parity`, config `{cfg.path}`).",
         "",
@@ -587,9 +577,14 @@ def render_markdown(outcome: ParityOutcome, out: Path) -> str:
         ci = f"95% CI [{c['ci95'][0]:+.2f}, {c['ci95'][1]:+.2f}]" if c["ci95"] else "no CI from one seed"
         lines.append(f"- Statistics (reported, not gated): {ci}, verdict {c['verdict']} "
                      f"({c['reason']}).")
-    lines += [
-        f"- Wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in outcome.seconds.items()) + ".",
-        "",
+    lines.append(f"- Wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in outcome.seconds.items()) + ".")
+    return lines
+
+
+def _pairs_table(outcome: ParityOutcome) -> list[str]:
+    """Per seed: the reference's, the candidate's and each control's final accuracy, with the gaps."""
+    cfg = outcome.config
+    lines = [
         f"| seed | {cfg.reference} | {outcome.candidate} | gap |" + "".join(f" {c} | gap |" for c in outcome.controls),
         "|---|---|---|---|" + "---|---|" * len(outcome.controls),
     ]
@@ -600,31 +595,35 @@ def render_markdown(outcome: ParityOutcome, out: Path) -> str:
             c = control.get(p["seed"])
             row += f" {c['candidate_acc']:.2f}% | {c['gap']:+.2f} |" if c else " - | - |"
         lines.append(row)
-    lines += [
-        "",
-        f"## ONNX ({outcome.candidate} seed-{b.first_seed} checkpoint, {outcome.onnx_test_images or 0} test images)",
+    return lines
+
+
+def _onnx_section(outcome: ParityOutcome) -> list[str]:
+    cfg = outcome.config
+    lines = [
+        f"## ONNX ({outcome.candidate} seed-{cfg.budget.first_seed} checkpoint, {outcome.onnx_test_images or 0} test images)",
         "",
     ]
     if outcome.onnx_error:
-        lines.append(f"Export/verify failed: {outcome.onnx_error}")
-    else:
-        lines += ["| file | bytes | top-1 agreement | max abs logit diff | test acc | gated |", "|---|---|---|---|---|---|"]
-        for f in outcome.onnx:
-            gated = f"yes (>= {cfg.onnx.min_top1_agreement:.2f}%)" if f.file in cfg.onnx.files else "no (reported)"
-            lines.append(f"| {f.file}.onnx | {f.bytes:,} | {f.top1_agreement:.2f}% | {f.max_abs_logit_diff:.2e} | "
-                         f"{f.test_acc:.2f}% | {gated} |")
-        if outcome.size_ratio_fp32_int4:
-            lines += ["", f"fp32.onnx / int4.onnx size ratio: {outcome.size_ratio_fp32_int4:.2f}x."]
-    lines += ["", "## Verdict", ""]
-    lines += [f"- {r}" for r in outcome.reasons] or ["- every check passed"]
-    s = cfg.spread
-    gaps = s.gaps
-    lines += [
-        "",
+        return lines + [f"Export/verify failed: {outcome.onnx_error}"]
+    lines += ["| file | bytes | top-1 agreement | max abs logit diff | test acc | gated |", "|---|---|---|---|---|---|"]
+    for f in outcome.onnx:
+        gated = f"yes (>= {cfg.onnx.min_top1_agreement:.2f}%)" if f.file in cfg.onnx.files else "no (reported)"
+        lines.append(f"| {f.file}.onnx | {f.bytes:,} | {f.top1_agreement:.2f}% | {f.max_abs_logit_diff:.2e} | "
+                     f"{f.test_acc:.2f}% | {gated} |")
+    if outcome.size_ratio_fp32_int4:
+        lines += ["", f"fp32.onnx / int4.onnx size ratio: {outcome.size_ratio_fp32_int4:.2f}x."]
+    return lines
+
+
+def _tolerance_section(cfg: ParityConfig) -> list[str]:
+    """The measured pairs the tolerance is computed from, and the rule."""
+    s, gaps = cfg.spread, cfg.spread.gaps
+    lines = [
         "## Where the tolerance comes from",
         "",
-        f"Measured with `{s.command}` on {s.measured_on}, at the gate's budget. Rule: {cfg.rule.describe(b.seeds)} "
-        f"-> **{tol:.2f} points**.",
+        f"Measured with `{s.command}` on {s.measured_on}, at the gate's budget. Rule: {cfg.rule.describe(cfg.budget.seeds)} "
+        f"-> **{cfg.max_gap_points:.2f} points**.",
         "",
         f"| seed | {cfg.reference} | {cfg.candidate} | gap |",
         "|---|---|---|---|",
@@ -633,6 +632,4 @@ def render_markdown(outcome: ParityOutcome, out: Path) -> str:
               for seed, r, c_ in zip(s.seeds, s.reference_acc, s.candidate_acc)]
     lines += ["", f"Gap over {len(gaps)} measured pairs: mean {statistics.fmean(gaps):+.2f}, sample sd "
                   f"{statistics.stdev(gaps):.2f}, min {min(gaps):+.2f}, max {max(gaps):+.2f} points."]
-    lines += ["", f"Run folders: `{out / 'runs'}`; compare result: `{out / 'compare.json'}`; ONNX files and "
-                  f"verify.json: `{out / 'onnx'}`.", ""]
-    return "\n".join(lines)
+    return lines

@@ -1,5 +1,5 @@
 """Hardware profiles: hardware_profiles/<name>.toml -> a validated Profile, and what a child process
-does with one (thread variables before torch is imported, the memory cap).
+does with one (its torch threads, the memory cap; suite/child.py sets its thread variables).
 
 A profile file holds:
     description = "..."          what real machine it stands for (required)
@@ -21,8 +21,10 @@ import resource
 from dataclasses import dataclass
 from pathlib import Path
 
-from .bounds import MAX_WATTS_PER_THREAD, check_count, check_number
-from .errors import UserError
+from .bounds import MAX_WATTS_PER_THREAD
+from .config import Choice, Count, Number, Text, check_fields, read_table, setting
+from .errors import FieldError, UserError
+from .spec import CIFAR10_TEST_IMAGES, CIFAR10_TRAIN_IMAGES, FULL_PRECISION, PRECISIONS
 from .userfiles import CONFIG_MAX_BYTES, parse_user_toml, read_user_text
 
 # hardware_profiles/ at the top of a checkout; an install puts them beside the package (pyproject.toml maps them).
@@ -33,39 +35,46 @@ PROFILES_ENV = "Q4BENCH_PROFILES"
 
 # CIFAR-10 held in memory as uint8 (50,000 train + 10,000 test images of 3x32x32 bytes): a cap below this
 # cannot even load the data, so it is refused up front rather than reported as an out-of-memory run.
-DATA_BYTES = 60_000 * 3 * 32 * 32
+DATA_BYTES = (CIFAR10_TRAIN_IMAGES + CIFAR10_TEST_IMAGES) * 3 * 32 * 32
 MIN_MEMORY_CAP_MIB = -(-DATA_BYTES // 2**20)  # 176
 
-# Variables the OpenMP, MKL and BLAS runtimes read once, when torch loads them.
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
-                    "NUMEXPR_NUM_THREADS")
-
-_KEYS = {"description", "threads", "memory_cap_mib", "batch_size", "watts_per_busy_thread", "device", "precision"}
 DEVICE_CHOICES = ("cpu", "cuda")
-PRECISION_CHOICES = ("auto", "fp32", "bf16")
+PRECISION_CHOICES = ("auto", *PRECISIONS)
+ALL_THREADS = "all"  # threads = "all": every CPU this process may use
 
 
 @dataclass(frozen=True)
 class Profile:
+    """A profile file's keys (the settings below) and what the reader derives: the name (the file's stem), the
+    path, and the threads as written."""
+
     name: str
-    description: str
-    threads: int  # resolved: "all" becomes the host's usable CPU count
-    memory_cap_mib: int | None
-    batch_size: int
-    watts_per_busy_thread: float | None
-    path: Path
-    threads_spec: str  # as written: "2" or "all"
-    device: str = "cpu"
-    precision: str = "auto"
+    description: str = setting(Text(nonempty=True))
+    threads: int = setting(Count("threads", alternative=f'"{ALL_THREADS}"'))  # resolved: "all" is a CPU count
+    memory_cap_mib: int | None = setting(Count("memory_cap_mib"), None)
+    batch_size: int = setting(Count("batch_size"), 128)
+    watts_per_busy_thread: float | None = setting(Number(0, MAX_WATTS_PER_THREAD), None)
+    path: Path | None = None
+    threads_spec: str = ""  # as written: "2" or "all"; "" means str(threads)
+    device: str = setting(Choice(DEVICE_CHOICES), "cpu")
+    precision: str = setting(Choice(PRECISION_CHOICES), "auto")
+
+    def __post_init__(self):
+        check_fields(self)
+        if self.memory_cap_mib is not None and self.memory_cap_mib < MIN_MEMORY_CAP_MIB:
+            raise FieldError("memory_cap_mib", f"= {self.memory_cap_mib} is too small to load the data: CIFAR-10 "
+                                               f"alone takes {MIN_MEMORY_CAP_MIB} MiB in memory")
+        if not self.threads_spec:
+            object.__setattr__(self, "threads_spec", str(self.threads))
 
     def precisions(self, cpu_flags: set[str]) -> list[str]:
         """The precisions measured under this profile: fp32 always first (the baseline), then bf16 when asked,
         or, for "auto", when the CPU has bf16 instructions (avx512_bf16, amx_bf16) or the device is a GPU."""
         if self.precision == "bf16":
-            return ["fp32", "bf16"]
+            return list(PRECISIONS)
         if self.precision == "auto" and (self.device == "cuda" or cpu_flags & {"avx512_bf16", "amx_bf16"}):
-            return ["fp32", "bf16"]
-        return ["fp32"]
+            return list(PRECISIONS)
+        return [FULL_PRECISION]
 
     def oversubscribed(self, host_cpus: int | None = None) -> bool:
         return self.threads > (host_cpus or usable_cpus())
@@ -79,53 +88,13 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def _int_field(path: Path, data: dict, key: str) -> int:
-    return check_count(data[key], key, label=f"{path}: key {key!r}")
-
-
 def parse_profile(path: Path, text: str, host_cpus: int | None = None) -> Profile:
     """Validate one profile's TOML text; every error names the file and the key."""
-    data = parse_user_toml(path, text, "profile")
-    unknown = sorted(set(data) - _KEYS)
-    if unknown:
-        raise UserError(f"{path}: unknown key {unknown[0]!r}; known keys: {', '.join(sorted(_KEYS))}")
-    for key in ("description", "threads"):
-        if key not in data:
-            raise UserError(f"{path}: missing key {key!r}")
-    description = data["description"]
-    if not isinstance(description, str) or not description.strip():
-        raise UserError(f"{path}: key 'description' must be a non-empty string")
-    threads_value = data["threads"]
-    if threads_value == "all":
-        threads, threads_spec = host_cpus or usable_cpus(), "all"
-    elif isinstance(threads_value, str):
-        raise UserError(f"{path}: key 'threads' must be an integer or \"all\", found {threads_value!r}")
-    else:
-        threads = _int_field(path, data, "threads")
-        threads_spec = str(threads)
-    cap = None
-    if "memory_cap_mib" in data:
-        cap = _int_field(path, data, "memory_cap_mib")
-        if cap < MIN_MEMORY_CAP_MIB:
-            raise UserError(
-                f"{path}: key 'memory_cap_mib' = {cap} is too small to load the data: CIFAR-10 alone takes "
-                f"{MIN_MEMORY_CAP_MIB} MiB in memory"
-            )
-    batch_size = _int_field(path, data, "batch_size") if "batch_size" in data else 128
-    watts = data.get("watts_per_busy_thread")
-    if watts is not None:
-        watts = check_number(watts, f"{path}: key 'watts_per_busy_thread'", 0, MAX_WATTS_PER_THREAD)
-    device = _choice(path, data, "device", DEVICE_CHOICES, "cpu")
-    precision = _choice(path, data, "precision", PRECISION_CHOICES, "auto")
-    return Profile(path.stem, description.strip(), threads, cap, batch_size, watts, path, threads_spec, device,
-                   precision)
-
-
-def _choice(path: Path, data: dict, key: str, choices: tuple[str, ...], default: str) -> str:
-    value = data.get(key, default)
-    if value not in choices:
-        raise UserError(f"{path}: key {key!r} must be one of {', '.join(map(repr, choices))}, found {value!r}")
-    return value
+    table = parse_user_toml(path, text, "profile")
+    if table.get("threads") == ALL_THREADS:
+        table = {**table, "threads": host_cpus or usable_cpus()}
+        return read_table(Profile, table, str(path), name=path.stem, path=path, threads_spec=ALL_THREADS)
+    return read_table(Profile, table, str(path), name=path.stem, path=path)
 
 
 def load_profile(path: str | os.PathLike, host_cpus: int | None = None) -> Profile:
@@ -157,11 +126,6 @@ def resolve_profile(name_or_path: str, directory: str | os.PathLike | None = Non
 
 # ---------------------------------------------------------------------------------------------
 # Inside the child process
-
-
-def thread_environment(threads: int) -> dict[str, str]:
-    """The variables a child needs in its environment before torch (and its OpenMP/MKL) is loaded."""
-    return {name: str(threads) for name in THREAD_VARIABLES}
 
 
 def apply_rlimit_cap(cap_mib: int) -> str:

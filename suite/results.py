@@ -13,7 +13,8 @@ from .bounds import check_timestamp, out_of_limits
 from .errors import UserError
 from .locks import real_folder, real_folder_under
 from .provenance import stamp
-from .state import first_error, load_schema, schema_errors
+from .spec import FULL_PRECISION, arm_name
+from .state import check_document, load_schema, schema_errors
 from .userfiles import RESULT_MAX_BYTES, check_output_dir, read_user_json
 
 SCHEMA_PATH = Path(__file__).resolve().parent / "result_schema.json"
@@ -62,7 +63,7 @@ def validation_errors(result: object) -> list[str]:
     methods = set(result["methods"])
     for i, entry in enumerate(result["profiles"]):
         # arms: every method in fp32 under its own name, and per further precision as "<method>@<precision>"
-        arms = {m if p == "fp32" else f"{m}@{p}" for p in entry.get("precisions", ["fp32"]) for m in methods}
+        arms = {arm_name(m, p) for p in entry.get("precisions", [FULL_PRECISION]) for m in methods}
         if set(entry["methods"]) != arms:
             reasons.append(f"profiles/{i}/methods: holds {sorted(entry['methods'])}, the run lists {sorted(arms)}")
         unknown = set(entry["step_time_ratio"]) - set(entry["methods"])
@@ -90,9 +91,7 @@ def _impossible(result: dict) -> list[str]:
 
 
 def validate_result(result: object, source: str = "result") -> None:
-    reasons = validation_errors(result)
-    if reasons:
-        raise first_error(reasons, source, "result file")
+    check_document(result, validation_errors, source, "result file")
 
 
 def read_result(path: str | os.PathLike) -> dict:

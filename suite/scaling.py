@@ -11,16 +11,14 @@ All are derived from measured step times; nothing is estimated."""
 
 from __future__ import annotations
 
-import json
-import os
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .measure import load_average
+from .child import STDOUT_DROPPED, TIMED_OUT, TaskFiles, run, task_spec
+from .measure.host import load_average
 
 MAX_PROCESSES = 8  # beyond this a laptop-class host only measures oversubscription
 
@@ -101,29 +99,25 @@ def summarize(plan: ScalingPlan, raw: dict) -> dict:
 
 
 def measure_scaling(plan: ScalingPlan, workdir: Path, timeout_s: float | None = 900) -> dict:
-    """Run the torchrun job and summarise it; a job that fails or times out is reported, not raised."""
-    out = workdir / "scaling.json"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(plan.processes),
-           "-m", "suite.scaling_child", "--out", str(out), "--method", plan.method,
-           "--global-batch", str(plan.global_batch), "--rounds", str(plan.rounds),
-           "--steps", str(plan.steps_per_window), "--threads", str(plan.threads_per_process)]
-    env = dict(os.environ, OMP_NUM_THREADS=str(plan.threads_per_process))
-    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(key, None)  # a bench started inside a torchrun job must not join that job
-    load_before = load_average()
-    start = time.perf_counter()
-    try:
-        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout_s,
-                              cwd=Path(__file__).resolve().parent.parent)
-    except subprocess.TimeoutExpired:
+    """Run the torchrun job (a task child, suite/child.py: the plan in, rank 0's step times out) and summarise
+    it; a job that fails or times out is reported, not raised."""
+    torchrun = (sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+                str(plan.processes), "-m", "suite.scaling_child")
+    files = TaskFiles(workdir / "scaling.task.json", workdir / "scaling.json", workdir / "scaling.stderr")
+    spec = task_spec(torchrun, asdict(plan), files, plan.threads_per_process, stdout=STDOUT_DROPPED,
+                     timeout_s=timeout_s, cwd=Path(__file__).resolve().parent.parent)
+    load_before, started = load_average(), time.perf_counter()
+    end = run(spec)
+    if end.status == TIMED_OUT:
         return {"status": "failed", "how": "unavailable", "detail": f"the torchrun job ran past {timeout_s:.0f} s",
                 "plan": asdict(plan)}
-    if done.returncode != 0 or not out.is_file():
-        tail = [line for line in done.stderr.splitlines() if line.strip() and not line.startswith("W")][-1:]
+    if not end.ok:
+        stderr = files.log.read_text(errors="replace").splitlines()
+        tail = [line for line in stderr if line.strip() and not line.startswith("W")][-1:]
         return {"status": "failed", "how": "unavailable", "plan": asdict(plan),
-                "detail": f"torchrun exited {done.returncode}" + (f": {tail[0][:300]}" if tail else "")}
-    entry = summarize(plan, json.loads(out.read_text()))
-    entry.update(wall_seconds=time.perf_counter() - start, load_average_before=load_before,
+                "detail": f"torchrun exited {end.returncode}" + (f": {tail[0][:300]}" if tail else "")}
+    entry = summarize(plan, end.result)
+    entry.update(wall_seconds=time.perf_counter() - started, load_average_before=load_before,
                  load_average_after=load_average())
     return entry
 

@@ -10,13 +10,13 @@ interleaves four kinds of timed window, rotating their order every round:
                all-reduce cost of a step.
 
 Each window: a barrier, one untimed step (thread-count changes and caches settle), a barrier, then `steps`
-timed steps. Rank 0 writes the per-step seconds of every window as JSON."""
+timed steps. A task child (suite/child.py) under torchrun: every rank reads the plan from TASK.json, rank 0
+writes the per-step seconds of every window to RESULT.json."""
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
+import sys
 import time
 
 import torch
@@ -24,9 +24,10 @@ import torch.distributed as dist
 
 from . import data as datamod
 from . import distributed as D
-from .atomic import write_json_atomic
+from .child import serve
 from .methods import get_method
-from .train import Stepper, build_model, get_recipe, make_optimizer
+from .scaling import ScalingPlan
+from .train import StepOptions, Stepper, build_model, get_recipe, make_optimizer
 
 KINDS = ("one", "one_all", "ddp", "ddp_no_sync")
 
@@ -37,67 +38,80 @@ def _stepper(method_name: str, world: D.World, wrap: bool) -> Stepper:
     model, quantizers = build_model(method, 10)
     optimizer = make_optimizer(model, get_recipe("paper"))
     forward = D.wrap(model, world) if wrap else model
-    return Stepper(forward, method, optimizer, quantizers, total_steps=10**6, world=world)
+    return Stepper(forward, method, optimizer, quantizers, total_steps=10**6, options=StepOptions(world=world))
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m suite.scaling_child")
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--method", default="tathe4")
-    parser.add_argument("--global-batch", type=int, default=128)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=1, help="threads per rank")
-    args = parser.parse_args(argv)
-    world = D.world_from_env()
-    local_batch = D.local_batch_size(args.global_batch, world)
-    all_threads = args.threads * world.local_size
-    with D.process_group(world):
+def _order(round_index: int) -> tuple[str, ...]:
+    """The window kinds of one round, rotated so that each kind takes every position in turn."""
+    shift = round_index % len(KINDS)
+    return KINDS[shift:] + KINDS[:shift]
+
+
+class Windows:
+    """One rank's side of the measurement: the DDP stepper, rank 0's plain copy, their batches, and the
+    timed window of each kind."""
+
+    def __init__(self, plan: ScalingPlan, world: D.World):
+        self.plan, self.world = plan, world
+        self.all_threads = plan.threads_per_process * world.local_size
         # Random uint8 images through the real batch path (crop, flip, normalise): content does not change time.
-        split = datamod.Split(torch.randint(0, 256, (4 * args.global_batch, 3, 32, 32), dtype=torch.uint8),
-                              torch.randint(0, 10, (4 * args.global_batch,)))
-        ddp = _stepper(args.method, world, wrap=True)
-        alone = _stepper(args.method, world, wrap=False) if world.is_main else None
-        generator = torch.Generator().manual_seed(0)
+        images = 4 * plan.global_batch
+        self.split = datamod.Split(torch.randint(0, 256, (images, 3, 32, 32), dtype=torch.uint8),
+                                   torch.randint(0, 10, (images,)))
+        self.ddp = _stepper(plan.method, world, wrap=True)
+        self.alone = _stepper(plan.method, world, wrap=False) if world.is_main else None
+        self.generator = torch.Generator().manual_seed(0)
+        self.solo_batches = self._batches((0, 1))
+        self.ddp_batches = self._batches((world.rank, world.size))
 
-        def batch(shard: tuple[int, int], size: int):
-            while True:
-                yield from datamod.batches(split, size, generator, True, shard)
+    def _batches(self, shard: tuple[int, int]):
+        while True:
+            yield from datamod.batches(self.split, self.plan.global_batch, self.generator, True, shard)
 
-        solo_batches = batch((0, 1), args.global_batch)
-        ddp_batches = batch((world.rank, world.size), args.global_batch)
-
-        def window(kind: str) -> float:
-            solo = kind.startswith("one")
-            active = world.is_main or not solo  # in a solo window the other ranks only wait
-            torch.set_num_threads(all_threads if kind == "one_all" else args.threads)
-            stepper, batches = (alone, solo_batches) if solo else (ddp, ddp_batches)
-            sync = ddp.model.no_sync() if kind == "ddp_no_sync" and world.distributed else contextlib.nullcontext()
-            seconds = 0.0
-            with sync:
-                if active:
-                    stepper(*next(batches))
-                _barrier(world)
-                if active:
-                    start = time.perf_counter()
-                    for _ in range(args.steps):
-                        loss, _ = stepper(*next(batches))
-                    float(loss)
-                    seconds = (time.perf_counter() - start) / args.steps
+    def timed(self, kind: str) -> float:
+        """Seconds per step of one window of ``kind``, the slowest rank's (a DDP step ends when it does)."""
+        world, steps = self.world, self.plan.steps_per_window
+        solo = kind.startswith("one")
+        active = world.is_main or not solo  # in a solo window the other ranks only wait
+        torch.set_num_threads(self.all_threads if kind == "one_all" else self.plan.threads_per_process)
+        stepper, batches = (self.alone, self.solo_batches) if solo else (self.ddp, self.ddp_batches)
+        no_sync = kind == "ddp_no_sync" and world.distributed
+        seconds = 0.0
+        with self.ddp.model.no_sync() if no_sync else contextlib.nullcontext():
+            if active:
+                stepper(*next(batches))
             _barrier(world)
-            return D.max_over_ranks(world, seconds)  # a DDP step ends when its slowest rank does
+            if active:
+                start = time.perf_counter()
+                for _ in range(steps):
+                    loss, _ = stepper(*next(batches))
+                float(loss)
+                seconds = (time.perf_counter() - start) / steps
+        _barrier(world)
+        return D.max_over_ranks(world, seconds)
 
-        per_kind: dict[str, list[float]] = {k: [] for k in KINDS}
-        for round_index in range(args.rounds):
-            order = KINDS[round_index % len(KINDS):] + KINDS[:round_index % len(KINDS)]
-            for kind in order:
-                per_kind[kind].append(window(kind))
-        if world.is_main:
-            write_json_atomic(args.out, {
-                "world_size": world.size, "local_batch": local_batch, "threads_per_rank": args.threads,
-                "all_threads": all_threads, "step_seconds": per_kind,
-                "orders": [list(KINDS[r % 4:] + KINDS[:r % 4]) for r in range(args.rounds)],
-            })
+
+def measure(task: dict) -> dict | None:
+    """Every round's windows, in rotating order; rank 0's result (None on the other ranks)."""
+    plan = ScalingPlan(**task)
+    world = D.world_from_env()
+    per_kind: dict[str, list[float]] = {k: [] for k in KINDS}
+    with D.process_group(world):
+        windows = Windows(plan, world)
+        for round_index in range(plan.rounds):
+            for kind in _order(round_index):
+                per_kind[kind].append(windows.timed(kind))
+    if not world.is_main:
+        return None
+    return {
+        "world_size": world.size, "local_batch": D.local_batch_size(plan.global_batch, world),
+        "threads_per_rank": plan.threads_per_process, "all_threads": windows.all_threads, "step_seconds": per_kind,
+        "orders": [list(_order(r)) for r in range(plan.rounds)],
+    }
+
+
+def main(argv: list[str]) -> int:
+    return serve(argv, measure)
 
 
 def _barrier(world: D.World) -> None:
@@ -106,4 +120,4 @@ def _barrier(world: D.World) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main(sys.argv[1:]))

@@ -13,6 +13,11 @@ CIFAR10_TRAIN_IMAGES, CIFAR10_TEST_IMAGES = DATASET_SIZES["cifar10"]
 
 BASELINE = "fp32"  # the reference every ratio and gap is taken against
 REFERENCE_4BIT = "tathe4"  # the paper's method: the claim checks are about it
+DEFAULT_METHODS = (BASELINE, REFERENCE_4BIT)  # what bench measures when no --method is given
+
+# Precisions a run may train in: every method runs in full precision unless bf16 autocast is asked for.
+FULL_PRECISION = "fp32"
+PRECISIONS = (FULL_PRECISION, "bf16")
 
 PAPER_RECIPE = "paper"
 SHORT_RECIPE = "short"  # the converged recipe: compare's default and the report's time-to-accuracy rows
@@ -25,11 +30,21 @@ EXIT_OK = 0
 EXIT_GATE_FAILED = 1
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
+EXIT_OOM = 3  # a bench child that ran out of memory under its profile's cap
 
-# File names the suite writes and the report looks for.
+# File names the suite writes and the report looks for. A run folder: its history, checkpoint, test-set
+# predictions and log; a compare (or parity) folder: its result, request, plan and per-run wall times.
 HISTORY_FILE = "history.json"
+CHECKPOINT_FILE = "checkpoint.pt"
+PREDICTIONS_FILE = "predictions.npy"
+TRAIN_LOG = "train.log"
+COMPARE_FILE = "compare.json"
+REQUEST_FILE = "request.json"
+PLAN_FILE = "plan.json"
+WALL_FILE = "wall.json"
 VERIFY_FILE = "verify.json"
 PARITY_FILE = "parity.json"
+ONNX_FILES = ("fp32", "int4", "int8")  # q4bench export writes <name>.onnx of each; verify-onnx checks them
 
 # A compare result's "schema" field; bench results carry "schema_version" instead.
 COMPARE_SCHEMA_PREFIX = "q4bench-compare/"
@@ -40,13 +55,13 @@ ARM_SEPARATOR = "@"
 
 
 def arm_name(method: str, precision: str) -> str:
-    return method if precision == BASELINE else f"{method}{ARM_SEPARATOR}{precision}"
+    return method if precision == FULL_PRECISION else f"{method}{ARM_SEPARATOR}{precision}"
 
 
 def split_arm(arm: str) -> tuple[str, str]:
     """(method, precision) of an arm name; the inverse of arm_name."""
     method, _, precision = arm.partition(ARM_SEPARATOR)
-    return method, precision or BASELINE
+    return method, precision or FULL_PRECISION
 
 
 # A file whose "command" starts with this is generated test input, never a measurement.

@@ -10,6 +10,7 @@ import json
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Callable
 
 from .errors import UserError
 from .userfiles import CONFIG_MAX_BYTES, RESULT_MAX_BYTES, read_user_json
@@ -36,19 +37,21 @@ def schema_errors(doc: object, schema: dict) -> list[str]:
     return [f"{_where(e)}: {e.message}" for e in errors]
 
 
-def first_error(reasons: list[str], where: str, what: str) -> UserError:
-    more = f" (and {len(reasons) - 1} more)" if len(reasons) > 1 else ""
-    return UserError(f"{where}: invalid {what}: {reasons[0]}{more}")
+def check_document(doc: object, schema: dict | Callable[[object], list[str]], where: str | os.PathLike, what: str):
+    """The one check of a JSON document: ``doc`` when it fits ``schema`` (a JSON Schema, or a function returning
+    'field: why' reasons, empty when it fits), else one UserError naming the file, the document and the first
+    field that does not fit: "<file>: invalid <what>: <field>: <why> (and N more)"."""
+    reasons = schema(doc) if callable(schema) else schema_errors(doc, schema)
+    if reasons:
+        more = f" (and {len(reasons) - 1} more)" if len(reasons) > 1 else ""
+        raise UserError(f"{where}: invalid {what}: {reasons[0]}{more}")
+    return doc
 
 
 def check_state(doc: object, kind: str, path: str | os.PathLike, what: str | None = None):
     """``doc`` when it fits state_schema.json's ``kind`` (plan, history, wall, checkpoint), else a one-line
     UserError naming the file and the first field that does not fit."""
-    schema = load_schema(STATE_SCHEMA)
-    reasons = schema_errors(doc, {**schema, "$ref": f"#/$defs/{kind}"})
-    if reasons:
-        raise first_error(reasons, str(path), what or kind)
-    return doc
+    return check_document(doc, {**load_schema(STATE_SCHEMA), "$ref": f"#/$defs/{kind}"}, path, what or kind)
 
 
 def read_state(path: str | os.PathLike, kind: str, what: str | None = None) -> dict:

@@ -19,8 +19,10 @@ import torch.nn.functional as F
 from . import data as datamod
 from .atomic import write_atomic, write_json_atomic
 from .provenance import stamp
+from .spec import CHECKPOINT_FILE, FULL_PRECISION, HISTORY_FILE, PAPER_RECIPE, PREDICTIONS_FILE, REFERENCE_4BIT
 from .userfiles import check_output_dir
 from .bounds import check_count, check_optional_count
+from .config import check_data_source
 from .errors import UserError
 from .state import check_state
 from .locks import hold
@@ -29,82 +31,14 @@ from . import distributed as dist_mod
 from .distributed import World
 from .methods import Method, get_method, projected_parameters
 from .model import ARCH_NAME, ARCHS, build_arch, check_arch, count_parameters, quant_layers
-
-
-@dataclass(frozen=True)
-class Recipe:
-    name: str
-    summary: str
-    epochs: int
-    cosine_t_max: int | None  # epoch-stepped schedules: None is a monotone cosine over the run's epochs
-    batch_size: int = 128
-    eval_batch_size: int = 100
-    lr: float = 1e-3  # the peak LR
-    weight_decay: float = 5e-4  # decoupled (AdamW), on every parameter as in the paper's code
-    per_step: bool = False  # the LR moves every optimizer step and reaches 0 at the run's last step
-    warmup_fraction: float = 0.0  # per-step schedules: linear warm-up from 0 over this share of the steps
-    label_smoothing: float = 0.0
-    flip_tta: bool = False  # also score each test image as the mean of its logits and its mirror's (reported beside)
-
-    def __post_init__(self):
-        if not 0.0 <= self.warmup_fraction < 1.0:
-            raise ValueError(f"recipe {self.name}: warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise ValueError(f"recipe {self.name}: label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        if self.warmup_fraction and not self.per_step:
-            raise ValueError(f"recipe {self.name}: a warm-up needs per_step=True")
-
-
-RECIPES = {
-    "paper": Recipe(
-        "paper",
-        "the paper's code: AdamW lr 1e-3 wd 5e-4, batch 128, CosineAnnealingLR(T_max=100) stepped per epoch "
-        "for 150 epochs, so the LR reaches 0 at epoch 101 and rises again after it (4.84e-4 by epoch 150)",
-        epochs=150,
-        cosine_t_max=100,
-    ),
-    "cosine": Recipe(
-        "cosine",
-        "the paper's optimizer with a monotone cosine over the run (T_max = epochs), as its own limitations "
-        "section recommends",
-        epochs=150,
-        cosine_t_max=None,
-    ),
-    # A budget that ends converged: stopping at a high LR is what made 1-epoch gaps swing by points between
-    # seeds (-0.71..+5.82, sd 2.55, paper recipe cut at 1 epoch; 4 seeds annealed per step: sd 1.18 on 16,384
-    # images, 0.50 on a full epoch). The knobs are the best of the measured probes (seed 0, 5 full
-    # epochs, JPEG CIFAR-10): cosine to 0 alone 81.74/80.98 (fp32/tathe4); peak 2e-3 after a 10% linear
-    # warm-up with label smoothing 0.1: 82.85/82.62; adding a weight EMA (0.998/step) lowered both
-    # (81.96/81.00), so there is none. Flip TTA gave +0.3-0.5 and is reported beside, never instead.
-    # The tanh step's equilibrium |w| grows as lr^(1/3): at 2e-3 about 0.38 instead of 0.30 (docs/method.md),
-    # still far inside +-3; tests check the 15-code property at this peak LR.
-    "short": Recipe(
-        "short",
-        "the paper's AdamW (wd 5e-4), clipping, batch 128 and projection; peak lr 2e-3 after a linear warm-up "
-        "over 10% of the steps, then a cosine stepped per optimizer step reaching 0 at the budget's last step; "
-        "label smoothing 0.1; flip test-time augmentation reported beside plain accuracy",
-        epochs=5,
-        cosine_t_max=None,
-        lr=2e-3,
-        per_step=True,
-        warmup_fraction=0.1,
-        label_smoothing=0.1,
-        flip_tta=True,
-    ),
-}
-
-
-def get_recipe(name: str) -> Recipe:
-    try:
-        return RECIPES[name]
-    except KeyError:
-        raise UserError(f"unknown recipe {name!r}; known: {', '.join(RECIPES)}") from None
+from .recipes import RECIPES, Recipe, get_recipe  # noqa: F401 (RECIPES: callers import the recipes from here too)
+from .threads import torch_threads
 
 
 @dataclass
 class TrainConfig:
-    method: str = "tathe4"
-    recipe: str = "paper"
+    method: str = REFERENCE_4BIT
+    recipe: str = PAPER_RECIPE
     epochs: int | None = None  # None: the recipe's
     threads: int | None = None  # None: torch's default
     seed: int = 0
@@ -116,13 +50,14 @@ class TrainConfig:
     out: str = "runs/default"
     resume: bool = False
     device: str = "cpu"  # cpu | cuda
-    precision: str = "fp32"  # fp32 | bf16 (autocast around forward and loss)
+    precision: str = FULL_PRECISION  # fp32 | bf16 (autocast around forward and loss)
     arch: str = ARCH_NAME  # a key of model.ARCHS
 
     def __post_init__(self):  # the library API gets the CLI's ranges too (suite.bounds)
         for name in ("epochs", "threads", "subset", "batch_size"):
             check_optional_count(getattr(self, name), name)
         check_count(self.seed, "seed")
+        check_data_source(self.data_dir, self.synthetic)
 
 
 # Fields that must match between a checkpoint and a --resume call (epochs may grow for epoch-stepped recipes,
@@ -175,20 +110,29 @@ class WarmupCosine:
         return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+@dataclass(frozen=True)
+class StepOptions:
+    """How a Stepper's steps run beyond the model and its optimizer: the loss's label smoothing, the device and
+    precision, and the ranks of a torchrun job (defaults: none, fp32 on the CPU, one process)."""
+
+    label_smoothing: float = 0.0
+    placement: Placement | None = None
+    world: World | None = None
+
+
 class Stepper:
     """One optimizer step of a method: forward, loss, backward, clip, AdamW, projection (and the LR
     schedule when it moves per step). Shared by the trainer and the benchmark so both time exactly the
     same work."""
 
     def __init__(self, model: torch.nn.Module, method: Method, optimizer, quantizers: list, total_steps: int,
-                 label_smoothing: float = 0.0, placement: Placement | None = None, scheduler=None,
-                 world: World | None = None):
+                 scheduler=None, options: StepOptions = StepOptions()):
         # model may be DistributedDataParallel-wrapped: its forward then all-reduces gradients in backward.
         self.model, self.method, self.optimizer = model, method, optimizer
-        self.world = world or World()
+        self.world = options.world or World()
         self.quantizers, self.total_steps = quantizers, total_steps
-        self.label_smoothing = label_smoothing
-        self.placement = placement or Placement("cpu", "fp32")
+        self.label_smoothing = options.label_smoothing
+        self.placement = options.placement or Placement("cpu", FULL_PRECISION)
         self.scheduler = scheduler  # stepped here only for per-step schedules
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.projected = projected_parameters(self.params)
@@ -223,7 +167,7 @@ def predict(model: torch.nn.Module, split: datamod.Split, batch_size: int = 100,
             placement: Placement | None = None, flip_tta: bool = False) -> torch.Tensor:
     """Top-1 class of every image of the split (on the CPU, int64), with the method's quantizer on (eval
     uses the quantized weights too). flip_tta: the class of the summed logits of the image and its mirror."""
-    placement = placement or Placement("cpu", "fp32")
+    placement = placement or Placement("cpu", FULL_PRECISION)
     model.eval()
     out = []
     with placement.autocast():
@@ -270,23 +214,6 @@ def _progress(total: int, desc: str):
     from tqdm import tqdm
 
     return tqdm(total=total, desc=desc, unit="batch", leave=False, dynamic_ncols=True)
-
-
-def _save_checkpoint(path: Path, model, optimizer, scheduler, epoch: int, config: TrainConfig, history: dict,
-                     world_size: int = 1) -> None:
-    state = {
-        "world_size": world_size,  # a resume needs the same: it sets each rank's batch and BatchNorm statistics
-        "arch": {"name": model.arch_name, "num_classes": model.num_classes},
-        "method": config.method,
-        "epoch": epoch,
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "rng_state": torch.get_rng_state(),
-        "config": dataclasses.asdict(config),
-        "history": history,
-    }
-    write_atomic(path, lambda f: torch.save(state, f))
 
 
 def load_checkpoint(path: str | Path, resumable: bool = False) -> dict:
@@ -343,76 +270,123 @@ def _check_resume(state: dict, config: TrainConfig, path: Path) -> None:
 
 def train(config: TrainConfig, on_batch: Callable[[int, int], None] | None = None, log=print,
           world: World | None = None) -> dict:
-    """Train per config; returns the history dict (also written to OUT/history.json by rank 0).
+    """Train per config; returns the history dict (also written to OUT/history.json by rank 0). Torch's thread
+    count is the caller's again afterwards, also when training fails.
 
     on_batch(epoch, batch_index) is called after every step (tests use it to simulate a kill). world: the
     ranks of a torchrun job (default: read from the environment; one process when not under torchrun)."""
     world = world or dist_mod.world_from_env()
-    recipe, method = get_recipe(config.recipe), get_method(config.method)
-    check_arch(config.arch)  # an unknown --arch fails here, before any data is read
-    placement = Placement(config.device, config.precision)
-    epochs = config.epochs if config.epochs is not None else recipe.epochs
-    # `is None`, not `or`: a batch size of 0 once trained silently at the recipe's 128 (now refused above).
-    batch_size = config.batch_size if config.batch_size is not None else recipe.batch_size
-    if config.threads is not None:
-        torch.set_num_threads(config.threads)
-    elif world.distributed:  # torchrun's OMP_NUM_THREADS=1 would leave cores idle
-        from .profiles import usable_cpus
-
-        torch.set_num_threads(dist_mod.threads_per_rank(world, usable_cpus()))
-    dist_mod.local_batch_size(batch_size, world)  # refuses a batch the ranks cannot split, before any work
-    if not world.is_main:
-        log = _quiet
-    out = Path(config.out)
+    settings = RunSettings.resolve(config, world)
+    log = log if world.is_main else _quiet
     try:
-        with dist_mod.process_group(world), placement.numerics(), contextlib.ExitStack() as held:
-            return _train(config, recipe, method, placement, epochs, batch_size, out, on_batch, log, world, held)
+        with (torch_threads(_thread_count(config, world)), dist_mod.process_group(world),
+              settings.placement.numerics(), contextlib.ExitStack() as held):
+            return Trainer.open(settings, held, log).fit(on_batch)
     except dist_mod.PeerLost as exc:
         raise UserError(f"rank {world.rank} of {world.size}: another rank of the job died or became unreachable "
-                        f"({exc}); {out} keeps the last finished epoch: rerun the same torchrun command with "
+                        f"({exc}); {settings.out} keeps the last finished epoch: rerun the same torchrun command with "
                         f"--resume") from None
     except dist_mod.StoppedByLauncher:
         raise UserError(f"rank {world.rank} of {world.size}: stopped by torchrun, which ends every rank when one "
-                        f"fails; {out} keeps the last finished epoch: rerun the same command with --resume") from None
+                        f"fails; {settings.out} keeps the last finished epoch: rerun the same command with --resume") from None
+
+
+def _thread_count(config: TrainConfig, world: World) -> int | None:
+    """--threads, else for a torchrun rank its share of the cores (torchrun's OMP_NUM_THREADS=1 would leave cores
+    idle), else None: torch's own choice."""
+    if config.threads is not None:
+        return config.threads
+    if world.distributed:
+        from .profiles import usable_cpus
+
+        return dist_mod.threads_per_rank(world, usable_cpus())
+    return None
 
 
 def _quiet(*args, **kwargs) -> None:
     """Ranks other than 0 print nothing: one job, one log."""
 
 
-def _open_on_main(config: TrainConfig, recipe: Recipe, epochs: int, batch_size: int, out: Path,
-                  world: World, held: contextlib.ExitStack) -> dict | None:
+@dataclass(frozen=True)
+class RunSettings:
+    """One run's settings with the recipe's defaults filled in (config.epochs and config.batch_size are set),
+    the recipe, method, device and ranks they name, and the run folder's files."""
+
+    config: TrainConfig
+    recipe: Recipe
+    method: Method
+    placement: Placement
+    world: World
+
+    @classmethod
+    def resolve(cls, config: TrainConfig, world: World) -> RunSettings:
+        """The settings, or a one-line error for a bad name or a batch the ranks cannot split, before any work."""
+        recipe, method = get_recipe(config.recipe), get_method(config.method)
+        check_arch(config.arch)  # an unknown --arch fails here, before any data is read
+        placement = Placement(config.device, config.precision)
+        epochs = config.epochs if config.epochs is not None else recipe.epochs
+        # `is None`, not `or`: a batch size of 0 once trained silently at the recipe's 128 (now refused above).
+        batch_size = config.batch_size if config.batch_size is not None else recipe.batch_size
+        dist_mod.local_batch_size(batch_size, world)
+        resolved = dataclasses.replace(config, epochs=epochs, batch_size=batch_size)
+        return cls(resolved, recipe, method, placement, world)
+
+    @property
+    def epochs(self) -> int:
+        return self.config.epochs
+
+    @property
+    def batch_size(self) -> int:
+        return self.config.batch_size
+
+    @property
+    def out(self) -> Path:
+        return Path(self.config.out)
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out / CHECKPOINT_FILE
+
+    @property
+    def history_path(self) -> Path:
+        return self.out / HISTORY_FILE
+
+    @property
+    def predictions_path(self) -> Path:
+        return self.out / PREDICTIONS_FILE
+
+
+def _open_on_main(settings: RunSettings, held: contextlib.ExitStack) -> dict | None:
     """Rank 0 takes OUT's lock for the run's lifetime (one writer per run folder, suite.locks), decides whether
     OUT may be written and, on --resume, reads the checkpoint; every rank gets the verdict (the same one-line
     error everywhere) and the state. Other ranks never touch OUT: on several machines it need not be shared."""
     verdict: tuple[str | None, dict | None] = (None, None)
-    if world.is_main:
+    if settings.world.is_main:
         try:
-            check_output_dir(out, "--out")
-            held.enter_context(hold(out, "train"))
-            verdict = (None, _read_resume_state(config, recipe, epochs, batch_size, out, world))
+            check_output_dir(settings.out, "--out")
+            held.enter_context(hold(settings.out, "train"))
+            verdict = (None, _read_resume_state(settings))
         except UserError as exc:
             verdict = (str(exc), None)
-    error, state = dist_mod.broadcast_from_main(world, verdict)
+    error, state = dist_mod.broadcast_from_main(settings.world, verdict)
     if error is not None:
         raise UserError(error)
     return state
 
 
-def _read_resume_state(config: TrainConfig, recipe: Recipe, epochs: int, batch_size: int, out: Path,
-                       world: World) -> dict | None:
-    ckpt_path = out / "checkpoint.pt"
+def _read_resume_state(settings: RunSettings) -> dict | None:
+    config, out, ckpt_path, epochs = settings.config, settings.out, settings.checkpoint_path, settings.epochs
     if ckpt_path.exists() and not config.resume:
         raise UserError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
     if not (config.resume and ckpt_path.exists()):
         return None
     state = load_checkpoint(ckpt_path, resumable=True)
-    _check_resume(state, dataclasses.replace(config, batch_size=batch_size), ckpt_path)
+    _check_resume(state, config, ckpt_path)
     saved_epochs = state.get("config", {}).get("epochs")
-    if recipe.per_step and saved_epochs is not None and saved_epochs != epochs:
-        raise UserError(f"{ckpt_path}: cannot resume with --epochs {epochs}: the {recipe.name} recipe's LR "
+    if settings.recipe.per_step and saved_epochs is not None and saved_epochs != epochs:
+        raise UserError(f"{ckpt_path}: cannot resume with --epochs {epochs}: the {settings.recipe.name} recipe's LR "
                         f"schedule was laid out for {saved_epochs} epochs")
-    saved_world = int(state.get("world_size", 1))
+    world, saved_world = settings.world, int(state.get("world_size", 1))
     if saved_world != world.size:
         raise UserError(f"{ckpt_path}: cannot resume on {world.size} process(es): the run was trained on "
                         f"{saved_world}, and the ranks' share of each batch (and so BatchNorm's statistics) depends "
@@ -420,170 +394,283 @@ def _read_resume_state(config: TrainConfig, recipe: Recipe, epochs: int, batch_s
     return state
 
 
-def _train(config, recipe, method, placement, epochs, batch_size, out, on_batch, log, world, held) -> dict:
-    ckpt_path, history_path, predictions_path = out / "checkpoint.pt", out / "history.json", out / "predictions.npy"
-    state = _open_on_main(config, recipe, epochs, batch_size, out, world, held)
-    train_split, test_split, source = datamod.load_data(
-        config.dataset, config.data_dir, config.synthetic, config.subset, config.seed
-    )
-    device = placement.torch_device
-    train_split, test_split = train_split.to(device), test_split.to(device)
-    num_classes = datamod.dataset_spec(config.dataset).num_classes
-    support = placement.precision_support()
-    if support.startswith("emulated"):
-        log(f"note: bf16 is {support}; the run goes ahead and is recorded as emulated")
+@dataclass(frozen=True)
+class RunData:
+    """The run's data on its device: the training set, the test set, and the share of it this rank scores."""
 
-    torch.manual_seed(config.seed)
-    model, quantizers = build_model(method, num_classes, config.arch)
-    model.to(device)
-    optimizer = make_optimizer(model, recipe)
-    steps_per_epoch = datamod.num_train_batches(len(train_split), batch_size, world.size)
-    scheduler = make_scheduler(optimizer, recipe, epochs, steps_per_epoch)
+    train: datamod.Split
+    test: datamod.Split
+    eval_part: datamod.Split
+    source: str
+    num_classes: int
 
-    history = {
-        "method": method.name,
-        "method_summary": method.summary,
-        "arch": config.arch,
-        "recipe": recipe.name,
-        "recipe_summary": recipe.summary,
-        "recipe_settings": dataclasses.asdict(dataclasses.replace(recipe, epochs=epochs)),  # the epochs its schedule spans
-        "seed": config.seed,
-        "threads": torch.get_num_threads(),
-        "device": placement.device,
-        "device_name": placement.device_name(),
-        "precision": placement.precision,
-        "precision_support": support,
-        "dataset": config.dataset,
-        "data_source": source,
-        "train_images": len(train_split),
-        "test_images": len(test_split),
-        "batch_size": batch_size,
-        "planned_epochs": epochs,
-        "parameters": count_parameters(model),
-        "torch_version": str(torch.__version__),
-        "cuda_version": torch.version.cuda if placement.device == "cuda" else None,
-        "provenance": stamp(),
-        "world_size": world.size,  # processes (ranks) of a torchrun job; 1 alone
-        "distributed": _distributed_record(world, batch_size) if world.distributed else None,
-        "epochs": [],
-        "final_test_acc": None,
-        "best_test_acc": None,
-        "best_epoch": None,
-    }
-    trained_on = _trained_on()
-    start_epoch = 1
-    if state is not None:
+    @classmethod
+    def load(cls, settings: RunSettings) -> RunData:
+        config, world, device = settings.config, settings.world, settings.placement.torch_device
+        train_split, test_split, source = datamod.load_data(
+            config.dataset, config.data_dir, config.synthetic, config.subset, config.seed
+        )
+        train_split, test_split = train_split.to(device), test_split.to(device)
+        eval_part = test_split.part(*dist_mod.eval_share(world.rank, world.size, len(test_split)))
+        return cls(train_split, test_split, eval_part, source, datamod.dataset_spec(config.dataset).num_classes)
+
+
+@dataclass(frozen=True)
+class EpochTotals:
+    """One epoch of training, summed over the ranks."""
+
+    lr: float  # the LR the epoch began at
+    loss: float  # summed over the images
+    correct: int
+    seen: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Scores:
+    """The test set scored after an epoch."""
+
+    predictions: torch.Tensor  # top-1 class per test image, on the CPU
+    test_acc: float
+    tta_acc: float | None  # with flip test-time augmentation, when the recipe asks for it
+
+
+class Trainer:
+    """One run's state in one object: its settings and data, the model with its optimizer, LR schedule and
+    stepper, the history, and the first epoch still to train. open() builds it fresh or restored from OUT's
+    checkpoint; fit() trains the remaining epochs, each one train_epoch, score, save_epoch."""
+
+    def __init__(self, settings: RunSettings, data: RunData, log: Callable[[str], None]):
+        self.settings, self.data, self.log = settings, data, log
+        self.precision_support = settings.placement.precision_support()
+        if self.precision_support.startswith("emulated"):
+            log(f"note: bf16 is {self.precision_support}; the run goes ahead and is recorded as emulated")
+        torch.manual_seed(settings.config.seed)
+        self.model, self.quantizers = build_model(settings.method, data.num_classes, settings.config.arch)
+        self.model.to(settings.placement.torch_device)
+        self.optimizer = make_optimizer(self.model, settings.recipe)
+        self.steps_per_epoch = datamod.num_train_batches(len(data.train), settings.batch_size, settings.world.size)
+        self.scheduler = make_scheduler(self.optimizer, settings.recipe, settings.epochs, self.steps_per_epoch)
+        self.history = self.new_history()
+        self.trained_on = _trained_on()
+        self.first_epoch = 1
+        self.stepper: Stepper | None = None  # start_stepper(): after a restore, which DDP's wrap must follow
+
+    @classmethod
+    def open(cls, settings: RunSettings, held: contextlib.ExitStack, log: Callable[[str], None]) -> Trainer:
+        """OUT checked and locked (rank 0, held until ``held`` closes), the data read, the model built and, on
+        --resume, restored from the checkpoint."""
+        state = _open_on_main(settings, held)
+        trainer = cls(settings, RunData.load(settings), log)
+        if state is not None:
+            trainer.restore(state)
+        trainer.start_stepper()
+        return trainer
+
+    def new_history(self) -> dict:
+        settings, data, placement, world = self.settings, self.data, self.settings.placement, self.settings.world
+        recipe, method = settings.recipe, settings.method
+        return {
+            "method": method.name,
+            "method_summary": method.summary,
+            "arch": settings.config.arch,
+            "recipe": recipe.name,
+            "recipe_summary": recipe.summary,
+            "recipe_settings": dataclasses.asdict(dataclasses.replace(recipe, epochs=settings.epochs)),  # the epochs its schedule spans
+            "seed": settings.config.seed,
+            "threads": torch.get_num_threads(),
+            "device": placement.device,
+            "device_name": placement.device_name(),
+            "precision": placement.precision,
+            "precision_support": self.precision_support,
+            "dataset": settings.config.dataset,
+            "data_source": data.source,
+            "train_images": len(data.train),
+            "test_images": len(data.test),
+            "batch_size": settings.batch_size,
+            "planned_epochs": settings.epochs,
+            "parameters": count_parameters(self.model),
+            "torch_version": str(torch.__version__),
+            "cuda_version": torch.version.cuda if placement.device == "cuda" else None,
+            "provenance": stamp(),
+            "world_size": world.size,  # processes (ranks) of a torchrun job; 1 alone
+            "distributed": _distributed_record(world, settings.batch_size) if world.distributed else None,
+            "epochs": [],
+            "final_test_acc": None,
+            "best_test_acc": None,
+            "best_epoch": None,
+        }
+
+    def restore(self, state: dict) -> None:
+        """Weights, optimizer, schedule and RNG from a checkpoint; its epochs continue the history, which records
+        where this call resumed and keeps the provenance of the run's start."""
         try:  # the schema checked the fields' types; whether the tensors fit this model only loading tells
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
             torch.set_rng_state(state["rng_state"])
         except (RuntimeError, ValueError, KeyError, TypeError) as exc:
-            raise UserError(f"{ckpt_path}: cannot resume from this checkpoint ({type(exc).__name__}: "
+            raise UserError(f"{self.settings.checkpoint_path}: cannot resume from this checkpoint ({type(exc).__name__}: "
                             f"{(str(exc).splitlines() or [''])[0]})") from None
-        history["epochs"] = state["history"]["epochs"]
-        history["resumed_from"] = state["history"].get("resumed_from", []) + [
+        saved, history = state["history"], self.history
+        history["epochs"] = saved["epochs"]
+        history["resumed_from"] = saved.get("resumed_from", []) + [
             {"after_epoch": int(state["epoch"]), "provenance": history["provenance"]}
         ]
-        history["provenance"] = state["history"].get("provenance", history["provenance"])
-        start_epoch = int(state["epoch"]) + 1
-        log(f"resuming {out} after epoch {state['epoch']}")
-    config = dataclasses.replace(config, batch_size=batch_size, epochs=epochs)
-    trained = dist_mod.wrap(model, world)  # after loading: DDP starts every rank from rank 0's weights
-    stepper = Stepper(trained, method, optimizer, quantizers, total_steps=epochs * steps_per_epoch,
-                      label_smoothing=recipe.label_smoothing, placement=placement,
-                      scheduler=scheduler if recipe.per_step else None, world=world)
-    stepper.step_index = (start_epoch - 1) * steps_per_epoch
-    eval_part = test_split.part(*dist_mod.eval_share(world.rank, world.size, len(test_split)))
+        history["provenance"] = saved.get("provenance", history["provenance"])
+        self.first_epoch = int(state["epoch"]) + 1
+        self.log(f"resuming {self.settings.out} after epoch {state['epoch']}")
 
-    log(
-        f"training {method.name} ({recipe.name} recipe, {placement.describe()}) on {source}: {len(train_split)} "
-        f"train / {len(test_split)} test images, {epochs} epochs of {steps_per_epoch} steps, "
-        + (f"{world.describe()}, global batch {batch_size} = {world.size} x {batch_size // world.size} images, "
-           if world.distributed else "")
-        + f"{torch.get_num_threads()} thread{'s' if torch.get_num_threads() != 1 else ''}"
-        + (" per rank" if world.distributed else "")
-    )
-    for epoch in range(start_epoch, epochs + 1):
-        generator = torch.Generator().manual_seed(_epoch_seed(config.seed, epoch))
+    def start_stepper(self) -> None:
+        settings, recipe = self.settings, self.settings.recipe
+        trained = dist_mod.wrap(self.model, settings.world)  # after loading: DDP starts every rank from rank 0's weights
+        self.stepper = Stepper(trained, settings.method, self.optimizer, self.quantizers,
+                               total_steps=settings.epochs * self.steps_per_epoch,
+                               scheduler=self.scheduler if recipe.per_step else None,
+                               options=StepOptions(recipe.label_smoothing, settings.placement, settings.world))
+        self.stepper.step_index = (self.first_epoch - 1) * self.steps_per_epoch
+
+    def fit(self, on_batch: Callable[[int, int], None] | None = None) -> dict:
+        """Trains, scores and saves every epoch still to train; returns the history."""
+        self.log(self.describe())
+        for epoch in range(self.first_epoch, self.settings.epochs + 1):
+            totals = self.train_epoch(epoch, on_batch)
+            scores = self.score()
+            if not self.settings.recipe.per_step:
+                self.scheduler.step()
+            entry = self.epoch_entry(epoch, totals, scores)
+            self.history["epochs"].append(entry)
+            _summarize(self.history)
+            self.save_epoch(epoch, scores.predictions)
+            self.log(_epoch_line(entry, self.settings.epochs))
+        _summarize(self.history)  # also when resuming a run that had already finished
+        if self.settings.world.is_main:
+            write_json_atomic(self.settings.history_path, self.history)
+        return self.history
+
+    def describe(self) -> str:
+        settings, world, threads = self.settings, self.settings.world, torch.get_num_threads()
+        batch = settings.batch_size
+        return (
+            f"training {settings.method.name} ({settings.recipe.name} recipe, {settings.placement.describe()}) on "
+            f"{self.data.source}: {len(self.data.train)} train / {len(self.data.test)} test images, {settings.epochs} "
+            f"epochs of {self.steps_per_epoch} steps, "
+            + (f"{world.describe()}, global batch {batch} = {world.size} x {batch // world.size} images, "
+               if world.distributed else "")
+            + f"{threads} thread{'s' if threads != 1 else ''}"
+            + (" per rank" if world.distributed else "")
+        )
+
+    def train_epoch(self, epoch: int, on_batch: Callable[[int, int], None] | None) -> EpochTotals:
+        """One pass over this rank's share of every training batch; RuntimeError if the loss diverged."""
+        settings, world = self.settings, self.settings.world
+        generator = torch.Generator().manual_seed(_epoch_seed(settings.config.seed, epoch))
         # dropout (every device); each rank its own masks, rank 0 those of a single process
-        torch.manual_seed(_epoch_seed(config.seed, epoch) + _RANK_SEED_STRIDE * world.rank)
-        lr = optimizer.param_groups[0]["lr"]
-        model.train()
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), dtype=torch.int64, device=device)
+        torch.manual_seed(_epoch_seed(settings.config.seed, epoch) + _RANK_SEED_STRIDE * world.rank)
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.model.train()
+        loss_sum = torch.zeros((), device=settings.placement.torch_device)
+        correct = torch.zeros((), dtype=torch.int64, device=settings.placement.torch_device)
         seen = 0
-        bar = _progress(steps_per_epoch, f"epoch {epoch}/{epochs}") if world.is_main else None
+        bar = _progress(self.steps_per_epoch, f"epoch {epoch}/{settings.epochs}") if world.is_main else None
         start = time.perf_counter()
         shard = (world.rank, world.size)
-        for index, (images, labels) in enumerate(datamod.batches(train_split, batch_size, generator, True, shard)):
-            loss, right = stepper(images, labels)
+        for index, (images, labels) in enumerate(datamod.batches(self.data.train, settings.batch_size, generator,
+                                                                 True, shard)):
+            loss, right = self.stepper(images, labels)
             n = labels.shape[0]
             loss_sum += loss.float() * n
             correct += right
             seen += n
-            if bar is not None:
-                bar.update(1)
-                if index % 20 == 0:  # a host sync: only for the terminal's eyes, and rarely
-                    bar.set_postfix(loss=f"{float(loss):.3f}")
+            _show_step(bar, index, loss)
             if on_batch is not None:
                 on_batch(epoch, index)
         loss_total, correct_total = float(loss_sum), int(correct)  # waits for the epoch's last step
         seconds = time.perf_counter() - start
         loss_total, correct_total, seen = dist_mod.sum_over_ranks(world, loss_total, correct_total, seen)
-        correct_total, seen = int(correct_total), int(seen)
         if bar is not None:
             bar.close()
         if not math.isfinite(loss_total):
             raise RuntimeError(f"training diverged at epoch {epoch}: loss is {loss_total}")
-        dist_mod.broadcast_buffers_from_main(world, model)  # score (and save) with rank 0's BN statistics
-        predictions = dist_mod.gather_predictions(
-            world, predict(model, eval_part, recipe.eval_batch_size, placement), len(test_split))
-        test_acc = accuracy(predictions, test_split.labels)
-        tta_acc = None
-        if recipe.flip_tta:
-            tta_predictions = dist_mod.gather_predictions(
-                world, predict(model, eval_part, recipe.eval_batch_size, placement, flip_tta=True), len(test_split))
-            tta_acc = accuracy(tta_predictions, test_split.labels)
-        if not recipe.per_step:
-            scheduler.step()
-        entry = {
+        return EpochTotals(lr, loss_total, int(correct_total), int(seen), seconds)
+
+    def score(self) -> Scores:
+        """The whole test set's predictions (each rank scores its share), with rank 0's BatchNorm statistics."""
+        dist_mod.broadcast_buffers_from_main(self.settings.world, self.model)  # score (and save) with them
+        labels = self.data.test.labels
+        predictions = self._predict(flip_tta=False)
+        test_acc = accuracy(predictions, labels)
+        tta_acc = accuracy(self._predict(flip_tta=True), labels) if self.settings.recipe.flip_tta else None
+        return Scores(predictions, test_acc, tta_acc)
+
+    def _predict(self, flip_tta: bool) -> torch.Tensor:
+        settings = self.settings
+        local = predict(self.model, self.data.eval_part, settings.recipe.eval_batch_size, settings.placement,
+                        flip_tta=flip_tta)
+        return dist_mod.gather_predictions(settings.world, local, len(self.data.test))
+
+    def epoch_entry(self, epoch: int, totals: EpochTotals, scores: Scores) -> dict:
+        return {
             "epoch": epoch,
-            "train_loss": loss_total / seen,
-            "train_acc": 100.0 * correct_total / seen,
-            "test_acc": test_acc,
-            "test_acc_tta": tta_acc,
-            "lr": lr,
-            "seconds": seconds,
-            "images_per_s": seen / seconds,
-            "distinct_codes": distinct_codes(model),
-            **method.epoch_report(quantizers),  # e.g. PFQ's switch points, DFQ's chosen bits per layer
-            "trained_on": trained_on,  # a study resumed on another machine or commit says so, epoch by epoch
+            "train_loss": totals.loss / totals.seen,
+            "train_acc": 100.0 * totals.correct / totals.seen,
+            "test_acc": scores.test_acc,
+            "test_acc_tta": scores.tta_acc,
+            "lr": totals.lr,
+            "seconds": totals.seconds,
+            "images_per_s": totals.seen / totals.seconds,
+            "distinct_codes": distinct_codes(self.model),
+            **self.settings.method.epoch_report(self.quantizers),  # e.g. PFQ's switch points, DFQ's chosen bits per layer
+            "trained_on": self.trained_on,  # a study resumed on another machine or commit says so, epoch by epoch
         }
-        history["epochs"].append(entry)
-        _summarize(history)
-        if world.is_main:  # one writer per job
-            # Predictions before the checkpoint: a kill between the two writes then leaves the epoch to rerun,
-            # never a finished checkpoint beside stale predictions.
-            _save_predictions(predictions_path, predictions, num_classes)
-            _save_checkpoint(ckpt_path, model, optimizer, scheduler, epoch, config, history, world.size)
-            write_json_atomic(history_path, history)
-        eta = (epochs - epoch) * seconds
-        tta = f" (flip TTA {tta_acc:.2f}%)" if tta_acc is not None else ""
-        log(
-            f"epoch {epoch}/{epochs} loss {entry['train_loss']:.4f} train {entry['train_acc']:.2f}% "
-            f"test {test_acc:.2f}%{tta} lr {lr:.2e} {seconds:.1f}s {entry['images_per_s']:.0f} img/s "
-            f"eta {eta / 60:.1f} min"
-        )
-    _summarize(history)  # also when resuming a run that had already finished
-    if world.is_main:
-        write_json_atomic(history_path, history)
-    return history
+
+    def save_epoch(self, epoch: int, predictions: torch.Tensor) -> None:
+        """Rank 0 writes the finished epoch (one writer per job): predictions, checkpoint, history."""
+        if not self.settings.world.is_main:
+            return
+        # Predictions before the checkpoint: a kill between the two writes then leaves the epoch to rerun,
+        # never a finished checkpoint beside stale predictions.
+        _save_predictions(self.settings.predictions_path, predictions, self.data.num_classes)
+        state = self.checkpoint(epoch)
+        write_atomic(self.settings.checkpoint_path, lambda f: torch.save(state, f))
+        write_json_atomic(self.settings.history_path, self.history)
+
+    def checkpoint(self, epoch: int) -> dict:
+        """Everything --resume restores, after ``epoch`` (state_schema.json's "resumable")."""
+        settings = self.settings
+        return {
+            "world_size": settings.world.size,  # a resume needs the same: it sets each rank's batch and BatchNorm statistics
+            "arch": {"name": self.model.arch_name, "num_classes": self.model.num_classes},
+            "method": settings.config.method,
+            "epoch": epoch,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng_state": torch.get_rng_state(),
+            "config": dataclasses.asdict(settings.config),
+            "history": self.history,
+        }
+
+
+def _show_step(bar, index: int, loss: torch.Tensor) -> None:
+    if bar is None:
+        return
+    bar.update(1)
+    if index % 20 == 0:  # a host sync: only for the terminal's eyes, and rarely
+        bar.set_postfix(loss=f"{float(loss):.3f}")
+
+
+def _epoch_line(entry: dict, epochs: int) -> str:
+    eta = (epochs - entry["epoch"]) * entry["seconds"]
+    tta = f" (flip TTA {entry['test_acc_tta']:.2f}%)" if entry["test_acc_tta"] is not None else ""
+    return (f"epoch {entry['epoch']}/{epochs} loss {entry['train_loss']:.4f} train {entry['train_acc']:.2f}% "
+            f"test {entry['test_acc']:.2f}%{tta} lr {entry['lr']:.2e} {entry['seconds']:.1f}s "
+            f"{entry['images_per_s']:.0f} img/s eta {eta / 60:.1f} min")
 
 
 def _trained_on() -> dict:
     """The host and code that train this process's epochs (a resumed run may have begun elsewhere)."""
-    from .measure import host_fingerprint
+    from .measure.host import host_fingerprint
 
     host, code = host_fingerprint(), stamp()["code"]
     return {"host_id": host["host_id"], "cpu_model": host["cpu_model"], "isa": host["isa"],

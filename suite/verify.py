@@ -32,7 +32,9 @@ from .atomic import write_json_atomic
 from .bounds import check_count, check_optional_count
 from .errors import UserError
 from .locks import hold
+from .measure.host import read_cpuinfo
 from .provenance import stamp
+from .spec import VERIFY_FILE
 from .threads import torch_threads
 from .export import FILES, INPUT_NAME, METADATA_KEY, OUTPUT_NAME, checkpoint_data, network_stages, unpack_int4
 from .train import model_from_checkpoint
@@ -306,16 +308,8 @@ def paired_speedup(reference_s: list[float], candidate_s: list[float]) -> float:
 
 
 def _cpu_flags() -> dict[str, bool]:
-    try:
-        flags = set()
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags.update(line.split(":", 1)[1].split())
-                    break
-        return {k: k in flags for k in ("avx2", "avx512f", "avx512_vnni", "avx_vnni")}
-    except OSError:
-        return {}
+    info = read_cpuinfo()
+    return {k: k in info.flags for k in ("avx2", "avx512f", "avx512_vnni", "avx_vnni")} if info else {}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -448,34 +442,16 @@ def _verify(config: VerifyConfig, log) -> dict:
         raise UserError(f"--checkpoint {config.checkpoint}: method {method.name!r} exports fp32.onnx alone (its "
                         "MXFP4/NVFP4 weights decoded); verify-onnx checks the int4/int8 files of symmetric 4-bit methods")
     onnx_dir = Path(config.onnx_dir)
-    paths = {name: onnx_dir / f"{name}.onnx" for name in FILES}
-    models = {name: load_onnx(path) for name, path in paths.items()}
-    metadata = {name: file_metadata(models[name], paths[name]) for name in FILES}
-    _check_layers_match(paths, metadata, stages, config.checkpoint)
-
-    _, test, source = checkpoint_data(state, config.data_dir)
-    if config.limit is not None:
-        test = test.head(config.limit)
-    images = np.ascontiguousarray(datamod.normalize(test.images).numpy())
-    labels = test.labels.numpy()
-    log(f"verifying {onnx_dir} against {config.checkpoint} on {len(test)} test images ({source}), "
+    paths, models, metadata = _read_files(onnx_dir, stages, config.checkpoint)
+    images, labels, source = _test_images(config, state)
+    log(f"verifying {onnx_dir} against {config.checkpoint} on {len(labels)} test images ({source}), "
         f"{config.threads} threads")
 
     load_before = os.getloadavg()
-    with torch.inference_mode():
-        reference = np.concatenate(
-            [model(torch.from_numpy(images[i : i + EVAL_BATCH])).numpy() for i in range(0, len(images), EVAL_BATCH)]
-        )
+    reference = _pytorch_logits(model, images)
     files, sessions = _score_files(paths, config, images, labels, reference, log)
     _record_codes(files, models, metadata, paths, stages)
-
-    log(f"  timing: {config.speed_rounds} interleaved rounds")
-    speeds, batch_seconds = measure_speed(sessions, config)
-    for name, speed in speeds.items():
-        files[name].update(speed)
-    del sessions  # their thread pools would compete with the profiled sessions below
-    log(f"  per-layer kernel times: onnxruntime profiler, {config.profile_runs} runs per file")
-    per_layer = layer_times(paths, config.threads, config.profile_runs, [s.name for s in stages])
+    batch_seconds, per_layer = _time_files(files, sessions, paths, [s.name for s in stages], config, log)
     load_1min = [load_before[0], os.getloadavg()[0]]
 
     torch_acc = accuracy(reference, labels)
@@ -487,7 +463,7 @@ def _verify(config: VerifyConfig, log) -> dict:
         "epoch": int(state.get("epoch", 0)),
         "onnx_dir": str(onnx_dir),
         "data": source,
-        "test_images": len(test),
+        "test_images": len(labels),
         "threads": config.threads,
         "pytorch_test_acc": torch_acc,
         **figures,
@@ -496,7 +472,7 @@ def _verify(config: VerifyConfig, log) -> dict:
         "targets": _targets(files, figures),
         "environment": _environment(config, load_1min),
     }
-    out = onnx_dir / "verify.json"
+    out = onnx_dir / VERIFY_FILE
     write_json_atomic(out, result)
     log(
         f"fp32/int4 size ratio {figures['size_ratio_fp32_int4']:.2f}; int8 b64 throughput "
@@ -504,3 +480,40 @@ def _verify(config: VerifyConfig, log) -> dict:
         f"int8 test acc {files['int8']['test_acc']:.2f}% vs PyTorch {torch_acc:.2f}%; wrote {out}"
     )
     return result
+
+
+def _read_files(onnx_dir: Path, stages: list, checkpoint) -> tuple[dict, dict, dict]:
+    """(paths, models, metadata) of the exported files, each per file name; their layers must be the checkpoint's."""
+    paths = {name: onnx_dir / f"{name}.onnx" for name in FILES}
+    models = {name: load_onnx(path) for name, path in paths.items()}
+    metadata = {name: file_metadata(models[name], paths[name]) for name in FILES}
+    _check_layers_match(paths, metadata, stages, checkpoint)
+    return paths, models, metadata
+
+
+def _test_images(config: VerifyConfig, state: dict) -> tuple[np.ndarray, np.ndarray, str]:
+    """(normalized images, labels, where they come from): the checkpoint's test set, its first --limit images."""
+    _, test, source = checkpoint_data(state, config.data_dir)
+    if config.limit is not None:
+        test = test.head(config.limit)
+    return np.ascontiguousarray(datamod.normalize(test.images).numpy()), test.labels.numpy(), source
+
+
+def _pytorch_logits(model, images: np.ndarray) -> np.ndarray:
+    with torch.inference_mode():
+        return np.concatenate(
+            [model(torch.from_numpy(images[i : i + EVAL_BATCH])).numpy() for i in range(0, len(images), EVAL_BATCH)]
+        )
+
+
+def _time_files(files: dict, sessions: dict, paths: dict, layer_names: list[str], config: VerifyConfig,
+                log) -> tuple[dict, dict]:
+    """Each file's speed (into files) from the scoring sessions, then each layer's kernel time from profiled
+    sessions; (per file the timed batch seconds, the per-layer times)."""
+    log(f"  timing: {config.speed_rounds} interleaved rounds")
+    speeds, batch_seconds = measure_speed(sessions, config)
+    for name, speed in speeds.items():
+        files[name].update(speed)
+    sessions.clear()  # their thread pools would compete with the profiled sessions below
+    log(f"  per-layer kernel times: onnxruntime profiler, {config.profile_runs} runs per file")
+    return batch_seconds, layer_times(paths, config.threads, config.profile_runs, layer_names)

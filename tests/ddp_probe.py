@@ -19,7 +19,7 @@ from suite import distributed as D
 from suite.methods import get_method
 from suite.methods.tathe import symmetric_scale
 from suite.model import quant_layers
-from suite.train import Stepper, build_model, get_recipe, make_optimizer
+from suite.train import StepOptions, Stepper, build_model, get_recipe, make_optimizer
 
 
 class GhostBatch(torch.nn.Module):
@@ -56,7 +56,8 @@ def main() -> None:
         model.double()
         optimizer = make_optimizer(model, get_recipe("paper"))
         forward = GhostBatch(model, args.ghost) if args.ghost > 1 else D.wrap(model, world)
-        stepper = Stepper(forward, method, optimizer, quantizers, total_steps=args.steps, world=world)
+        stepper = Stepper(forward, method, optimizer, quantizers, total_steps=args.steps,
+                          options=StepOptions(world=world))
         generator = torch.Generator().manual_seed(1)
         losses, scales_identical, layers = [], True, [layer for _, layer in quant_layers(model)]
         for images, labels in datamod.batches(train_split, args.batch, generator, True, (world.rank, world.size)):

@@ -136,19 +136,19 @@ def test_profile_numbers_name_file_key_and_value(line, key, value, tmp_path, cap
 
 
 @pytest.mark.parametrize("old, new, fragment", [
-    ("epochs = 1\ntrain", "epochs = 10000000\ntrain", "[budget]: field 'epochs' must be from 1 to 10,000, got 10000000"),
-    ("batch_size = 128\nseeds", "batch_size = 0\nseeds", "field 'batch_size' must be from 2"),
-    ("threads = 1\n", "threads = 100000\n", "field 'threads' must be from 1 to 1,024, got 100000"),
-    ("round_up_to = 0.01", "round_up_to = inf", "field 'round_up_to' must be a number in [0.001, 100], got inf"),
-    ("round_up_to = 0.01", "round_up_to = 1e-320", "field 'round_up_to' must be a number in [0.001, 100], got 1e-320"),
-    ("false_fail_rate = 0.01", "false_fail_rate = 1e-20", "field 'false_fail_rate' must be in [1e-06, 0.5), got 1e-20"),
+    ("epochs = 1\ntrain", "epochs = 10000000\ntrain", "[budget]: key 'epochs' must be from 1 to 10,000, got 10000000"),
+    ("batch_size = 128\nseeds", "batch_size = 0\nseeds", "key 'batch_size' must be from 2"),
+    ("threads = 1\n", "threads = 100000\n", "key 'threads' must be from 1 to 1,024, got 100000"),
+    ("round_up_to = 0.01", "round_up_to = inf", "key 'round_up_to' must be a number in [0.001, 100], got inf"),
+    ("round_up_to = 0.01", "round_up_to = 1e-320", "key 'round_up_to' must be a number in [0.001, 100], got 1e-320"),
+    ("false_fail_rate = 0.01", "false_fail_rate = 1e-20", "key 'false_fail_rate' must be a number in [1e-06, 0.5), got 1e-20"),
     ("candidate_acc = [46.45, 46.65, 48.30, 47.77, 48.06, 47.51, 47.31, 46.80, 47.41, 47.19, 46.13, 45.90]",
      "candidate_acc = [46.75, 46.42, 48.06, 47.19, 47.93, 47.34, 46.48, 46.59, 48.80, 48.67, 46.48, 46.70]",
      "[spread]: the measured gaps (reference_acc - candidate_acc) all equal 3"),
-    ("min_top1_agreement = 99.9", "min_top1_agreement = nan", "field 'min_top1_agreement' must be a number in [0, 100], got nan"),
-    ("reference_acc = [49.75, 49.42", "reference_acc = [nan, 49.42", "[spread]: field 'reference_acc' must be a number in [0, 100], got nan"),
-    ("seeds = [0, 1, 2, 3", "seeds = [-1, 1, 2, 3", "[spread]: field 'seeds' must be from 0"),
-    ("test_images = 2000", "test_images = 2000.5", "field 'test_images' must be int, got 2000.5"),
+    ("min_top1_agreement = 99.9", "min_top1_agreement = nan", "key 'min_top1_agreement' must be a number in [0, 100], got nan"),
+    ("reference_acc = [49.75, 49.42", "reference_acc = [nan, 49.42", "[spread]: key 'reference_acc' must be a number in [0, 100], got nan"),
+    ("seeds = [0, 1, 2, 3", "seeds = [-1, 1, 2, 3", "[spread]: key 'seeds' must be from 0"),
+    ("test_images = 2000", "test_images = 2000.5", "key 'test_images' must be an integer from 1 to 10,000, got 2000.5"),
 ])
 def test_parity_config_numbers(old, new, fragment, tmp_path, capsys):
     text = (ROOT / "parity.toml").read_text()

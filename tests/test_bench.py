@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from suite import bench, measure
+from suite import bench, spec
+from suite.measure import compute, energy, host, throughput
 from suite.cli import main
 from suite.errors import UserError
 from suite.profiles import Profile
@@ -34,7 +35,7 @@ def fake_powercap(root: Path, packages: dict[str, tuple[int, int]]) -> Path:
 
 def test_rapl_reads_packages_and_corrects_wrap_around(tmp_path):
     root = fake_powercap(tmp_path / "powercap", {"package-0": (900, 1000), "package-1": (100, 1000)})
-    rapl = measure.RaplReader(root)
+    rapl = energy.RaplReader(root)
     assert rapl.available and [d.name for d in rapl.domains] == ["package-0", "package-1"]
     before = rapl.read()
     (root / "intel-rapl:0" / "energy_uj").write_text("300")  # wrapped: 900 -> 1000 -> 300 is 400 uJ
@@ -44,41 +45,41 @@ def test_rapl_reads_packages_and_corrects_wrap_around(tmp_path):
 
 def test_energy_method_tags(tmp_path):
     epoch = 50_000
-    rapl = measure.RaplReader(fake_powercap(tmp_path / "pc", {"package-0": (0, 10**12)}))
-    meter = measure.EnergyMeter(rapl)
+    rapl = energy.RaplReader(fake_powercap(tmp_path / "pc", {"package-0": (0, 10**12)}))
+    meter = energy.EnergyMeter(rapl)
     meter.start()
     (tmp_path / "pc" / "intel-rapl:0" / "energy_uj").write_text(str(2_000_000))  # 2 J over the window
     meter.stop(images=100)
-    measured = measure.energy_result(meter, measure.power_model("AMD EPYC"), epoch)
+    measured = energy.energy_result(meter, energy.power_model("AMD EPYC"), epoch)
     assert measured["method"] == "measured_rapl"
     assert measured["joules_per_epoch"] == pytest.approx(2.0 / 100 * epoch)
 
-    no_rapl = measure.RaplReader(tmp_path / "absent")
+    no_rapl = energy.RaplReader(tmp_path / "absent")
     assert not no_rapl.available and "does not exist" in no_rapl.reason
-    meter = measure.EnergyMeter(no_rapl, cpu_seconds=10.0, images=100)
-    estimated = measure.energy_result(meter, measure.PowerModel(3.0, "test"), epoch)
+    meter = energy.EnergyMeter(no_rapl, cpu_seconds=10.0, images=100)
+    estimated = energy.energy_result(meter, energy.PowerModel(3.0, "test"), epoch)
     assert estimated["method"] == "estimated"
     assert estimated["joules_per_epoch"] == pytest.approx(10.0 * 3.0 / 100 * epoch)
     assert "3.00 W" in estimated["model"] and "RAPL unavailable" in estimated["model"]
 
-    unavailable = measure.energy_result(meter, None, epoch)
+    unavailable = energy.energy_result(meter, None, epoch)
     assert unavailable["method"] == "unavailable" and unavailable["joules_per_epoch"] is None
 
 
 def test_power_model_priority():
-    assert measure.power_model("AMD EPYC 7763 64-Core Processor", 9.0).source.startswith("the profile")
-    table = measure.power_model("AMD EPYC 7763 64-Core Processor")
+    assert energy.power_model("AMD EPYC 7763 64-Core Processor", 9.0).source.startswith("the profile")
+    table = energy.power_model("AMD EPYC 7763 64-Core Processor")
     assert table.watts_per_busy_thread == pytest.approx(280 / 128) and "TDP table" in table.source
-    default = measure.power_model("Mystery CPU")
-    assert default.watts_per_busy_thread == measure.DEFAULT_WATTS_PER_THREAD and "default" in default.source
+    default = energy.power_model("Mystery CPU")
+    assert default.watts_per_busy_thread == energy.DEFAULT_WATTS_PER_THREAD and "default" in default.source
 
 
 def test_host_fingerprint_fields():
-    host = measure.host_fingerprint()
+    found = host.host_fingerprint()
     for key in ("cpu_model", "physical_cores", "logical_cpus", "isa", "memory_bytes", "os", "python", "torch",
                 "onnxruntime", "host_id"):
-        assert key in host
-    assert {"avx2", "avx512f", "avx512_vnni", "amx", "neon"} <= set(host["isa"])
+        assert key in found
+    assert {"avx2", "avx512f", "avx512_vnni", "amx", "neon"} <= set(found["isa"])
 
 
 def test_train_flops_count_the_three_gemms_less_the_first_input_gradient():
@@ -86,14 +87,14 @@ def test_train_flops_count_the_three_gemms_less_the_first_input_gradient():
 
     model = VGG4bit()
     first = 3 * 64 * 9 * 32 * 32
-    assert measure.train_flops_per_image(model) == 2 * (3 * forward_macs_per_image(model) - first)
+    assert compute.train_flops_per_image(model) == 2 * (3 * forward_macs_per_image(model) - first)
 
 
 def test_conv_kernel_rates_time_every_pass_of_the_network_s_convs():
     from suite.model import VGG4bit
 
     model = VGG4bit()
-    rates = measure.conv_kernel_rates(model, batch_size=2, repeats=1)
+    rates = compute.conv_kernel_rates(model, batch_size=2, repeats=1)
     assert rates["layers"] == 6 and rates["batch_size"] == 2 and rates["memory_format"] == "channels_last"
     conv_flops = 2 * 2 * sum(
         m.in_channels * m.out_channels * 9 * size * size
@@ -108,7 +109,7 @@ def test_conv_kernel_rates_time_every_pass_of_the_network_s_convs():
 
 def test_paired_ratios_use_the_same_round():
     seconds = {"fp32": [1.0, 2.0, 1.0, 2.0], "q": [1.1, 2.2, 1.1, 2.2]}
-    assert measure.paired_ratios(seconds, "fp32")["q"] == pytest.approx(1.1)
+    assert throughput.ratio_estimates(seconds, "fp32")["q"]["median"] == pytest.approx(1.1)
 
 
 def test_ratio_cycles_cancel_the_position_effect():
@@ -119,11 +120,11 @@ def test_ratio_cycles_cancel_the_position_effect():
                "q": [1.02 * (second if r % 2 == 0 else first) for r in range(6)]}
     per_round = [q / b for q, b in zip(seconds["q"], seconds["fp32"])]
     assert max(per_round) > 1.1 and min(per_round) < 0.95  # a per-round ratio swings with the order
-    est = measure.ratio_estimates(seconds, "fp32")["q"]
+    est = throughput.ratio_estimates(seconds, "fp32")["q"]
     assert est["median"] == pytest.approx(1.02) and est["cycles"] == 3
     assert est["low"] == pytest.approx(1.02) and est["high"] == pytest.approx(1.02)
     # Fewer rounds than one cycle: each round stands alone.
-    assert measure.ratio_estimates({"fp32": [1.0], "q": [1.5]}, "fp32")["q"]["cycles"] == 1
+    assert throughput.ratio_estimates({"fp32": [1.0], "q": [1.5]}, "fp32")["q"]["cycles"] == 1
 
 
 def test_windows_come_in_whole_cycles():
@@ -200,7 +201,7 @@ def test_smoke_bench_end_to_end(tmp_path):
     assert entry["torch_threads"] == 1 and entry["cap_enforcement"] == "none" and not entry["oversubscribed"]
     assert entry["sgemm_gflops"] > 0 and entry["step_time_ratio"]["fp32"] == 1.0
     # fp32 arms always; bf16 arms beside them where this CPU has bf16 instructions (profile precision "auto")
-    from suite.device import cpu_flags
+    from suite.measure.host import cpu_flags
 
     has_bf16 = bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
     assert set(entry["methods"]) == ({"fp32", "tathe4", "fp32@bf16", "tathe4@bf16"} if has_bf16 else {"fp32", "tathe4"})
@@ -237,7 +238,7 @@ def test_smoke_bench_end_to_end(tmp_path):
     assert "fake-quantized" in costs["tathe4"]["kernels"] and costs["fp32"]["kernels"] == "float32"
     kernels = entry["conv_kernels"]
     assert kernels["batch_size"] == 16 and kernels["layers"] == 6
-    assert all(kernels[name]["gflops"] > 0 for name in measure.CONV_PASSES)
+    assert all(kernels[name]["gflops"] > 0 for name in spec.CONV_PASSES)
     assert any(line.strip().startswith("conv kernels timed alone: forward") for line in bench.summary_lines(result))
     assert any(line.strip().startswith("ceiling, best of") for line in bench.summary_lines(result))
     assert any("result:" in line for line in lines)

@@ -235,8 +235,9 @@ def test_makespan():
 
 
 def test_schema_rejects_a_malformed_result():
-    with pytest.raises(ValueError, match="compare_schema.json"):
-        validate_result({"schema": "q4bench-compare/1"})
+    with pytest.raises(UserError, match=r"^c/compare.json: invalid compare result: \(top level\): '\w+' is a "
+                                        r"required property \(and \d+ more\)$"):
+        validate_result({"schema": "q4bench-compare/1"}, "c/compare.json")
 
 
 @pytest.mark.parametrize(

@@ -3,12 +3,14 @@ smoothing, flip TTA, the predictions file, the bf16 path and the CUDA refusal on
 
 import json
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 
-from suite import data
+from suite import data, recipes
 from suite.cli import main as cli_main
 from suite.device import Placement
 from suite.errors import UserError
@@ -81,6 +83,15 @@ def test_paper_recipe_is_unchanged():
         1e-3, 100, False, 0.0, False)
 
 
+def test_recipes_are_read_without_torch():
+    """The CLI's help, compare's checks and the report read the recipes; none of them should pay for torch."""
+    probe = ("import sys; from suite.recipes import RECIPES, get_recipe; "
+             "print(sorted(RECIPES), get_recipe('short').lr, 'torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["['cosine',", "'paper',", "'short']", "0.002", "False"]
+    assert RECIPES is recipes.RECIPES and get_recipe is recipes.get_recipe  # one home, importable from train too
+
+
 def test_cuda_without_a_gpu_is_a_one_line_error(tmp_path, capsys):
     if torch.cuda.is_available():
         pytest.skip("a CUDA GPU is visible here")
@@ -139,14 +150,15 @@ def test_bf16_training_runs_and_says_how_it_ran(tmp_path):
 def test_short_recipe_peak_lr_keeps_15_codes_and_bounded_weights():
     """The tanh step's equilibrium |w| grows as lr^(1/3); at the short recipe's peak LR a layer still uses
     its 15 codes and max|W| stays far inside the +-3 bound (docs/method.md: about (27 lr)^(1/3) = 0.38)."""
-    from suite.train import Stepper, make_optimizer
+    from suite.train import StepOptions, Stepper, make_optimizer
 
     torch.manual_seed(0)
     recipe = get_recipe("short")
     method = get_method("tathe4")
     model, quantizers = build_model(method, 10)
     optimizer = make_optimizer(model, recipe)  # constant peak LR: the worst case
-    stepper = Stepper(model, method, optimizer, quantizers, total_steps=40, label_smoothing=recipe.label_smoothing)
+    stepper = Stepper(model, method, optimizer, quantizers, total_steps=40,
+                      options=StepOptions(label_smoothing=recipe.label_smoothing))
     g = torch.Generator().manual_seed(0)
     images, labels = torch.randn(32, 3, 32, 32, generator=g), torch.randint(0, 10, (32,), generator=g)
     for _ in range(40):

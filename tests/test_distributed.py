@@ -281,6 +281,7 @@ def test_scaling_job_runs_under_torchrun_and_fits_the_result_schema(tmp_path):
     import jsonschema
 
     from suite.report import sections
+    from suite.report.document import Kind
     from suite.results import schema as result_schema
     from suite.scaling import ScalingPlan, measure_scaling
 
@@ -302,7 +303,7 @@ def test_scaling_job_runs_under_torchrun_and_fits_the_result_schema(tmp_path):
 
     table = sections.section_scaling(Inputs(results=[Result()])).tables()["scaling"]
     cell = table.column("efficiency T1/(N TN) (derived)")[0]
-    assert cell.kind is sections.Kind.DERIVED and cell.value == pytest.approx(entry["efficiency"])
+    assert cell.kind is Kind.DERIVED and cell.value == pytest.approx(entry["efficiency"])
 
 
 @pytest.mark.slow

@@ -66,10 +66,11 @@ DOCUMENTED: dict[str, Run] = {
         Run(f"q4bench compare --method tathe4 --arch simpleresnet4bit --recipe paper --seeds 2 {TINY} "
             "--out {tmp}/study", "2 seeds, 1 epoch, synthetic data, a scratch folder (never the committed study)",
             slow=True, check="{tmp}/study/compare.json"),
-    ("q4bench compare --method tathe4 --method nvfp4-w --method mxfp4-w --method nvfp4 --method mxfp4 --recipe short "
-     "--epochs 1 --seeds 3 --threads 1 --parallel 2 --data-dir ~/.cache/q4bench --out reports/submitted/HOST/fp4-short1"):
+    ("q4bench compare --method tathe4 --method nvfp4-w --method mxfp4-w --method nvfp4 --method mxfp4 --arch "
+     "simpleresnet4bit --recipe short --epochs 1 --seeds 3 --threads 1 --parallel 2 --data-dir ~/.cache/q4bench --out "
+     "reports/submitted/HOST/fp4-simpleresnet4bit-short1"):
         Run("q4bench compare --method tathe4 --method nvfp4-w --method mxfp4-w --method nvfp4 --method mxfp4 "
-            "--recipe short --seeds 2 --threads 1 --parallel 2 --synthetic --subset 128 --epochs 1 --out {tmp}/fp4",
+            "--arch simpleresnet4bit --recipe short --seeds 2 --threads 1 --parallel 2 --synthetic --subset 128 --epochs 1 --out {tmp}/fp4",
             "2 seeds, 128 synthetic images, a scratch folder", slow=True, check="{tmp}/fp4/compare.json"),
     # a Slurm cluster
     "pip install 'q4bench[cluster]'": Run(None, "installs an extra; the test extra includes it (submitit)"),

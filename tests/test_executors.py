@@ -63,7 +63,16 @@ def test_a_bad_slurm_section_is_one_line(tmp_path, capsys):
     code = cli_main(["compare", "--method", "tathe4", "--epochs", "1", "--synthetic", "--executor", "slurm",
                      "--slurm-config", str(config), "--out", str(tmp_path / "c")])
     err = capsys.readouterr().err
-    assert code == 2 and f"{config} [slurm]: unknown key 'time' (known: partition, time_minutes" in err, err
+    assert code == 2 and f"{config} [slurm]: unknown key 'time'; known keys: account, cpus_per_task, gpus_per_task, " \
+                         "options, partition, setup, time_minutes\n" in err, err
+    config.write_text('[slurm]\ntime_minutes = 60\noptions = { array = "0-3" }\nsetup = ["module load x", 3]\n')
+    for replaced, message in ((None, "key 'options' array: set by q4bench itself"), ("array", "key 'setup' must be text, got 3")):
+        if replaced:
+            config.write_text(config.read_text().replace(f"{replaced} =", "qos ="))
+        code = cli_main(["compare", "--method", "tathe4", "--epochs", "1", "--synthetic", "--executor", "slurm",
+                         "--slurm-config", str(config), "--out", str(tmp_path / "c")])
+        err = capsys.readouterr().err
+        assert code == 2 and err.startswith(f"q4bench: error: {config} [slurm]: {message}") and err.count("\n") == 1, err
 
 
 # ---------------------------------------------------------------------------------------------

@@ -155,7 +155,7 @@ def test_config_errors_name_file_and_field(tmp_path):
     path = _config(tmp_path)
     text = path.read_text()
     path.write_text(text.replace("epochs = 1\ntrain", 'epochs = "one"\ntrain'))
-    with pytest.raises(UserError, match=r"parity.toml \[budget\]: field 'epochs' must be int"):
+    with pytest.raises(UserError, match=r"parity.toml \[budget\]: key 'epochs' must be an integer from 1 to 10,000, got 'one'$"):
         load_config(path)
     path.write_text(text.replace("train_images = 256\nbatch", "train_images = 512\nbatch"))
     with pytest.raises(UserError, match=r"measured at another budget than \[budget\] \(train_images differ\)"):
@@ -168,7 +168,7 @@ def test_config_errors_name_file_and_field(tmp_path):
     with pytest.raises(UserError, match="at least 2 measured seed pairs, got 1"):
         load_config(path)
     path.write_text("[gate]\n")
-    with pytest.raises(UserError, match=r"\[gate\]: missing field 'reference'"):
+    with pytest.raises(UserError, match=r"\[gate\]: missing key 'reference'; add reference = <text>$"):
         load_config(path)
     with pytest.raises(UserError, match="parity config not found"):
         load_config(tmp_path / "absent.toml")

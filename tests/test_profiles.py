@@ -10,14 +10,12 @@ import pytest
 from suite.errors import UserError
 from suite.profiles import (
     MIN_MEMORY_CAP_MIB,
-    THREAD_VARIABLES,
     CgroupSlot,
     available_profiles,
     cgroup_root_usable,
     find_delegated_cgroup,
     parse_profile,
     resolve_profile,
-    thread_environment,
 )
 
 GOOD = 'description = "a test machine"\nthreads = 2\nmemory_cap_mib = 4096\nbatch_size = 64\n'
@@ -100,12 +98,6 @@ def test_invalid_toml_and_unknown_names(tmp_path):
         resolve_profile(str(path))
     with pytest.raises(UserError, match="unknown profile 'nope'; known: .*colab-free-cpu"):
         resolve_profile("nope")
-
-
-def test_thread_environment_covers_openmp_and_mkl():
-    env = thread_environment(3)
-    assert env["OMP_NUM_THREADS"] == "3" and env["MKL_NUM_THREADS"] == "3"
-    assert set(env) == set(THREAD_VARIABLES)
 
 
 def test_rlimit_cap_is_applied_in_the_process_that_asks():

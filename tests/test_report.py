@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 
 from suite import report as rep
-from suite.report import claims, sections
+from suite.report import cells, claims
 from suite.report.claims import Verdict
 from suite.report.inputs import ReportSources, load_inputs
-from suite.report.sections import Kind
+from suite.report.document import Kind
+from suite.report.efficiency import COLUMN as EFFICIENCY_COLUMN
 from suite.cli import main
 from suite.errors import UserError
 from suite.results import validation_errors
@@ -271,7 +272,7 @@ def test_cells_say_measured_derived_or_estimated_and_explain_once(two_hosts):
     assert md.count("fixture power model") == 1
     # Efficiency with its per-round spread (host a, single thread, fp32: 18.52 of 40 GFLOP/s), derived.
     eff = _row(secs["profiles"].tables()["profiles"], host="fixture-host-a", profile="single-thread",
-               method="fp32")[sections.EFFICIENCY_COLUMN]
+               method="fp32")[EFFICIENCY_COLUMN]
     assert eff.kind is Kind.DERIVED and eff.text == ("46.3% of the fp32 SGEMM probe, 40.0 GFLOP/s; 18.5 GFLOP/s "
                                                      "achieved; rounds 42-51%")
     assert "old single-shape probe" in secs["profiles"].tables()["profiles"].footnotes[eff.note]
@@ -341,8 +342,8 @@ def test_verdicts_are_worded_from_the_numbers_and_never_say_not_equivalent(tmp_p
     conclusions = sorted(c for _, _, c in cases.values())
     assert sorted(next(c for c in conclusions if line.endswith(c)) for line in lines) == conclusions
     assert not any("not equivalent" in line or "->" in line or "→" in line for line in lines)
-    assert sections.gap_text(-1.5, "sbm8") == "-1.50 (sbm8 1.50 points above fp32)"
-    assert sections.gap_text(2.0, "fp32@bf16") == "+2.00 (fp32@bf16 2.00 points below fp32)"
+    assert cells.gap_text(-1.5, "sbm8") == "-1.50 (sbm8 1.50 points above fp32)"
+    assert cells.gap_text(2.0, "fp32@bf16") == "+2.00 (fp32@bf16 2.00 points below fp32)"
 
 
 def test_gap_figure_draws_compare_results_run_pairs_and_single_pairs(tmp_path):
@@ -882,7 +883,7 @@ def test_answer_quotes_the_power_of_its_seed_count():
     """A verdict that does not show equivalence says how likely its n pairs were to show it at a true gap of 0,
     so "the gap is real" (high power) reads apart from "too few seeds" (low power, with the n that would do)."""
     from suite import stats
-    from suite.report.answer import verdict_sentence
+    from suite.report.sections.answer import verdict_sentence
     from suite.report.gaps import GapPoint, pair_power
 
     def point(gaps, power, n80):

@@ -13,7 +13,8 @@ import sys
 
 import pytest
 
-from suite.report import answer, figures, render
+from suite.report import figures, render
+from suite.report.sections import answer
 from tests.report_store import make_store
 from tests.test_report import REPO, _inputs, _sections
 

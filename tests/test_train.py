@@ -78,14 +78,41 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(tmp_path):
     b = torch.load(tmp_path / "b" / "run" / "checkpoint.pt", weights_only=True)
     for name, tensor in a["model"].items():
         assert torch.equal(tensor, b["model"][name]), name
+    for slot, state in a["optimizer"]["state"].items():  # AdamW's moments, bit for bit
+        for name, tensor in state.items():
+            assert torch.equal(tensor, b["optimizer"]["state"][slot][name]), (slot, name)
+    assert a["scheduler"] == b["scheduler"] and torch.equal(a["rng_state"], b["rng_state"])
+    assert (tmp_path / "a" / "run" / "predictions.npy").read_bytes() == (tmp_path / "b" / "run" / "predictions.npy").read_bytes()
     for key in ("train_loss", "train_acc", "test_acc", "lr", "distinct_codes"):
         assert [e[key] for e in full["epochs"]] == [e[key] for e in resumed["epochs"]], key
+    assert [*full, "resumed_from"] == list(resumed)  # the same fields in the same order, plus where it resumed
+    assert resumed["resumed_from"][0]["after_epoch"] == 1
 
 
 def test_resume_can_extend_a_finished_run(tmp_path):
     train(_config(tmp_path, epochs=1), log=_quiet)
     history = train(_config(tmp_path, epochs=2, resume=True), log=_quiet)
     assert [e["epoch"] for e in history["epochs"]] == [1, 2]
+
+
+def test_train_leaves_the_thread_count_as_it_found_it_also_when_it_fails(tmp_path):
+    before = torch.get_num_threads()
+    asked = 1 if before != 1 else 2
+    during = []
+
+    def record(epoch, index):
+        during.append(torch.get_num_threads())
+
+    train(_config(tmp_path / "a", epochs=1, subset=64, threads=asked), on_batch=record, log=_quiet)
+    assert during == [asked] and torch.get_num_threads() == before
+
+    def fail(epoch, index):
+        during.append(torch.get_num_threads())
+        raise _Killed
+
+    with pytest.raises(_Killed):
+        train(_config(tmp_path / "b", epochs=1, subset=64, threads=asked), on_batch=fail, log=_quiet)
+    assert during == [asked, asked] and torch.get_num_threads() == before
 
 
 def test_existing_run_is_not_overwritten_without_resume(tmp_path):

@@ -105,7 +105,7 @@ def host_facts(dry_run: bool = False) -> dict:
              "--format=csv,noheader"], capture_output=True, text=True, timeout=20).stdout.strip()
     except (OSError, subprocess.SubprocessError) as exc:
         facts["nvidia_smi"] = f"unavailable ({exc})"
-    from suite.measure import host_fingerprint
+    from suite.measure.host import host_fingerprint
 
     facts["host"] = host_fingerprint()
     return facts

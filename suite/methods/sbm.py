@@ -142,11 +142,11 @@ class _BifurcatedConv(torch.autograd.Function):
     db from the unquantized one (the official conv2d_biprec's gradients, one forward GEMM)."""
 
     @staticmethod
-    def forward(ctx, x, w, b, stride, padding, dilation, groups, grad_bits):
+    def forward(ctx, x, w, b, geometry, grad_bits):  # geometry: the conv's (stride, padding, dilation, groups)
         ctx.save_for_backward(x, w)
-        ctx.conf = (stride, padding, dilation, groups, grad_bits, None if b is None else [b.shape[0]])
+        ctx.conf = (*geometry, grad_bits, None if b is None else [b.shape[0]])
         with torch.autocast(x.device.type, enabled=False):
-            return F.conv2d(x, w, b, stride, padding, dilation, groups)
+            return F.conv2d(x, w, b, *geometry)
 
     @staticmethod
     def backward(ctx, g):
@@ -161,7 +161,7 @@ class _BifurcatedConv(torch.autograd.Function):
         if need_w or need_b:
             _, dw, db = conv_bw(g, x, w, bias_sizes, stride, padding, dilation, False, [0, 0], groups,
                                 [False, need_w, need_b and bias_sizes is not None])
-        return dx, dw, db, None, None, None, None, None
+        return dx, dw, db, None, None
 
 
 class _BifurcatedLinear(torch.autograd.Function):
@@ -192,7 +192,8 @@ def bifurcated(layer: nn.Module, x: torch.Tensor, w: torch.Tensor, b: torch.Tens
     """``layer``'s op on (x, w, b) with SBM's bifurcated backward (layer: a conv or a linear)."""
     x, w, b = _autocast_cast(x, w, b)
     if isinstance(layer, nn.Conv2d):
-        return _BifurcatedConv.apply(x, w, b, layer.stride, layer.padding, layer.dilation, layer.groups, grad_bits)
+        geometry = (layer.stride, layer.padding, layer.dilation, layer.groups)
+        return _BifurcatedConv.apply(x, w, b, geometry, grad_bits)
     return _BifurcatedLinear.apply(x, w, b, grad_bits)
 
 

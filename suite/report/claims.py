@@ -16,6 +16,7 @@ from typing import Callable
 from ..spec import (BASELINE, CIFAR10_TEST_IMAGES, CIFAR10_TRAIN_IMAGES, PAPER_EPOCHS, PAPER_RECIPE,
                     REFERENCE_4BIT)
 from .inputs import Budget, CompareResult, Comparison, Inputs, ResultFile, RunHistory, VerifyFile, relative, study_request
+from .tidy import fp32_beside, missing, object_table
 
 
 class Verdict(Enum):
@@ -114,15 +115,19 @@ def accuracy_entries(inputs: Inputs) -> list[AccuracyEntry]:
 
 
 def gaps(entries: list[AccuracyEntry]) -> dict[int, tuple[float | None, float | None]]:
-    """index of entry -> (final gap, best gap) against the fp32 entry of its group: FP32 minus the method,
-    so a positive gap means the method is worse."""
+    """index of entry -> (final gap, best gap) against the first fp32 entry of its group: FP32 minus the
+    method, so a positive gap means the method is worse."""
+    groups = {group: i for i, group in enumerate(dict.fromkeys(e.group for e in entries))}
+    # object columns: the accuracies stay the Python numbers the files hold, and so do their differences
+    table = object_table([{"group": groups[e.group], "method": e.method, "final": e.final, "best": e.best}
+                          for e in entries], ["group", "method", "final", "best"])
+    table = fp32_beside(table, "group", ["final", "best"])
     out = {}
-    for i, e in enumerate(entries):
-        base = next((b for b in entries if b.group == e.group and b.method == BASELINE), None)
-        if base is None or e.method == BASELINE:
+    for i, row in enumerate(table.itertuples()):
+        if row.method == BASELINE or missing(row.final_fp32):
             continue
-        best = base.best - e.best if base.best is not None and e.best is not None else None
-        out[i] = (base.final - e.final, best)
+        best = row.best_fp32 - row.best if not (missing(row.best_fp32) or missing(row.best)) else None
+        out[i] = (row.final_fp32 - row.final, best)
     return out
 
 

@@ -3,14 +3,13 @@ summary, claim checks, terms), then, below a divider, the details behind it."""
 
 from __future__ import annotations
 
-from .answer import section_answer, section_glossary, section_hosts, section_more_hosts
+from .document import Section
 from .inputs import Inputs
-from .sections import (Section, section_accuracy, section_claims, section_compare, section_cross_hardware,
-                       section_epochs, section_methods, section_onnx, section_profiles, section_runs,
-                       section_scaling)
-from .time_to_accuracy import section_time_to_accuracy
+from .sections import (section_accuracy, section_answer, section_claims, section_compare, section_cross_hardware,
+                       section_epochs, section_glossary, section_hosts, section_methods, section_more_hosts,
+                       section_onnx, section_profiles, section_runs, section_scaling, section_time_to_accuracy,
+                       section_unused)
 from .untrusted import plain_text_figures
-from .unused import section_unused
 
 
 def build_sections(inputs: Inputs) -> list[Section]:

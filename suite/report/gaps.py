@@ -20,6 +20,7 @@ from ..spec import BASELINE, CIFAR10_TEST_IMAGES, CIFAR10_TRAIN_IMAGES, PAPER_EP
 from .claims import FULL_BUDGET_NOISE, PAPER_BEST_ACC, PAPER_FP32_ACC
 from .hosts import UNKNOWN_HOST, HostName, history_host, network_name
 from .inputs import CompareResult, Inputs, RunHistory, is_real_cifar10
+from .tidy import object_table
 
 # The paper's gap: its cited (not run) fp32 figure minus its tathe4 best epoch, at 150 epochs.
 PAPER_CLAIM = {"epochs": PAPER_EPOCHS, "gap": round(PAPER_FP32_ACC - PAPER_BEST_ACC, 2),
@@ -107,23 +108,26 @@ def _full_data_run(run: RunHistory) -> bool:
             and h["test_images"] >= CIFAR10_TEST_IMAGES)
 
 
-def _pair_key(run: RunHistory) -> tuple:
-    """Everything two runs must share to be one seed pair, but the method."""
-    h = run.history
-    return (history_host(run), run.arch, h["recipe"], run.device, run.precision, h.get("planned_epochs"),
-            h.get("seed"), run.fixture)
+# Everything two runs must share to be one seed pair, but the method (columns of inputs.histories; "epochs" is
+# the planned budget).
+PAIR_KEY = ["host_id", "arch", "recipe", "device", "precision", "epochs", "seed", "fixture"]
+# What the runs of one point share: the pair's key but the seed, and the last epoch both runs reached.
+POINT_KEY = ["host_id", "device", "precision", "arch", "recipe", "planned", "epoch", "fixture"]
 
 
 def run_pairs(inputs: Inputs) -> list[tuple[RunHistory, RunHistory]]:
-    """(fp32, tathe4) histories of one seed; where a seed ran twice, the longer run of each method."""
-    found: dict[tuple, dict[str, RunHistory]] = defaultdict(dict)
-    for run in inputs.runs:
-        if run.method not in (BASELINE, REFERENCE_4BIT) or not _full_data_run(run):
-            continue
-        mine = found[_pair_key(run)]
-        if run.method not in mine or len(run.epochs) > len(mine[run.method].epochs):
-            mine[run.method] = run
-    return [(m[BASELINE], m[REFERENCE_4BIT]) for m in found.values() if len(m) == 2]
+    """(fp32, tathe4) histories of one seed; where a seed ran twice, the longer run of each method (the first
+    of equally long ones). In the order the pairs' runs first appear."""
+    table = inputs.histories.assign(fixture=[r.fixture for r in inputs.runs],
+                                    full_data=[_full_data_run(r) for r in inputs.runs])
+    candidates = table[table["method"].isin([BASELINE, REFERENCE_4BIT]) & table["full_data"]]
+    longest = candidates.groupby(PAIR_KEY + ["method"], sort=False, dropna=False)["epochs_done"].idxmax()
+    pairs = []
+    for _, runs in candidates.loc[longest].groupby(PAIR_KEY, sort=False, dropna=False):
+        by_method = dict(zip(runs["method"], runs["run"]))
+        if len(by_method) == 2:
+            pairs.append((inputs.runs[by_method[BASELINE]], inputs.runs[by_method[REFERENCE_4BIT]]))
+    return pairs
 
 
 def _common_epoch(reference: RunHistory, candidate: RunHistory) -> tuple[int, float] | None:
@@ -150,24 +154,32 @@ def pair_power(gaps: list[float], margin: float) -> tuple[float | None, int | No
     return power.tost_power_at_0, power.n_for_80pct_tost_at_0
 
 
-def run_pair_points(inputs: Inputs, margin: float = FULL_BUDGET_NOISE) -> list[GapPoint]:
-    groups: dict[tuple, list[tuple[float, RunHistory, RunHistory]]] = defaultdict(list)
+def pair_table(inputs: Inputs):
+    """One row per run pair that reached a common epoch: POINT_KEY, the gap there and the pair's runs."""
+    rows = []
     for ref, cand in run_pairs(inputs):
         common = _common_epoch(ref, cand)
-        if common is None:
-            continue
-        epoch, gap = common
-        host, arch, recipe, device, precision, planned, _seed, fixture = _pair_key(ref)
-        groups[(host, device, precision, arch, recipe, planned, epoch, fixture)].append((gap, ref, cand))
+        if common is not None:
+            h = ref.history
+            rows.append({"host_id": history_host(ref), "device": ref.device, "precision": ref.precision,
+                         "arch": ref.arch, "recipe": h["recipe"], "planned": h.get("planned_epochs"),
+                         "epoch": common[0], "fixture": ref.fixture, "gap": common[1], "ref": ref, "cand": cand})
+    return object_table(rows, [*POINT_KEY, "gap", "ref", "cand"])
+
+
+def run_pair_points(inputs: Inputs, margin: float = FULL_BUDGET_NOISE) -> list[GapPoint]:
+    """One point per POINT_KEY: the mean gap of its pairs, their t interval, TOST p and power."""
     points = []
-    for (host, device, precision, arch, recipe, planned, epoch, fixture), members in groups.items():
-        gaps = [g for g, _, _ in members]
+    for _, members in pair_table(inputs).groupby(POINT_KEY, sort=False, dropna=False):
+        first = members.iloc[0]
+        gaps = list(members["gap"])
         ci, tost = t_summary(gaps, margin)
         power, n_for_80 = pair_power(gaps, margin)
-        runs = [r for _, ref, cand in members for r in (ref, cand)]
-        points.append(GapPoint(host, device, precision, arch, recipe, epoch, planned, statistics.fmean(gaps), ci,
-                               len(members), "run pairs", tost, margin, [r.path for r in runs],
-                               [r.provenance for r in runs if r.provenance], fixture,
+        runs = [r for ref, cand in zip(members["ref"], members["cand"]) for r in (ref, cand)]
+        points.append(GapPoint(first["host_id"], first["device"], first["precision"], first["arch"], first["recipe"],
+                               first["epoch"], first["planned"], statistics.fmean(gaps), ci, len(members),
+                               "run pairs", tost, margin, [r.path for r in runs],
+                               [r.provenance for r in runs if r.provenance], first["fixture"],
                                tost_power_at_0=power, n_for_80pct_power=n_for_80))
     return points
 

@@ -14,7 +14,7 @@ NETWORK_NAMES = {PAPER_ARCH: "VGG4bit", "simpleresnet4bit": "SimpleResNet4bit"}
 NETWORK_NOTE = ("VGG4bit is the paper's network (3.25 M parameters); SimpleResNet4bit is the small network of the "
                 "paper's code (73 k parameters), whose accuracies the paper's claims are not about.")
 UNKNOWN_HOST = "unknown host"  # a history outside reports/submitted/<host>/ from before runs recorded their host
-_HOST_ID_CPUS = re.compile(r"-(\d+)t-\d+g-[0-9a-f]{8}$")  # suite/measure.py host_id(): <cpu>-<logical>t-<mem>g-<hash>
+_HOST_ID_CPUS = re.compile(r"-(\d+)t-\d+g-[0-9a-f]{8}$")  # suite/measure/host.py host_id(): <cpu>-<logical>t-<mem>g-<hash>
 
 
 def network_name(arch: str) -> str:

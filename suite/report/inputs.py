@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Iterable
 
 from ..errors import UserError
 from ..userfiles import CONFIG_MAX_BYTES, read_user_json
 from ..spec import (CIFAR10_TEST_IMAGES, CIFAR10_TRAIN_IMAGES, COMPARE_SCHEMA_PREFIX, FIXTURE_MARK, HISTORY_FILE,
-                    PAPER_ARCH, PAPER_EPOCHS, PAPER_RECIPE, VERIFY_FILE)
+                    PAPER_ARCH, PAPER_EPOCHS, PAPER_RECIPE, REQUEST_FILE, VERIFY_FILE)
 from .shapes import HISTORY, VERIFY, check_compare, check_shape, inside_folder
 
 DEFAULT_RESULTS = ("reports/results", "reports/submitted")
@@ -85,6 +86,14 @@ class Budget:
 
     def key(self) -> tuple:
         return (self.data, self.train_images, self.epochs, self.test_images, self.recipe, self.arch)
+
+
+def device_of(profile: dict, entry: dict | None = None) -> tuple[str, str, bool]:
+    """(device, precision, recorded): results before device/precision existed ran on CPU in float32. A method
+    entry (a precision arm such as "tathe4@bf16") carries its own precision."""
+    recorded = "device" in profile or "precision" in profile or "precisions" in profile
+    precision = (entry or {}).get("precision") or profile.get("precision", "fp32")
+    return profile.get("device", "cpu"), precision, recorded
 
 
 def is_real_cifar10(dataset: str | None, source: str) -> bool:
@@ -296,6 +305,20 @@ class Inputs:
     def full_budget_runs(self) -> list[RunHistory]:
         return [r for r in self.runs if r.full_paper_budget]
 
+    @cached_property
+    def bench(self):
+        """The bench results as one tidy table, a row per arm (tidy.bench_table); built once, when first read."""
+        from .tidy import bench_table
+
+        return bench_table(self.results)
+
+    @cached_property
+    def histories(self):
+        """The run histories as one tidy table, a row per run (tidy.history_table); built once, when first read."""
+        from .tidy import history_table
+
+        return history_table(self.runs)
+
 
 # ---------------------------------------------------------------------------------------------
 
@@ -453,7 +476,7 @@ def study_request(run: RunHistory) -> dict:
         return {}
     study = run.path.parent.parent.parent
     try:
-        return read_user_json(study / "request.json", "compare request", CONFIG_MAX_BYTES, inside=study)
+        return read_user_json(study / REQUEST_FILE, "compare request", CONFIG_MAX_BYTES, inside=study)
     except UserError:
         return {}
 

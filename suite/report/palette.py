@@ -13,7 +13,7 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 
-from ..spec import BASELINE
+from ..spec import BASELINE, FULL_PRECISION, split_arm
 
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#882255", "#117733", "#332288",
            "#999933", "#44AA99", "#661100", "#AA4499")
@@ -34,9 +34,9 @@ class Style:
 
 def method_style(method: str) -> Style:
     """The method's colour, marker and hatch; the same for the same name in every figure."""
-    base, _, arm = method.partition("@")
+    base, precision = split_arm(method)
     colour, marker = _base_style(base)
-    if arm:
+    if precision != FULL_PRECISION:
         return Style(colour, ARM_MARKER, ARM_HATCH)
     return Style(colour, marker)
 

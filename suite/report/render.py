@@ -19,7 +19,7 @@ from ..userfiles import check_output_dir
 from .inputs import Inputs, ReportSources, UnusedFile, describe_code, load_inputs, relative
 from .untrusted import foreign_strings, markdown, render_text, visible
 from .contents import build_sections
-from .sections import Cell, Figure, Kind, Paragraph, Section, Table
+from .document import Cell, Figure, Kind, Paragraph, Section, Table
 
 TITLE = "q4bench report: 4-bit vs FP32 training"
 FIGURE_NAMES = {"gap_vs_budget", "accuracy_per_epoch", "distinct_codes", "throughput", "accuracy_vs_time",

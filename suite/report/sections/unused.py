@@ -3,8 +3,8 @@ hostile or broken file costs its own figures and nothing else."""
 
 from __future__ import annotations
 
-from .inputs import Inputs, relative
-from .sections import Paragraph, Section, Table, text
+from ..document import Paragraph, Section, Table, text
+from ..inputs import Inputs, relative
 
 
 def section_unused(inputs: Inputs) -> Section | None:

@@ -1,5 +1,6 @@
-"""The main page: the question and one answer row per host (the first screen), the gap-versus-budget figure,
-the per-host summary and a short glossary. Everything else goes below the divider (contents.py).
+"""The main page's first screen: the question, one answer row per host, what the evidence does not yet say and
+the gap-versus-budget figure. The per-host summary follows (per_host.py); everything else goes below the divider
+(contents.py).
 
 Verdict wording is built from the numbers, never from a verdict word: "tathe4 is 0.53 points below fp32 [95% CI
 0.21, 0.85] ...; equivalence within +-0.5 not shown". The gap is fp32 minus tathe4, so "below" is tathe4 doing
@@ -9,16 +10,18 @@ from __future__ import annotations
 
 import textwrap
 
-from ..spec import BASELINE, COMPARE_COMMAND, PAPER_ARCH, PAPER_EPOCHS, PAPER_RECIPE, REFERENCE_4BIT
-from ..stats import ALPHA
-from . import figures
-from .claims import FULL_BUDGET_NOISE, PAPER_FP32_ACC
-from .gaps import PAPER_CLAIM, GapPoint, gap_points, gap_series, unfinished_runs
-from .hosts import NETWORK_NOTE, HostName, history_host, host_names, network_name
-from .inputs import Inputs
-from .palette import SERIES_COLOURS
-from .sections import (Cell, Figure, Kind, Paragraph, Section, Table, device_of, fix_for_missing_accuracy,
-                       omitted_note, provenance_note, run_time, text)
+from ...spec import COMPARE_COMMAND, FULL_PRECISION, PAPER_ARCH, PAPER_EPOCHS, PAPER_RECIPE, REFERENCE_4BIT
+from ...stats import ALPHA
+from .. import figures
+from ..cells import omitted_note, provenance_note
+from ..claims import FULL_BUDGET_NOISE, PAPER_FP32_ACC
+from ..document import Cell, Figure, Kind, Paragraph, Section, Table, text
+from ..gaps import PAPER_CLAIM, GapPoint, gap_points, gap_series
+from ..hosts import HostName, host_names, network_name
+from ..inputs import Inputs
+from ..palette import SERIES_COLOURS
+from ..tidy import newest_speed_profile
+
 
 QUESTION = ("Does 4-bit training (tathe4) reach the CIFAR-10 test accuracy of fp32 training at the same budget, "
             "on each machine measured?")
@@ -28,10 +31,6 @@ MAX_OTHER_BUDGETS = 4  # clauses after the strongest verdict in a first-screen r
 # the speed-only hosts share one row; the per-host summary shows the same hosts, every other in the details.
 MAX_HOST_ROWS = 12
 MAX_NAMED = 6  # host names listed in one grouped row or line
-
-
-# ---------------------------------------------------------------------------------------------
-# Words for one point
 
 
 def _direction(gap: float) -> str:
@@ -75,7 +74,7 @@ def _power_clause(p: GapPoint) -> str:
 
 
 def _network(p: GapPoint) -> str:
-    both = "" if p.precision == "fp32" else f", both in {p.precision}"
+    both = "" if p.precision == FULL_PRECISION else f", both in {p.precision}"
     return f"({network_name(p.arch)}{both})"
 
 
@@ -88,7 +87,7 @@ def verdict_sentence(p: GapPoint) -> str:
 def budget_clause(p: GapPoint) -> str:
     """A short line for the other budgets: '15 epochs (short), 1 seed: tathe4 0.08 below'."""
     how = [p.recipe] + ([network_name(p.arch)] if p.arch != PAPER_ARCH else [])
-    how += ([f"both in {p.precision}"] if p.precision != "fp32" else []) + ([] if p.finished else ["unfinished"])
+    how += ([f"both in {p.precision}"] if p.precision != FULL_PRECISION else []) + ([] if p.finished else ["unfinished"])
     budget = (f"{p.epochs} epoch{'s' if p.epochs != 1 else ''}" if p.finished else f"epoch {p.epochs}/{p.planned}")
     seeds = f"{p.n} seed{'s' if p.n != 1 else ''}" + (" (run pairs)" if p.source == "run pairs" and p.n > 1 else "")
     word = "below" if p.gap > 0 else "above" if p.gap < 0 else "equal to"
@@ -106,13 +105,9 @@ def by_budget(points: list[GapPoint]) -> list[GapPoint]:
     return sorted(points, key=lambda p: (-p.epochs, -p.n))
 
 
-# ---------------------------------------------------------------------------------------------
-# Hosts
-
-
 def _step_summary(inputs: Inputs, host: str) -> str | None:
     """tathe4's step time over fp32's in the host's newest bench result that timed it (most threads)."""
-    found = _latest_profile(inputs, host)
+    found = newest_speed_profile(inputs, host)
     ratio = found[1]["step_time_ratio"].get(REFERENCE_4BIT) if found else None
     if ratio is None:
         return None
@@ -233,10 +228,6 @@ def answer_footnote(points: list[GapPoint]) -> str:
             "Terms and networks: see Terms." + how)
 
 
-# ---------------------------------------------------------------------------------------------
-# The gap-versus-budget figure
-
-
 def provenance_summary(points: list[GapPoint]) -> str:
     """'Drawn from 3 compare result(s) and 40 histories; code: a8b3987b49 (2026-11-26), ...'."""
     compares = sum(len(p.files) for p in points if p.source == "compare")
@@ -274,143 +265,3 @@ def gap_figure(points: list[GapPoint], names: dict[str, HostName]) -> Figure | N
     return Figure("gap_vs_budget", png, "fp32 minus tathe4 against the budget", caption,
                   {"series": series, "omitted": len(left), "margin": margin, "paper_claim": PAPER_CLAIM})
 
-
-# ---------------------------------------------------------------------------------------------
-# Per-host summary: every budget, speed, memory, what is missing
-
-
-def _latest_profile(inputs: Inputs, host: str) -> tuple | None:
-    """(result, profile) of the host's newest bench result measuring tathe4: the speed and memory shown."""
-    for r in sorted((r for r in inputs.results if r.host_id == host), key=lambda r: r.created, reverse=True):
-        for p in sorted(r.data["profiles"], key=lambda p: -p["threads"]):
-            if p["methods"].get(REFERENCE_4BIT, {}).get("train_images_per_s"):
-                return r, p
-    return None
-
-
-def _speed_cell(inputs: Inputs, host: str) -> Cell:
-    found = _latest_profile(inputs, host)
-    if not found:
-        return Cell("not measured (no bench result with tathe4)", Kind.UNAVAILABLE)
-    r, p = found
-    fp32, mine = p["methods"].get(BASELINE, {}), p["methods"][REFERENCE_4BIT]
-    device, precision, _ = device_of(p)
-    lines = [f"{p['profile']} ({p['threads']} threads, {device}, {precision}; run {run_time(r.created)})",
-             f"train images/s: fp32 {fp32.get('train_images_per_s') or 0:.1f}, tathe4 {mine['train_images_per_s']:.1f}"]
-    ratio = p["step_time_ratio"].get(REFERENCE_4BIT)
-    if ratio is not None:
-        lines.append(f"tathe4 step: {ratio:.2f}x fp32's")
-    for arm in (f"{BASELINE}@bf16", f"{REFERENCE_4BIT}@bf16"):  # the same run's bf16 arms, against its fp32 step
-        if p["step_time_ratio"].get(arm) is not None:
-            span = p.get("step_time_ratio_range", {}).get(arm)
-            support = (p["methods"].get(arm) or {}).get("precision_support") or "bf16"
-            lines.append(f"{arm.split('@')[0]} in bf16 ({support}): {p['step_time_ratio'][arm]:.2f}x the fp32 step"
-                         + (f" [cycles {span[0]:.2f}-{span[1]:.2f}]" if span else ""))
-    if mine.get("peak_rss_bytes"):
-        lines.append(f"peak memory, tathe4: {mine['peak_rss_bytes'] / 2**20:,.0f} MiB")
-    return Cell("\n".join(lines), Kind.MEASURED, mine["train_images_per_s"], "speed", r.fixture)
-
-
-def _missing(inputs: Inputs, host: str, mine: list[GapPoint]) -> list[str]:
-    results = [r for r in inputs.results if r.host_id == host]
-    out = [] if mine else ["accuracy comparison"]
-    if not results:
-        out.append("throughput, step time, memory and energy (no bench result)")
-    else:
-        energy = {m["energy"]["method"] for r in results for p in r.data["profiles"] for m in p["methods"].values()}
-        if "measured_rapl" not in energy:
-            out.append("energy (no RAPL counters: estimates only)")
-        for r in results:
-            if not r.data["accuracy"]["measured"]:
-                out.append(f"bench accuracy ({run_time(r.created)}): {r.data['accuracy'].get('reason') or 'no reason'}; "
-                           f"fix: {fix_for_missing_accuracy(r)}")
-    out.append("ONNX (verify.json names no host; see ONNX below)" if inputs.verifies else "ONNX export check")
-    return out
-
-
-def _in_progress(inputs: Inputs, host: str) -> list[str]:
-    runs = [r for r in unfinished_runs(inputs) if history_host(r) == host]
-    return [f"unfinished: {r.method} seed {r.history.get('seed')}, {network_name(r.arch)}, {r.history['recipe']} "
-            f"recipe, epoch {len(r.epochs)} of {r.history['planned_epochs']}" for r in runs]
-
-
-def summary_hosts(inputs: Inputs, points: list[GapPoint]) -> list[str]:
-    hosts = answer_hosts(inputs, points)
-    return hosts + sorted({history_host(r) for r in unfinished_runs(inputs)} - set(hosts))
-
-
-def section_hosts(inputs: Inputs) -> Section:
-    """The main page's per-host summary: the first MAX_HOST_ROWS hosts (those with the most evidence first);
-    section_more_hosts has the others, below the divider."""
-    s = Section("hosts", "Per host: every budget, speed, memory, and what is not measured")
-    points = gap_points(inputs)
-    hosts = summary_hosts(inputs, points)
-    if not hosts:
-        s.blocks.append(Paragraph("No host has a bench result, a compare result or run pairs yet."))
-        return s
-    s.blocks.append(_hosts_table(inputs, points, hosts[:MAX_HOST_ROWS]))
-    if len(hosts) > MAX_HOST_ROWS:
-        s.blocks.append(Paragraph(f"{len(hosts) - MAX_HOST_ROWS} more hosts, in the same form: Details, "
-                                  "[every other host](#more_hosts)."))
-    return s
-
-
-def section_more_hosts(inputs: Inputs) -> Section | None:
-    """The hosts past the main page's MAX_HOST_ROWS, one row each; None when there are none."""
-    points = gap_points(inputs)
-    hosts = summary_hosts(inputs, points)[MAX_HOST_ROWS:]
-    if not hosts:
-        return None
-    s = Section("more_hosts", f"Every other host ({len(hosts)}): every budget, speed, memory, what is not measured")
-    s.blocks.append(_hosts_table(inputs, points, hosts))
-    return s
-
-
-def _hosts_table(inputs: Inputs, points: list[GapPoint], hosts: list[str]) -> Table:
-    names = host_names(inputs, hosts)
-    table = Table("hosts", ["host", "accuracy gap at every budget, largest first", "speed and memory (latest bench)",
-                            "not measured on this host"])
-    table.footnotes["speed"] = ("Measured by q4bench bench: step-time ratios are medians over balanced cycles of "
-                                "interleaved timed windows in one process; bf16 arms against the same run's fp32 step.")
-    for host in hosts:
-        mine = [p for p in points if p.host_id == host]
-        budgets = [budget_clause(p) for p in by_budget(mine)] + _in_progress(inputs, host)
-        table.add({"host": text(f"{names[host].label}\n{host}"),
-                   "accuracy gap at every budget, largest first": text("\n".join(budgets) or "none"),
-                   "speed and memory (latest bench)": _speed_cell(inputs, host),
-                   "not measured on this host": text("\n".join(_missing(inputs, host, mine)))})
-    return table
-
-
-# ---------------------------------------------------------------------------------------------
-# Glossary
-
-
-GLOSSARY = (
-    ("gap", "fp32 minus tathe4 test accuracy, in points; above 0 tathe4 is lower."),
-    ("paired seeds", "seed k of both methods starts from the same weights, data order and augmentation, so each "
-                     "seed gives one gap."),
-    ("95% CI", "the range that holds the mean gap with 95% confidence, given the seeds measured; compare's "
-               "intervals count both noise sources, seeds and the sampling of the 10,000 test images."),
-    ("TOST", "two one-sided tests: p < 0.05 shows the gap lies inside +-margin (equivalence); p >= 0.05 shows "
-             "nothing either way."),
-    ("power", "the chance that n seed pairs show equivalence (TOST p < 0.05) if the true gap were 0, at the "
-              "measured seed-to-seed spread of the gap. With high power, equivalence not shown means a gap of this "
-              "size is likely real; with low power, equivalence may have been missed by chance."),
-    ("margin", f"+-{FULL_BUDGET_NOISE:g} points, about the run-to-run noise of one full CIFAR-10 training."),
-    ("SGEMM", "single-precision general matrix multiply: a float32 matrix product timed on the host. Newer "
-              "results take the best of several shapes (the network's convolutions as GEMMs among them), per "
-              "precision, as the ceiling; older ones one square product."),
-    ("efficiency", "a method's counted training FLOP rate over the ceiling of its precision (fp32 or bf16); each "
-                   "table's note names the ceiling used. Above 100% is flagged as an anomaly, or, in older results, "
-                   "means the one-shape probe was not the host's peak."),
-    ("flip TTA", "test-time augmentation: each test image scored as is and mirrored, the two averaged."),
-    ("unfinished", "a run with fewer epochs than planned (stopped, or still training)."),
-    ("networks", NETWORK_NOTE),
-)
-
-
-def section_glossary() -> Section:
-    s = Section("glossary", "Terms")
-    s.blocks.append(Paragraph(" · ".join(f"**{term}**: {words}" for term, words in GLOSSARY), css="glossary"))
-    return s
