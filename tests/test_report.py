@@ -834,6 +834,37 @@ def test_unfinished_simpleresnet_study_is_not_yet_decided_and_shows_its_progress
     assert "v-notyetdecided" in page
 
 
+def test_a_study_resumed_on_another_host_stays_filed_under_the_host_that_began_it(tmp_path):
+    """A run's epochs trained on host A, then B: the report files it (and a compare result whose runs trained on
+    both) under A, so one study is one row, and its claims rows name both hosts."""
+    from suite.report.hosts import history_host
+
+    study = tmp_path / "submitted" / "fixture-host-a" / SMALL_STUDY
+    histories = {}
+    for method in ("fp32", "tathe4"):
+        h = small_history(method, 0, 70.0, 69.0, 30, "fixture-host-a")
+        for e in h["epochs"][10:]:
+            e["trained_on"] = {**e["trained_on"], "host_id": "fixture-host-b", "cpu_model": "Fixture CPU B"}
+        histories[method] = h
+        _write(study / "runs" / f"{method}-seed0" / "history.json", h)
+    inputs = _inputs(tmp_path, ("submitted",), ("submitted",))
+    assert {history_host(r) for r in inputs.runs} == {"fixture-host-a"}
+    reason = {c.claim: c for c in claims.claim_checks(inputs)}[SMALL_GAP_CLAIM].reason
+    assert "fixture-host-a (Fixture CPU A" in reason and "fixture-host-b (Fixture CPU B" in reason
+
+    path = fixture_compare("fixture-host-b", [0.1, -0.1, 0.3], tmp_path, "moved")
+    doc = json.loads(path.read_text())
+    doc["trained_on"] = [{"host_id": "fixture-host-a", "cpu_model": "Fixture CPU A", "isa_caps": {}, "epochs": 10,
+                          "commits": []},
+                         {"host_id": "fixture-host-b", "cpu_model": "Fixture CPU B", "isa_caps": {}, "epochs": 20,
+                          "commits": []}]
+    _write(path, doc)
+    assert [c.host_id for c in _inputs(tmp_path, ("results",)).compares] == ["fixture-host-a"]
+    doc["trained_on"] = doc["trained_on"][1:]  # one host: filed under the host that wrote it, as always
+    _write(path, doc)
+    assert [c.host_id for c in _inputs(tmp_path, ("results",)).compares] == ["fixture-host-b"]
+
+
 def test_finished_simpleresnet_study_decides_its_claims_from_its_compare_result(tmp_path):
     path = fixture_compare("fixture-host-a", [0.1, -0.1, 0.3], tmp_path, SMALL_STUDY)
     doc = json.loads(path.read_text())
@@ -853,7 +884,8 @@ def test_finished_simpleresnet_study_decides_its_claims_from_its_compare_result(
     assert "final epoch 86.00%, best epoch 88.03%" in acc.measured and "n = 3 finished seed(s)" in acc.measured
     assert "within 0.5 points" in acc.reason and "JPEG (quality 75) copy of CIFAR-10" in acc.reason
     assert "distinct weight codes per layer at epoch 150 (at most 15): seed 0: features.0 15" in acc.reason
-    assert "still training" not in acc.reason and "FIXTURE" in acc.evidence
+    assert "the study so far" not in acc.reason and "FIXTURE" in acc.evidence
+    assert "fp32 beside it: final epoch 86.50%, best epoch 88.50%" in acc.measured
     gap = checks[SMALL_GAP_CLAIM]
     assert gap.verdict is Verdict.CONTRADICTED
     assert "95% CI [0.05, 0.55], n = 3 paired seed(s)" in gap.measured

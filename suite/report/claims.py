@@ -484,14 +484,23 @@ def check_small_accuracy(inputs: Inputs) -> ClaimCheck:
     best, final, at = _best_final(done)
     ok = best >= PAPER_SMALL_ACC - FULL_BUDGET_NOISE
     measured = (f"final epoch {final:.2f}%, best epoch {best:.2f}% (epoch {', '.join(map(str, at))}), mean over "
-                f"n = {len(done)} finished seed(s); {_where(done)}")
+                f"n = {len(done)} finished seed(s); {_where(done)}{_baseline_beside(study)}")
     reason = [f"best epoch {best:.2f}% is {'within' if ok else 'more than'} {FULL_BUDGET_NOISE} points (run-to-run "
               f"noise) {'of' if ok else 'below'} {PAPER_SMALL_ACC}%; {JPEG_CAVEAT}", _codes_text(done)]
-    unfinished = [r for r in study if not _finished(r)]
-    if unfinished:
-        reason.append(f"still training: {_progress(study)}")
+    if any(not _finished(r) for r in study):
+        reason.append(f"the study so far: {_progress(study)}")
     return ClaimCheck(claim, paper, measured, Verdict.CONFIRMED if ok else Verdict.CONTRADICTED,
                       "; ".join(x for x in reason if x), _evidence_runs(done))
+
+
+def _baseline_beside(study: list[RunHistory]) -> str:
+    """The same figures for the study's finished fp32 runs, the suite's own arm beside the paper code's figure."""
+    done = [r for r in study if r.method == BASELINE and _finished(r)]
+    if not done:
+        return ""
+    best, final, at = _best_final(done)
+    return (f"; {BASELINE} beside it: final epoch {final:.2f}%, best epoch {best:.2f}% (epoch "
+            f"{', '.join(map(str, at))}), n = {len(done)}")
 
 
 def _small_compare(inputs: Inputs) -> tuple[CompareResult, Comparison] | None:

@@ -46,12 +46,13 @@ def short_cpu(model: str) -> str:
 
 
 def history_host(run: RunHistory) -> str:
-    """The host that trained a run: recorded in the history, else in its last epoch, else the folder under
-    reports/submitted/<host>/ it was filed in."""
+    """The host that trained a run: recorded in the history, else in its first epoch, else the folder under
+    reports/submitted/<host>/ it was filed in. The first epoch's, not the last: a study resumed on other
+    machines stays filed under the host that began it (the claims rows name every host that trained it)."""
     h = run.history
     if isinstance(h.get("host_id"), str):
         return h["host_id"]
-    trained = run.epochs[-1].get("trained_on") if run.epochs else None
+    trained = run.epochs[0].get("trained_on") if run.epochs else None
     if isinstance(trained, dict) and isinstance(trained.get("host_id"), str):
         return trained["host_id"]
     parts = run.path.parts

@@ -104,6 +104,17 @@ def is_fixture(doc: dict) -> bool:
     return str(doc.get("command", "")).startswith(FIXTURE_MARK)
 
 
+def _filing_host(doc: dict, host: dict) -> dict:
+    """The host a compare result is filed under: the one that wrote it, unless its runs trained on several hosts
+    (a study resumed elsewhere): then the one that trained its first epoch, as for a history (hosts.history_host)."""
+    trained = doc.get("trained_on")
+    hosts = [h for h in trained if isinstance(h, dict) and isinstance(h.get("host_id"), str)
+             and h["host_id"] != "unrecorded"] if isinstance(trained, list) else []
+    if len({h["host_id"] for h in hosts}) < 2:
+        return host
+    return {"host_id": hosts[0]["host_id"], "cpu_model": hosts[0].get("cpu_model")}
+
+
 def provenance_of(doc: dict) -> dict | None:
     p = doc.get("provenance")
     return p if isinstance(p, dict) else None
@@ -360,7 +371,7 @@ def read_compare(path: Path, doc: dict) -> CompareResult:
             return default
         return d[key]
 
-    host = get(doc, "host", dict, {}) or {}
+    host = _filing_host(doc, get(doc, "host", dict, {}) or {})
     runs = []
     for i, r in enumerate(get(doc, "runs", list, []) or []):
         if not isinstance(r, dict):
