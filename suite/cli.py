@@ -281,8 +281,7 @@ def _add_results(sub) -> None:
 def _parity(args: argparse.Namespace) -> int:
     from .parity import ParityRequest, run_parity
 
-    outcome = run_parity(_from_options(ParityRequest, args, control=not args.no_control,
-                                       executor=_executor_choice(args)))
+    outcome = run_parity(_from_options(ParityRequest, args, executor=_executor_choice(args)))
     if not outcome.passed:
         for reason in outcome.reasons:
             print(f"q4bench parity: FAIL: {reason}", file=sys.stderr)
@@ -291,7 +290,7 @@ def _parity(args: argparse.Namespace) -> int:
 
 
 def _add_parity(sub) -> None:
-    from .parity import ParityRequest
+    from .parity import CONTROL_CHOICES, ParityRequest
 
     p = sub.add_parser(
         "parity",
@@ -306,7 +305,9 @@ def _add_parity(sub) -> None:
     p.add_argument("--data-dir", help="folder holding cifar-10-batches-py (else $Q4BENCH_DATA, else ~/.cache/q4bench)")
     p.add_argument("--synthetic", action="store_true", help="generated data instead of CIFAR-10 (tests)")
     p.add_argument("--candidate", help="judge this method instead of the config's candidate (e.g. the control, to see it fail)")
-    p.add_argument("--no-control", action="store_true", help="skip the config's degraded control (saves its runs)")
+    p.add_argument("--controls", choices=CONTROL_CHOICES,
+                   help="which degraded controls to train: near (default: the near-threshold one; the far one is judged "
+                        "from its accuracies recorded in the config), all, or none")
     p.add_argument("--out", help="run folders, ONNX files, parity.json (default %(default)s)")
     p.add_argument("--report", help="the Markdown page (default %(default)s)")
     p.add_argument("--overwrite", action="store_true",

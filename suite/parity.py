@@ -1,6 +1,6 @@
-"""`q4bench parity`: the CI gate. Trains the reference (fp32), the 4-bit candidate (tathe4) and, when the
-config names one, a deliberately degraded control for the same paired seeds side by side (q4bench compare's
-machinery: one child process per run), exports and verifies the candidate's ONNX files, and decides:
+"""`q4bench parity`: the CI gate. Trains the reference (fp32), the 4-bit candidate (tathe4) and the config's
+deliberately degraded near-threshold control for the same paired seeds side by side (q4bench compare's
+machinery: one child process per run; the far control judged from its recorded pairs), exports and verifies the candidate's ONNX files, and decides:
 the candidate's mean gap over the gate's seeds (reference minus candidate, final epoch) must stay within the
 tolerance, the control's must exceed it (else the gate cannot tell a degraded method), and the exported
 files must agree with PyTorch. Writes OUT/parity.json, OUT/compare.json and a Markdown page.
@@ -12,7 +12,6 @@ the configured probability; one that is worse by more than the spread fails."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import statistics
 import time
@@ -146,7 +145,7 @@ class SpreadEvidence:
 @dataclass(frozen=True)
 class RecordedControl:
     """[control]: the control measured at the gate's budget, which the gate judges when it does not retrain the
-    control (--no-control, as CI does to stay within its time), so its output still shows the tolerance failing
+    control (the default, --controls near, as CI runs it), so its output still shows the tolerance failing
     a degraded method."""
 
     budget: dict = setting(Table())  # as [spread]'s
@@ -258,7 +257,7 @@ class ParityOutcome:
     test_images: int
     epochs: int
     controls: dict[str, list[dict]] = field(default_factory=dict)  # control -> its pairs; empty: not run
-    control_source: str = "trained"  # "trained" by this gate run, or "recorded" in the config ([control])
+    recorded_controls: tuple[str, ...] = ()  # the controls judged from their pairs recorded in the config, not trained
     comparison: dict | None = None  # suite.stats over the candidate's pairs (CI, verdict): reported, not gated
     onnx: list[OnnxFigures] = field(default_factory=list)
     onnx_error: str | None = None  # export or verify refused the candidate's checkpoint
@@ -332,12 +331,34 @@ class ParityRequest:
     out: str = str(DEFAULT_OUT)
     report: str = str(DEFAULT_REPORT)
     candidate: str | None = None  # judge this method instead of the config's (e.g. the control, to see it fail)
-    control: bool = True  # train the config's control too (when it names one)
+    controls: str = "near"  # which of the config's controls this run trains (CONTROL_CHOICES)
     overwrite: bool = False  # clear OUT even when parity did not make what is there
     executor: ExecutorChoice = field(default_factory=ExecutorChoice)  # where the runs train (compare's executors)
 
     def __post_init__(self):
         check_data_source(self.data_dir, self.synthetic)
+        if self.controls not in CONTROL_CHOICES:
+            raise UserError(f"--controls {self.controls!r}: choose one of {', '.join(CONTROL_CHOICES)}")
+
+
+# Which degraded controls a gate run trains. "near" (the default, and CI's): the near-threshold control, the one
+# that tests the gate's sensitivity; the far control (2-bit, ~4x the tolerance) is then judged from its pairs
+# recorded in [control], which saves its runs (a quarter of the gate's time) without losing what it shows.
+# "all": both trained. "none": neither; the far control judged from [control].
+CONTROL_CHOICES = ("near", "all", "none")
+
+
+def trained_controls(config: ParityConfig, choice: str, candidate: str) -> tuple[str, ...]:
+    """The controls a gate run trains for ``choice`` (never the candidate itself)."""
+    if choice == "all":
+        wanted = config.controls
+    elif choice == "near" and config.near_control:
+        wanted = (config.near_control,)
+    elif choice == "near":  # no near control: the control, unless [control] records it
+        wanted = () if config.recorded_control else config.controls
+    else:
+        wanted = ()
+    return tuple(c for c in wanted if c != candidate)
 
 
 # What one gate run writes under OUT; removed first, so a rerun trains afresh instead of resuming a stale run.
@@ -374,7 +395,7 @@ def run_parity(request: ParityRequest, log: Callable[[str], None] = print) -> Pa
 def _run_parity(request: ParityRequest, log: Callable[[str], None]) -> ParityOutcome:
     config = load_config(request.config)
     candidate = config.candidate if request.candidate is None else request.candidate  # "" is refused, not defaulted
-    controls = tuple(c for c in config.controls if c != candidate) if request.control else ()
+    controls = trained_controls(config, request.controls, candidate)
     started = time.perf_counter()
     doc = _train_pairs(request, config, (candidate, *controls), log)
     outcome = _outcome(config, doc, candidate, controls)
@@ -432,10 +453,11 @@ def _outcome(config: ParityConfig, doc: dict, candidate: str, controls: tuple[st
         train_images=doc["budget"]["train_images"], test_images=doc["budget"]["test_images"],
         epochs=config.budget.epochs, controls={c: _pairs(doc, c)[0] for c in controls}, comparison=comparison,
     )
-    if not controls and config.control and config.recorded_control and candidate == config.candidate:
+    if config.control not in controls and config.recorded_control and candidate == config.candidate:
         # Not retrained: judge the control's recorded pairs by today's tolerance, so the output still shows the
         # gate failing a degraded method (and fails the gate if someone loosens the tolerance past it).
-        outcome.controls, outcome.control_source = {config.control: config.recorded_control.pairs()}, "recorded"
+        outcome.controls = {config.control: config.recorded_control.pairs(), **outcome.controls}
+        outcome.recorded_controls = (config.control,)
     return outcome
 
 
@@ -476,8 +498,8 @@ def _export_and_verify(request: ParityRequest, outcome: ParityOutcome, log: Call
 
 def _summary_line(outcome: ParityOutcome, report: str) -> str:
     tol = outcome.config.max_gap_points
-    recorded = " (recorded in the config, not retrained)" if outcome.control_source == "recorded" else ""
-    control_text = "".join(f"; control {name} gap {gap:+.2f}{recorded} "
+    control_text = "".join(f"; control {name} gap {gap:+.2f}"
+                           f"{' (recorded in the config, not retrained)' if name in outcome.recorded_controls else ''} "
                            f"({'fails as it must' if gap > tol else 'PASSES: no teeth'})"
                            for name, gap in outcome.control_gaps.items())
     return (f"parity: {'PASS' if outcome.passed else 'FAIL'}; {outcome.candidate} mean gap {outcome.gap:+.2f} points "
@@ -502,7 +524,7 @@ def outcome_json(outcome: ParityOutcome) -> dict:
         "epochs": outcome.epochs,
         "pairs": outcome.pairs,
         "controls": [{"method": name, "pairs": pairs, "gap_points": outcome.control_gaps[name],
-                      "source": outcome.control_source} for name, pairs in outcome.controls.items()],
+                      "source": "recorded" if name in outcome.recorded_controls else "trained"} for name, pairs in outcome.controls.items()],
         "reference_final_acc": outcome.reference_acc,
         "candidate_final_acc": outcome.candidate_acc,
         "gap_points": outcome.gap,
@@ -568,7 +590,7 @@ def _overview(outcome: ParityOutcome) -> list[str]:
     ]
     for name, gap in outcome.control_gaps.items():
         lines.append(f"- Degraded control {name}" + (" (accuracies recorded in the config at this budget, not "
-                     "retrained in this run)" if outcome.control_source == "recorded" else "")
+                     "retrained in this run)" if name in outcome.recorded_controls else "")
                      + f": mean gap {gap:+.2f} points "
                      f"({'over the tolerance: the gate fails it, as it must' if gap > tol else 'WITHIN the tolerance: the gate cannot tell it'}).")
     lines.append(_sensitivity_line(cfg))
@@ -577,7 +599,7 @@ def _overview(outcome: ParityOutcome) -> list[str]:
         ci = f"95% CI [{c['ci95'][0]:+.2f}, {c['ci95'][1]:+.2f}]" if c["ci95"] else "no CI from one seed"
         lines.append(f"- Statistics (reported, not gated): {ci}, verdict {c['verdict']} "
                      f"({c['reason']}).")
-    lines.append(f"- Wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in outcome.seconds.items()) + ".")
+    lines.append("- Wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in outcome.seconds.items()) + ".")
     return lines
 
 

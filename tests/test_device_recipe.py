@@ -135,7 +135,7 @@ def test_bf16_forward_weights_keep_at_most_15_values():
 @pytest.mark.slow
 def test_bf16_training_runs_and_says_how_it_ran(tmp_path):
     lines = []
-    history = train(_config(tmp_path, precision="bf16", recipe="paper", epochs=1), log=lines.append)
+    history = train(_config(tmp_path, precision="bf16", recipe="paper", epochs=1, subset=128), log=lines.append)
     assert history["precision"] == "bf16"
     assert history["precision_support"].startswith(("native", "emulated"))
     if history["precision_support"].startswith("emulated"):

@@ -310,7 +310,8 @@ def test_scaling_job_runs_under_torchrun_and_fits_the_result_schema(tmp_path):
 def test_compare_trains_each_run_as_a_torchrun_job(tmp_path):
     out = tmp_path / "cmp"
     done = _run([sys.executable, "-m", "suite", "compare", "--method", "tathe4", "--seeds", "1", "--epochs", "1",
-                 "--synthetic", "--subset", "256", "--ranks-per-run", "2", "--out", str(out)], tmp_path, timeout=400)
+                 "--arch", "simpleresnet4bit", "--synthetic", "--subset", "256", "--ranks-per-run", "2", "--out", str(out)],
+                tmp_path, timeout=400)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "each run a torchrun job of 2 DDP ranks" in done.stdout
     for run in ("fp32-seed0", "tathe4-seed0"):

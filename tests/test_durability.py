@@ -215,7 +215,7 @@ def test_kill_9_of_parity_at_its_verdict_and_a_rerun_completes(tmp_path):
     from tests.test_parity import _config
 
     out, report = tmp_path / "parity", tmp_path / "parity.md"
-    args = ["parity", "--config", _config(tmp_path), "--synthetic", "--no-control", "--out", out, "--report", report]
+    args = ["parity", "--config", _config(tmp_path), "--synthetic", "--controls", "none", "--out", out, "--report", report]
     code, _, err = q4bench(args, kill_at="parity.json")
     assert code == -signal.SIGKILL, err
     assert not (out / "parity.json").exists() and not report.exists()

@@ -4,6 +4,7 @@ the host's float kernels); the verdict rules on made-up figures; the tolerance
 computed from the config's seed pairs by hand; the config read strictly. The real-data gate is
 `make parity` (CI, .ci/run)."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -15,10 +16,10 @@ from suite.cli import main
 from suite.data import load_data, write_synthetic
 from suite.errors import UserError
 from suite.methods import PLUGINS_ENV
-from suite.parity import OnnxFigures, ParityOutcome, decide, load_config
+from suite.parity import OnnxFigures, ParityOutcome, ParityRequest, decide, load_config, trained_controls
 
-# 16 steps of batch 16 on 256 synthetic images, scored on 64; broken4 (tests/broken_methods.py: weights zeroed
-# after every step) predicts one class for every image. The pairs in [spread] are made up: gaps 0, 2, 4 (mean 2, sd 2, n 3) with k 2
+# 16 steps of batch 16 on 256 synthetic images with the gate's network (SimpleResNet4bit), scored on 64; broken4
+# (tests/broken_methods.py: weights zeroed after every step) predicts one class for every image. The pairs in [spread] are made up: gaps 0, 2, 4 (mean 2, sd 2, n 3) with k 2
 # and a false-fail rate 0.05 give 2 + t(0.95, 2) 2.91999 x 2 x sqrt(1/3 + 1/2) 0.912871 = 7.331 -> 7.5.
 TEST_CONFIG = """
 [gate]
@@ -27,6 +28,7 @@ candidate = "tathe4"
 control = "{control}"
 
 [budget]
+arch = "simpleresnet4bit"
 recipe = "paper"
 epochs = 1
 train_images = 256
@@ -49,7 +51,7 @@ latency_runs = 1
 
 [spread]
 command = "test fixture"
-budget = {{ recipe = "paper", epochs = 1, train_images = 256, batch_size = 16 }}
+budget = {{ arch = "simpleresnet4bit", recipe = "paper", epochs = 1, train_images = 256, batch_size = 16 }}
 seeds = [0, 1, 2]
 reference_acc = [50.0, 50.0, 50.0]
 candidate_acc = [50.0, 48.0, 46.0]
@@ -205,7 +207,7 @@ def test_repository_gate_fails_the_measured_control_and_passes_the_measured_cand
     pairs = [{"seed": s, "reference_acc": r, "candidate_acc": c, "gap": r - c}
              for s, r, c in zip(config.spread.seeds, config.spread.reference_acc, config.spread.candidate_acc)][:k]
     outcome = ParityOutcome(config=config, candidate="tathe4", data="parity.toml", pairs=pairs, train_images=50000,
-                            test_images=10000, epochs=1, controls={config.control: control}, control_source="recorded",
+                            test_images=10000, epochs=1, controls={config.control: control}, recorded_controls=(config.control,),
                             onnx=[OnnxFigures("fp32", 100.0, 0.0, 70.0, 1), OnnxFigures("int4", 100.0, 0.0, 70.0, 1)],
                             onnx_test_images=2000)
     assert decide(outcome) == []
@@ -214,3 +216,20 @@ def test_repository_gate_fails_the_measured_control_and_passes_the_measured_cand
                             onnx=outcome.onnx, onnx_test_images=2000)
     reasons = decide(failing)
     assert len(reasons) == 1 and f"exceeds the tolerance of {tol:.2f}" in reasons[0]
+
+
+def test_which_controls_a_gate_run_trains():
+    """The default trains the near-threshold control only (the far one's recorded pairs are judged instead); "all"
+    trains both, "none" neither; a control is never trained as its own control; a config without a near control
+    trains its control unless [control] records it."""
+    config = load_config(Path(__file__).resolve().parents[1] / "parity.toml")
+    assert ParityRequest(synthetic=True).controls == "near"
+    assert trained_controls(config, "near", "tathe4") == (config.near_control,)
+    assert trained_controls(config, "all", "tathe4") == (config.control, config.near_control)
+    assert trained_controls(config, "none", "tathe4") == ()
+    assert trained_controls(config, "all", config.control) == (config.near_control,)
+    no_near = dataclasses.replace(config, near_control=None)
+    assert trained_controls(no_near, "near", "tathe4") == ()
+    assert trained_controls(dataclasses.replace(no_near, recorded_control=None), "near", "tathe4") == (config.control,)
+    with pytest.raises(UserError, match="--controls 'some': choose one of near, all, none"):
+        ParityRequest(synthetic=True, controls="some")
