@@ -56,9 +56,9 @@ microbench: setup
 report: setup
 	$(PY) -m suite report --out reports/report $(REPORT_ARGS)
 
-# The CI gate: fp32, tathe4 and the near-threshold 3-bit control for parity.toml's paired seeds on real CIFAR-10
-# (the 2-bit control judged from its recorded accuracies), ONNX verified; writes reports/parity.md and fails with
-# the reason on a gap over tolerance or a control that passes. PARITY_ARGS passes more (--controls all retrains both).
+# The CI gate: fp32 and tathe4 for parity.toml's paired seeds on real CIFAR-10, the 2-bit and 3-bit controls
+# judged from their recorded accuracies, ONNX verified; writes reports/parity.md and fails with the reason on a gap
+# over tolerance or a control that passes. PARITY_ARGS passes more (--controls near|all retrains controls).
 parity: setup
 	$(PY) -m suite parity $(PARITY_ARGS)
 

@@ -306,8 +306,8 @@ def _add_parity(sub) -> None:
     p.add_argument("--synthetic", action="store_true", help="generated data instead of CIFAR-10 (tests)")
     p.add_argument("--candidate", help="judge this method instead of the config's candidate (e.g. the control, to see it fail)")
     p.add_argument("--controls", choices=CONTROL_CHOICES,
-                   help="which degraded controls to train: near (default: the near-threshold one; the far one is judged "
-                        "from its accuracies recorded in the config), all, or none")
+                   help="which degraded controls to train: recorded (default: none whose accuracies the config records; "
+                        "those are judged instead), near (the near-threshold one), or all")
     p.add_argument("--out", help="run folders, ONNX files, parity.json (default %(default)s)")
     p.add_argument("--report", help="the Markdown page (default %(default)s)")
     p.add_argument("--overwrite", action="store_true",

@@ -1,8 +1,9 @@
-"""`q4bench parity`: the CI gate. Trains the reference (fp32), the 4-bit candidate (tathe4) and the config's
-deliberately degraded near-threshold control for the same paired seeds side by side (q4bench compare's
-machinery: one child process per run; the far control judged from its recorded pairs), exports and verifies the candidate's ONNX files, and decides:
-the candidate's mean gap over the gate's seeds (reference minus candidate, final epoch) must stay within the
-tolerance, the control's must exceed it (else the gate cannot tell a degraded method), and the exported
+"""`q4bench parity`: the CI gate. Trains the reference (fp32) and the 4-bit candidate (tathe4) for the same
+paired seeds side by side (q4bench compare's machinery: one child process per run), judges the config's
+deliberately degraded controls (their pairs recorded in the config at the gate's budget, or trained when asked
+or not recorded), exports and verifies the candidate's ONNX files, and decides: the candidate's mean gap over
+the gate's seeds (reference minus candidate, final epoch) must stay within the tolerance, each control's must
+exceed it (else the gate cannot tell a degraded method), and the exported
 files must agree with PyTorch. Writes OUT/parity.json, OUT/compare.json and a Markdown page.
 
 The tolerance is computed, not typed: parity.toml records per-seed-pair accuracies measured at exactly the
@@ -145,8 +146,8 @@ class SpreadEvidence:
 @dataclass(frozen=True)
 class RecordedControl:
     """[control]: the control measured at the gate's budget, which the gate judges when it does not retrain the
-    control (the default, --controls near, as CI runs it), so its output still shows the tolerance failing
-    a degraded method."""
+    control (the default, --controls recorded, as CI runs it), so its output still shows the tolerance failing
+    a degraded method. [control] and [near_control] are both of this shape."""
 
     budget: dict = setting(Table())  # as [spread]'s
     seeds: tuple[int, ...] = setting(Items(Count("seed"), nonempty=True))
@@ -180,13 +181,15 @@ class ParityConfig:
     candidate: str = setting(Text())
     control: str | None = setting(Text(), None)  # a degraded method the gate must fail; None: not checked
     near_control: str | None = setting(Text(), None)  # a milder degradation, between the tolerance and about twice it: must fail too
-    recorded_control: RecordedControl | None = None
+    recorded_control: RecordedControl | None = None  # [control]: the control's pairs at the gate's budget
+    recorded_near_control: RecordedControl | None = None  # [near_control]: the near control's
 
     def __post_init__(self):
         check_fields(self)
         measured = [("spread", "the pairs were", "them", self.spread.budget)]
-        if self.recorded_control is not None:
-            measured.append(("control", "the control was", "it", self.recorded_control.budget))
+        for table, record in (("control", self.recorded_control), ("near_control", self.recorded_near_control)):
+            if record is not None:
+                measured.append((table, "the control was", "it", record.budget))
         for table, what, it, budget in measured:
             differ = self.budget.same_training(budget)
             if differ:
@@ -196,6 +199,12 @@ class ParityConfig:
     @property
     def controls(self) -> tuple[str, ...]:
         return tuple(c for c in (self.control, self.near_control) if c)
+
+    @property
+    def recorded(self) -> dict[str, RecordedControl]:
+        """Each control whose pairs the config records, by name."""
+        pairs = ((self.control, self.recorded_control), (self.near_control, self.recorded_near_control))
+        return {name: record for name, record in pairs if name and record is not None}
 
     @property
     def max_gap_points(self) -> float:
@@ -217,21 +226,21 @@ class ParityConfig:
 
 
 _TABLES = {"budget": ParityBudget, "tolerance": ToleranceRule, "onnx": OnnxGate, "spread": SpreadEvidence}
-_OPTIONAL_TABLES = {"control": RecordedControl}
+_OPTIONAL_TABLES = {"control": RecordedControl, "near_control": RecordedControl}
 
 
 def load_config(path: str | Path = DEFAULT_CONFIG) -> ParityConfig:
-    """parity.toml: [gate] (the methods), [budget], [tolerance], [onnx], [spread] and optionally [control]; every
-    error one line naming the file, the table and the key."""
+    """parity.toml: [gate] (the methods), [budget], [tolerance], [onnx], [spread] and optionally [control] and
+    [near_control]; every error one line naming the file, the table and the key."""
     path = Path(path)
     doc = read_toml_tables(path, "parity config", ("gate", *_TABLES, *_OPTIONAL_TABLES))
     check_keys(ParityConfig, table_of(doc, "gate", path), f"{path} [gate]")  # the methods first: what the gate is
     tables = {name: read_table(cls, table_of(doc, name, path), f"{path} [{name}]") for name, cls in _TABLES.items()}
-    recorded = (read_table(RecordedControl, table_of(doc, "control", path), f"{path} [control]")
-                if "control" in doc else None)
+    recorded = {name: read_table(cls, table_of(doc, name, path), f"{path} [{name}]")
+                for name, cls in _OPTIONAL_TABLES.items() if name in doc}
     return read_table(ParityConfig, table_of(doc, "gate", path), f"{path} [gate]", path=str(path),
                       budget=tables["budget"], rule=tables["tolerance"], onnx=tables["onnx"], spread=tables["spread"],
-                      recorded_control=recorded)
+                      recorded_control=recorded.get("control"), recorded_near_control=recorded.get("near_control"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -331,7 +340,7 @@ class ParityRequest:
     out: str = str(DEFAULT_OUT)
     report: str = str(DEFAULT_REPORT)
     candidate: str | None = None  # judge this method instead of the config's (e.g. the control, to see it fail)
-    controls: str = "near"  # which of the config's controls this run trains (CONTROL_CHOICES)
+    controls: str = "recorded"  # which of the config's controls this run trains (CONTROL_CHOICES)
     overwrite: bool = False  # clear OUT even when parity did not make what is there
     executor: ExecutorChoice = field(default_factory=ExecutorChoice)  # where the runs train (compare's executors)
 
@@ -341,24 +350,18 @@ class ParityRequest:
             raise UserError(f"--controls {self.controls!r}: choose one of {', '.join(CONTROL_CHOICES)}")
 
 
-# Which degraded controls a gate run trains. "near" (the default, and CI's): the near-threshold control, the one
-# that tests the gate's sensitivity; the far control (2-bit, ~4x the tolerance) is then judged from its pairs
-# recorded in [control], which saves its runs (a quarter of the gate's time) without losing what it shows.
-# "all": both trained. "none": neither; the far control judged from [control].
-CONTROL_CHOICES = ("near", "all", "none")
+# Which degraded controls a gate run trains. "recorded" (the default, and CI's): none that the config records
+# pairs for ([control], [near_control], measured at the gate's budget); those pairs are judged by today's
+# tolerance instead, which shows the gate's teeth without their runs (half of the gate's time). A control
+# without recorded pairs is trained. "near": the near-threshold control trained, the other judged from its
+# record. "all": both trained (after a change to the budget, the tolerance or the methods).
+CONTROL_CHOICES = ("recorded", "near", "all")
 
 
 def trained_controls(config: ParityConfig, choice: str, candidate: str) -> tuple[str, ...]:
     """The controls a gate run trains for ``choice`` (never the candidate itself)."""
-    if choice == "all":
-        wanted = config.controls
-    elif choice == "near" and config.near_control:
-        wanted = (config.near_control,)
-    elif choice == "near":  # no near control: the control, unless [control] records it
-        wanted = () if config.recorded_control else config.controls
-    else:
-        wanted = ()
-    return tuple(c for c in wanted if c != candidate)
+    asked = set(config.controls) if choice == "all" else {config.near_control} if choice == "near" else set()
+    return tuple(c for c in config.controls if (c in asked or c not in config.recorded) and c != candidate)
 
 
 # What one gate run writes under OUT; removed first, so a rerun trains afresh instead of resuming a stale run.
@@ -453,11 +456,13 @@ def _outcome(config: ParityConfig, doc: dict, candidate: str, controls: tuple[st
         train_images=doc["budget"]["train_images"], test_images=doc["budget"]["test_images"],
         epochs=config.budget.epochs, controls={c: _pairs(doc, c)[0] for c in controls}, comparison=comparison,
     )
-    if config.control not in controls and config.recorded_control and candidate == config.candidate:
-        # Not retrained: judge the control's recorded pairs by today's tolerance, so the output still shows the
+    if candidate == config.candidate:
+        # Not retrained: judge the controls' recorded pairs by today's tolerance, so the output still shows the
         # gate failing a degraded method (and fails the gate if someone loosens the tolerance past it).
-        outcome.controls = {config.control: config.recorded_control.pairs(), **outcome.controls}
-        outcome.recorded_controls = (config.control,)
+        recorded = {name: record.pairs() for name, record in config.recorded.items() if name not in controls}
+        outcome.controls = {name: recorded.get(name) or outcome.controls[name] for name in config.controls
+                            if name in recorded or name in outcome.controls}
+        outcome.recorded_controls = tuple(recorded)
     return outcome
 
 

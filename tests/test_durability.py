@@ -215,7 +215,12 @@ def test_kill_9_of_parity_at_its_verdict_and_a_rerun_completes(tmp_path):
     from tests.test_parity import _config
 
     out, report = tmp_path / "parity", tmp_path / "parity.md"
-    args = ["parity", "--config", _config(tmp_path), "--synthetic", "--controls", "none", "--out", out, "--report", report]
+    config = _config(tmp_path)
+    with open(config, "a") as f:  # the control's pairs recorded (made up), so the gate judges them instead of training it
+        f.write('\n[control]\nbudget = { arch = "simpleresnet4bit", recipe = "paper", epochs = 1, train_images = 256, '
+                'batch_size = 16 }\nseeds = [0, 1]\nreference_acc = [50.0, 50.0]\ncontrol_acc = [10.0, 10.0]\n'
+                'measured_on = "made up for the test"\n')
+    args = ["parity", "--config", config, "--synthetic", "--out", out, "--report", report]
     code, _, err = q4bench(args, kill_at="parity.json")
     assert code == -signal.SIGKILL, err
     assert not (out / "parity.json").exists() and not report.exists()

@@ -219,17 +219,40 @@ def test_repository_gate_fails_the_measured_control_and_passes_the_measured_cand
 
 
 def test_which_controls_a_gate_run_trains():
-    """The default trains the near-threshold control only (the far one's recorded pairs are judged instead); "all"
-    trains both, "none" neither; a control is never trained as its own control; a config without a near control
-    trains its control unless [control] records it."""
+    """The default trains no control whose pairs the config records (they are judged instead); "near" trains the
+    near-threshold one, "all" both; a control is never trained as its own control; a control without recorded
+    pairs is always trained, so a gate run always judges both."""
     config = load_config(Path(__file__).resolve().parents[1] / "parity.toml")
-    assert ParityRequest(synthetic=True).controls == "near"
+    assert set(config.recorded) == {config.control, config.near_control}
+    assert ParityRequest(synthetic=True).controls == "recorded"
+    assert trained_controls(config, "recorded", "tathe4") == ()
     assert trained_controls(config, "near", "tathe4") == (config.near_control,)
     assert trained_controls(config, "all", "tathe4") == (config.control, config.near_control)
-    assert trained_controls(config, "none", "tathe4") == ()
     assert trained_controls(config, "all", config.control) == (config.near_control,)
-    no_near = dataclasses.replace(config, near_control=None)
-    assert trained_controls(no_near, "near", "tathe4") == ()
-    assert trained_controls(dataclasses.replace(no_near, recorded_control=None), "near", "tathe4") == (config.control,)
-    with pytest.raises(UserError, match="--controls 'some': choose one of near, all, none"):
+    unrecorded_near = dataclasses.replace(config, recorded_near_control=None)
+    assert trained_controls(unrecorded_near, "recorded", "tathe4") == (config.near_control,)
+    nothing_recorded = dataclasses.replace(unrecorded_near, recorded_control=None)
+    assert trained_controls(nothing_recorded, "near", "tathe4") == (config.control, config.near_control)
+    with pytest.raises(UserError, match="--controls 'some': choose one of recorded, near, all"):
         ParityRequest(synthetic=True, controls="some")
+
+
+def test_the_recorded_controls_are_judged_and_fail_the_repository_gate():
+    """Judged from parity.toml's records by its own tolerance, both controls fail the gate, each named as
+    recorded, while the measured tathe4 pairs pass."""
+    from suite.parity import _outcome
+
+    config = load_config(Path(__file__).resolve().parents[1] / "parity.toml")
+    pairs = [{"seed": s, "reference_acc": r, "candidate_acc": c, "gap": r - c}
+             for s, r, c in zip(config.spread.seeds, config.spread.reference_acc, config.spread.candidate_acc)]
+    doc = {"comparisons": [{"candidate": "tathe4", "pairs": pairs[: config.budget.seeds]}], "data_source": "made up",
+           "budget": {"train_images": 50000, "test_images": 10000}}
+    outcome = _outcome(config, doc, "tathe4", ())
+    assert outcome.recorded_controls == (config.control, config.near_control)
+    assert list(outcome.controls) == [config.control, config.near_control]
+    outcome.onnx, outcome.onnx_test_images = [OnnxFigures("fp32", 100.0, 0.0, 70.0, 1),
+                                              OnnxFigures("int4", 100.0, 0.0, 70.0, 1)], 2000
+    assert decide(outcome) == []
+    tol = config.max_gap_points
+    assert all(gap > tol for gap in outcome.control_gaps.values())
+    assert outcome.control_gaps[config.near_control] < 2 * tol  # near the threshold, as its name says
