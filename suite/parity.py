@@ -352,7 +352,7 @@ class ParityRequest:
 
 # Which degraded controls a gate run trains. "recorded" (the default, and CI's): none that the config records
 # pairs for ([control], [near_control], measured at the gate's budget); those pairs are judged by today's
-# tolerance instead, which shows the gate's teeth without their runs (half of the gate's time). A control
+# tolerance instead, which shows the gate's teeth without their runs (6 of the 18 runs with one control retrained). A control
 # without recorded pairs is trained. "near": the near-threshold control trained, the other judged from its
 # record. "all": both trained (after a change to the budget, the tolerance or the methods).
 CONTROL_CHOICES = ("recorded", "near", "all")
