@@ -17,7 +17,7 @@ from typing import Callable
 
 from . import __version__
 from . import data as datamod
-from .bounds import check_count
+from .bounds import check_arch_name, check_count
 from .ceiling import fma_peak
 from .child import KILLED, STDOUT_TO_PARENT, TIMED_OUT, ChildEnd, TaskFiles, last_line, module_argv, run, task_spec
 from .errors import UserError
@@ -38,7 +38,7 @@ from .scaling import summary_line as scaling_summary_line
 from .scaling import unavailable as scaling_unavailable
 from .results import DEFAULT_RESULTS_DIR, SCHEMA_VERSION, write_new_result
 from .spec import (ARM_SEPARATOR, BASELINE, CIFAR10_TEST_IMAGES, CIFAR10_TRAIN_IMAGES, CONV_PASSES, DEFAULT_METHODS,
-                   PAPER_RECIPE, PRECISIONS, arm_name)
+                   PAPER_ARCH, PAPER_RECIPE, PRECISIONS, arm_name)
 from .userfiles import check_output_dir
 
 DEFAULT_PROFILES = ("single-thread", "colab-free-cpu")
@@ -118,6 +118,7 @@ class BenchConfig:
     profiles: list[str] = field(default_factory=list)  # names or .toml paths; empty: DEFAULT_PROFILES
     tier: str = "quick"
     methods: list[str] = field(default_factory=list)  # empty: DEFAULT_METHODS; fp32 is always added
+    arch: str = PAPER_ARCH  # the network every arm trains (model.ARCHS); the paper's VGG unless asked
     data_dir: str | None = None
     out: str = str(DEFAULT_RESULTS_DIR)
     seed: int = 0
@@ -129,6 +130,7 @@ class BenchConfig:
 
     def __post_init__(self):
         check_count(self.seed, "seed")
+        check_arch_name(self.arch)
 
 
 @dataclass(frozen=True)
@@ -249,10 +251,10 @@ def plan_accuracy(tier: Tier, data: DataPlan, profiles: list[Profile], host_cpus
     return AccuracyPlan(pick_accuracy_profile(profiles, host_cpus) if reason is None else None, reason)
 
 
-def plan_bench_scaling(tier: Tier, host_cpus: int) -> tuple[ScalingPlan | None, str | None]:
+def plan_bench_scaling(tier: Tier, host_cpus: int, arch: str) -> tuple[ScalingPlan | None, str | None]:
     if tier.scaling_rounds == 0:
         return None, f"the {tier.name} tier measures no scaling"
-    return plan_scaling(host_cpus, tier.scaling_rounds, tier.scaling_steps)
+    return plan_scaling(host_cpus, tier.scaling_rounds, tier.scaling_steps, arch=arch)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -395,6 +397,7 @@ class ProfileMeasurement:
         self.base_task = {
             "dataset": "cifar10", "data_dir": plan.data.data_dir, "batch_size": self.batch_size,
             "seed": plan.config.seed, "epoch_images": CIFAR10_TRAIN_IMAGES, "device": profile.device,
+            "arch": plan.config.arch,
         }
         self.statuses: list[str] = []  # every child's
         self.details: list[str] = []  # why a child did not end ok
@@ -460,7 +463,10 @@ class ProfileMeasurement:
         budget = self.plan.tier.accuracy
         run_dir = None
         if budget.resumable:
-            run_dir = str(Path(self.plan.config.runs_dir) / self.plan.host["host_id"] / self.profile.name / arm_name)
+            # the paper's network keeps the folders it had before --arch, so its runs still resume
+            arch = self.plan.config.arch
+            profile_dir = self.profile.name if arch == PAPER_ARCH else f"{self.profile.name}-{arch}"
+            run_dir = str(Path(self.plan.config.runs_dir) / self.plan.host["host_id"] / profile_dir / arm_name)
         return {"recipe": budget.recipe, "epochs": budget.epochs, "train_images": budget.train_images,
                 "run_dir": run_dir}
 
@@ -553,7 +559,7 @@ def describe_plan(plan: BenchPlan, profiles: list[Profile], accuracy: AccuracyPl
     tier, methods, data = plan.tier, plan.methods, plan.data
     lines = [f"q4bench bench: tier {tier.name} ({tier.summary})",
              f"  data: {data.source}" + (f"; {data.note}" if data.note else ""),
-             f"  methods: {', '.join(methods)} (fp32 is the baseline of step_time_ratio)"]
+             f"  network: {plan.config.arch}; methods: {', '.join(methods)} (fp32 is the baseline of step_time_ratio)"]
     steps = len(methods) * (tier.warmup_steps + tier.windows_for(len(methods)) * tier.steps_per_window)
     for p in profiles:
         batch = tier.batch_size or p.batch_size
@@ -602,7 +608,7 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] = _print) -> Path:
         data = plan_data(tier, config.data_dir, workdir, config.allow_download, config.seed)
         plan = BenchPlan(tier, methods, data, host, config, workdir, log, created, started)
         accuracy = plan_accuracy(tier, data, profiles, host_cpus)
-        scaling_plan, scaling_reason = plan_bench_scaling(tier, host_cpus)
+        scaling_plan, scaling_reason = plan_bench_scaling(tier, host_cpus, config.arch)
         for line in describe_plan(plan, profiles, accuracy, (scaling_plan, scaling_reason)):
             log(line)
         entries = [measure_profile(plan, p, plan_cap(p, cgroup_root, cgroup_note), accuracy) for p in profiles]
@@ -619,7 +625,7 @@ def result_document(plan: BenchPlan, profiles: list[Profile], accuracy: Accuracy
         "schema_version": SCHEMA_VERSION,
         "suite_version": __version__,
         "created_utc": plan.created,
-        "command": " ".join(["q4bench", "bench", "--tier", tier.name]
+        "command": " ".join(["q4bench", "bench", "--tier", tier.name, "--arch", plan.config.arch]
                             + [f"--profile {p.name}" for p in profiles] + [f"--method {m}" for m in plan.methods]),
         "wall_seconds": time.perf_counter() - plan.started,
         "host": plan.host,
@@ -631,25 +637,27 @@ def result_document(plan: BenchPlan, profiles: list[Profile], accuracy: Accuracy
             "reason": accuracy.reason,
             "budget": asdict(tier.accuracy) if tier.accuracy and accuracy.profile else None,
         },
+        "arch": plan.config.arch,
         "methods": plan.methods,
         "baseline_method": BASELINE,
         "flop_convention": FLOP_CONVENTION,
-        "method_costs": method_costs(plan.methods),
+        "method_costs": method_costs(plan.methods, plan.config.arch),
         "profiles": entries,
         "scaling": scaling,
     }
 
 
-def method_costs(methods: list[str]) -> dict:
+def method_costs(methods: list[str], arch: str = PAPER_ARCH) -> dict:
     """Per method: the kernels it really runs here and its bit operations relative to FP32 (an estimate,
-    CPT's cost model), over the paper recipe's steps (CPT's bit widths cycle over the run)."""
+    CPT's cost model) on the network `arch`, over the paper recipe's steps (CPT's bit widths cycle over the
+    run)."""
     from .methods import get_method, method_cost
-    from .model import VGG4bit, layer_macs_per_image
+    from .model import build_arch, layer_macs_per_image
     from .train import get_recipe
 
     recipe = get_recipe(PAPER_RECIPE)
     steps = recipe.epochs * datamod.num_train_batches(CIFAR10_TRAIN_IMAGES, recipe.batch_size)
-    macs = layer_macs_per_image(VGG4bit(datamod.dataset_spec("cifar10").num_classes))
+    macs = layer_macs_per_image(build_arch(arch, datamod.dataset_spec("cifar10").num_classes))
     over = f"the {recipe.name} recipe's {steps:,} steps ({recipe.epochs} epochs)"
     return {name: dict(method_cost(get_method(name), macs, steps), steps=over) for name in methods}
 
@@ -686,7 +694,7 @@ def ceiling_line(ceiling: dict) -> str:
 
 def summary_lines(result: dict) -> list[str]:
     """A short human summary of a result (printed after a bench)."""
-    lines = []
+    lines = [f"network: {result.get('arch', PAPER_ARCH)}"]
     costs = result.get("method_costs", {})
     for entry in result["profiles"]:
         sg = entry["sgemm_gflops"]

@@ -57,7 +57,8 @@ def _load(task: dict):
     return train.to(device), test.to(device)
 
 
-def _stepper(method_name: str, num_classes: int, batch_size: int, seed: int, steps_per_epoch: int, placement=None):
+def _stepper(method_name: str, arch: str, num_classes: int, batch_size: int, seed: int, steps_per_epoch: int,
+             placement=None):
     import torch
 
     from .methods import get_method
@@ -66,7 +67,7 @@ def _stepper(method_name: str, num_classes: int, batch_size: int, seed: int, ste
     recipe = get_recipe(PAPER_RECIPE)
     method = get_method(method_name)
     torch.manual_seed(seed)  # every method starts from the same initial weights
-    model, quantizers = build_model(method, num_classes)
+    model, quantizers = build_model(method, num_classes, arch)
     if placement is not None:
         model.to(placement.torch_device)
     model.train()
@@ -142,7 +143,8 @@ def _build_arms(task: dict, arms: list[dict]) -> _Arms:
         name = arm["name"]
         built.placements[name] = _placement(task, arm["precision"])
         built.models[name], built.steppers[name] = _stepper(
-            arm["method"], num_classes, task["batch_size"], task["seed"], steps_per_epoch, built.placements[name])
+            arm["method"], task["arch"], num_classes, task["batch_size"], task["seed"], steps_per_epoch,
+            built.placements[name])
     reader = _energy_reader(task)
     built.meters = {arm["name"]: measure.EnergyMeter(reader) for arm in arms}
     return built
@@ -245,7 +247,7 @@ def run_footprint(task: dict) -> dict:
             TrainConfig(method=task["method"], recipe=budget["recipe"], epochs=budget["epochs"], threads=threads,
                         seed=task["seed"], dataset=task["dataset"], data_dir=task["data_dir"],
                         subset=budget["train_images"], batch_size=task["batch_size"], out=run_dir, resume=resume,
-                        device=device, precision=precision),
+                        device=device, precision=precision, arch=task["arch"]),
             log=lambda line: print(line, flush=True),
         )
         accuracy = {
@@ -262,7 +264,7 @@ def run_footprint(task: dict) -> dict:
         with placement.numerics():
             train_split, test_split = _load(task)
             num_classes = datamod.dataset_spec(task["dataset"]).num_classes
-            model, stepper = _stepper(task["method"], num_classes, task["batch_size"], task["seed"], 1, placement)
+            model, stepper = _stepper(task["method"], task["arch"], num_classes, task["batch_size"], task["seed"], 1, placement)
             source = _cycle_batches(train_split, task["batch_size"], task["seed"])
             for _ in range(task["footprint_steps"]):
                 float(stepper(*next(source))[0])

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 
 from .errors import FieldError, UserError
-from .spec import DATASET_SIZES
+from .spec import ARCH_NAMES, DATASET_SIZES
 
 # The largest official split: a subset, a batch or a calibration set larger than it cannot be filled.
 TRAIN_IMAGES = max(train for train, _ in DATASET_SIZES.values())
@@ -79,6 +79,13 @@ def check_count(value, name: str, label: str | None = None, bounds: tuple[int, i
     if not low <= value <= high:
         raise FieldError(name, f"must be from {low} to {high:,}, got {value}", label)
     return value
+
+
+def check_arch_name(name) -> str:
+    """A network's name (spec.ARCH_NAMES), checked without building it."""
+    if name not in ARCH_NAMES:
+        raise UserError(f"unknown --arch {name!r}; known: {', '.join(ARCH_NAMES)}")
+    return name
 
 
 def check_optional_count(value, name: str) -> int | None:

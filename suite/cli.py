@@ -11,7 +11,7 @@ import sys
 from .atomic import disk_full, disk_full_error
 from .bounds import MAX_HOURS, count_type, number_type
 from .errors import UserError
-from .spec import (BASELINE, DATASET_SIZES, DEFAULT_METHODS, EXIT_GATE_FAILED, EXIT_INTERRUPTED, EXIT_OK,
+from .spec import (ARCH_NAMES, BASELINE, DATASET_SIZES, DEFAULT_METHODS, EXIT_GATE_FAILED, EXIT_INTERRUPTED, EXIT_OK,
                    EXIT_USER_ERROR)
 
 
@@ -180,6 +180,8 @@ def _add_bench(sub) -> None:
     p.add_argument("--method", action="append", metavar="M",
                    help=f"a registered method; repeatable (default: {' '.join(DEFAULT_METHODS)}; {BASELINE} is always "
                         "measured)")
+    p.add_argument("--arch", metavar="NET", help=f"the network every method trains: {' or '.join(ARCH_NAMES)} (default "
+                                              "%(default)s, the paper's)")
     p.add_argument("--data-dir", help="folder holding cifar-10-batches-py (else $Q4BENCH_DATA, else ~/.cache/q4bench)")
     p.add_argument("--no-download", action="store_true", help="do not try to download CIFAR-10 when it is missing")
     p.add_argument("--out", help="folder for the result file (default %(default)s)")

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import UserError
+from .bounds import check_arch_name
 from .spec import PAPER_ARCH
 from .methods.base import LayerQuantizer
 
@@ -159,10 +159,8 @@ ARCHS: dict[str, type[nn.Module]] = {cls.arch_name: cls for cls in (VGG4bit, Sim
 
 
 def check_arch(name: str) -> type[nn.Module]:
-    try:
-        return ARCHS[name]
-    except KeyError:
-        raise UserError(f"unknown --arch {name!r}; known: {', '.join(ARCHS)}") from None
+    check_arch_name(name)
+    return ARCHS[name]
 
 
 def set_memory_format(model: nn.Module, memory_format: torch.memory_format) -> nn.Module:

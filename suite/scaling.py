@@ -19,6 +19,7 @@ from pathlib import Path
 
 from .child import STDOUT_DROPPED, TIMED_OUT, TaskFiles, run, task_spec
 from .measure.host import load_average
+from .spec import PAPER_ARCH
 
 MAX_PROCESSES = 8  # beyond this a laptop-class host only measures oversubscription
 
@@ -31,6 +32,7 @@ class ScalingPlan:
     global_batch: int = 128
     rounds: int = 3
     steps_per_window: int = 3
+    arch: str = PAPER_ARCH  # the network both sides train
 
     def __post_init__(self):
         if self.processes < 2:
@@ -43,7 +45,7 @@ class ScalingPlan:
 
 
 def plan_scaling(cores: int, rounds: int, steps: int, method: str = "tathe4",
-                 global_batch: int = 128) -> tuple[ScalingPlan | None, str | None]:
+                 global_batch: int = 128, arch: str = PAPER_ARCH) -> tuple[ScalingPlan | None, str | None]:
     """(plan, None), or (None, why not): N is the largest power of two up to the usable cores (and
     MAX_PROCESSES), one thread per rank, so the global batch of 128 always splits evenly."""
     if cores < 2:
@@ -51,7 +53,7 @@ def plan_scaling(cores: int, rounds: int, steps: int, method: str = "tathe4",
     processes = 1
     while processes * 2 <= min(cores, MAX_PROCESSES):
         processes *= 2
-    return ScalingPlan(processes, 1, method, global_batch, rounds, steps), None
+    return ScalingPlan(processes, 1, method, global_batch, rounds, steps, arch), None
 
 
 def unavailable(why: str) -> dict:

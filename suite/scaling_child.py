@@ -32,10 +32,10 @@ from .train import StepOptions, Stepper, build_model, get_recipe, make_optimizer
 KINDS = ("one", "one_all", "ddp", "ddp_no_sync")
 
 
-def _stepper(method_name: str, world: D.World, wrap: bool) -> Stepper:
+def _stepper(method_name: str, arch: str, world: D.World, wrap: bool) -> Stepper:
     method = get_method(method_name)
     torch.manual_seed(0)
-    model, quantizers = build_model(method, 10)
+    model, quantizers = build_model(method, 10, arch)
     optimizer = make_optimizer(model, get_recipe("paper"))
     forward = D.wrap(model, world) if wrap else model
     return Stepper(forward, method, optimizer, quantizers, total_steps=10**6, options=StepOptions(world=world))
@@ -58,8 +58,8 @@ class Windows:
         images = 4 * plan.global_batch
         self.split = datamod.Split(torch.randint(0, 256, (images, 3, 32, 32), dtype=torch.uint8),
                                    torch.randint(0, 10, (images,)))
-        self.ddp = _stepper(plan.method, world, wrap=True)
-        self.alone = _stepper(plan.method, world, wrap=False) if world.is_main else None
+        self.ddp = _stepper(plan.method, plan.arch, world, wrap=True)
+        self.alone = _stepper(plan.method, plan.arch, world, wrap=False) if world.is_main else None
         self.generator = torch.Generator().manual_seed(0)
         self.solo_batches = self._batches((0, 1))
         self.ddp_batches = self._batches((world.rank, world.size))

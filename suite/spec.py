@@ -22,6 +22,9 @@ PRECISIONS = (FULL_PRECISION, "bf16")
 PAPER_RECIPE = "paper"
 SHORT_RECIPE = "short"  # the converged recipe: compare's default and the report's time-to-accuracy rows
 PAPER_ARCH = "vgg4bit"  # the paper's network (3,251,018 parameters); its claims are about no other
+# Every network's name, torch-free (planning parents and the result schema check names without building one);
+# model.ARCHS registers a class under each, in this order (a test holds them equal).
+ARCH_NAMES = (PAPER_ARCH, "simpleresnet4bit")
 PAPER_EPOCHS = 150  # the paper's code trains 150 epochs; its claims are about that budget
 
 # Exit codes of `q4bench`: 0 success, 1 a gate said no (parity, compare's verdict), 2 bad input

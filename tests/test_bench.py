@@ -2,6 +2,7 @@
 and one smoke run end to end. No timing assertions: speed targets belong to the bench itself."""
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -10,6 +11,8 @@ import torch
 
 from suite import bench, spec
 from suite.measure import compute, energy, host, throughput
+from suite.measure.compute import train_flops_per_image
+from suite.model import build_arch, conv_layers
 from suite.cli import main
 from suite.errors import UserError
 from suite.profiles import Profile
@@ -189,11 +192,16 @@ def test_tiny_cap_gives_an_oom_result_and_the_bench_goes_on(tmp_path):
 
 
 def test_smoke_bench_end_to_end(tmp_path):
+    """On the small network (--arch): the documented `make bench` test runs the paper's VGG through the same
+    path; this one also shows the network reaches every child and the result."""
     out = tmp_path / "results"
     lines = []
-    path = bench.run_bench(bench.BenchConfig(profiles=["single-thread"], tier="smoke", out=str(out)), log=lines.append)
+    config = bench.BenchConfig(profiles=["single-thread"], tier="smoke", out=str(out), arch="simpleresnet4bit")
+    path = bench.run_bench(config, log=lines.append)
     assert path.parent == out and lines[-1] == f"result: {path}"
     result = read_result(path)  # strict schema validation
+    assert result["arch"] == "simpleresnet4bit" and "--arch simpleresnet4bit" in result["command"]
+    assert any(line.startswith("  network: simpleresnet4bit;") for line in lines)
     assert result["tier"]["name"] == "smoke" and result["data"]["kind"] == "synthetic"
     assert result["accuracy"]["measured"] is False and result["accuracy"]["reason"]
     entry = result["profiles"][0]
@@ -236,11 +244,15 @@ def test_smoke_bench_end_to_end(tmp_path):
     assert costs["tathe4"]["bitops_ratio"] == {"value": None, "method": "unavailable",
                                                "model": "not estimated: the method quantizes no gradient"}
     assert "fake-quantized" in costs["tathe4"]["kernels"] and costs["fp32"]["kernels"] == "float32"
+    small = build_arch("simpleresnet4bit", 10)  # every figure is the small network's, none the VGG's
+    assert entry["train_flops_per_image"] == train_flops_per_image(small)
+    assert costs == bench.method_costs(["fp32", "tathe4"], "simpleresnet4bit")
     kernels = entry["conv_kernels"]
-    assert kernels["batch_size"] == 16 and kernels["layers"] == 6
+    assert kernels["batch_size"] == 16 and kernels["layers"] == len(conv_layers(small))
     assert all(kernels[name]["gflops"] > 0 for name in spec.CONV_PASSES)
     assert any(line.strip().startswith("conv kernels timed alone: forward") for line in bench.summary_lines(result))
     assert any(line.strip().startswith("ceiling, best of") for line in bench.summary_lines(result))
+    assert bench.summary_lines(result)[0] == "network: simpleresnet4bit"
     assert any("result:" in line for line in lines)
 
 
@@ -263,6 +275,9 @@ def test_bench_cli_errors_are_one_line(capsys, tmp_path):
     assert main(["bench", "--tier", "smoke", "--profile", "single-thread", "--method", "int3-magic",
                  "--out", str(tmp_path)]) == 2
     assert "unknown method 'int3-magic'" in capsys.readouterr().err
+    assert main(["bench", "--tier", "smoke", "--arch", "resnet50", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "unknown --arch 'resnet50'; known: vgg4bit, simpleresnet4bit" in err and "\n" not in err
     assert list(tmp_path.iterdir()) == []
 
 
@@ -307,3 +322,23 @@ def test_arms_per_precision_and_the_cuda_refusal(tmp_path):
             bench.run_bench(bench.BenchConfig(profiles=["gpu"], tier="smoke", out=str(tmp_path / "r"),
                                               profiles_dir=str(profiles)), log=lambda line: None)
         assert not (tmp_path / "r").exists()
+
+
+def test_the_layout_trial_times_variants_against_channels_last_and_compares_their_training(tmp_path):
+    """tools/layout_trial.py, whose measurement docs/benchmarking.md quotes: runs as documented (compile left
+    out here: it needs minutes) and writes what it says, the reference variant equal to itself."""
+    out = tmp_path / "trial.json"
+    tool = Path(__file__).resolve().parents[1] / "tools" / "layout_trial.py"
+    done = subprocess.run([sys.executable, str(tool), "--method", "fp32", "--variant", "contiguous", "--windows", "2",
+                           "--steps", "1", "--sgemm-n", "256", "--out", str(out)], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(out.read_text())
+    assert doc["arch"] == "simpleresnet4bit" and doc["batch_size"] == 128 and doc["threads"] == 1
+    assert doc["variants"] == ["channels_last", "contiguous"] and doc["provenance"]["code"]["commit"]
+    found = doc["methods"]["fp32"]
+    assert found["equality"]["channels_last"]["max_abs_param_diff"] == 0.0
+    assert found["equality"]["contiguous"]["steps"] == 20
+    assert found["timing"]["step_time_ratio"]["channels_last"]["median"] == 1.0
+    assert found["timing"]["step_time_ratio"]["contiguous"]["median"] > 0
+    assert "fp32 contiguous: " in done.stdout and f"written {out}" in done.stdout

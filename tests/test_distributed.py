@@ -296,7 +296,7 @@ def test_scaling_job_runs_under_torchrun_and_fits_the_result_schema(tmp_path):
     assert entry["efficiency"] == pytest.approx(entry["step_seconds"]["one"] / (2 * entry["step_seconds"]["ddp"]))
 
     class Result:  # the fields section_scaling reads of a bench result file
-        host_id, created, real_data, fixture = "this-host", "2026-11-26T17:00:00Z", False, False
+        host_id, created, real_data, fixture, arch = "this-host", "2026-11-26T17:00:00Z", False, False, "vgg4bit"
         data = {"scaling": entry, "data": {"kind": "synthetic"}, "host": {"host_id": "this-host", "cpu_model": "test cpu"}}
 
     from suite.report.inputs import Inputs

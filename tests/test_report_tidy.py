@@ -13,6 +13,7 @@ import pytest
 
 from suite import frames
 from suite.report import tidy
+from suite.report.cells import run_label
 from suite.report.claims import AccuracyEntry, gaps
 from suite.report.inputs import Budget, Inputs, ReportSources, ResultFile, RunHistory, load_inputs
 from suite.report.sections.time_to_accuracy import budget_table
@@ -65,6 +66,20 @@ def test_the_speed_shown_is_the_newest_result_then_the_profile_with_most_threads
     assert tidy.newest_speed_profile(inputs, "host-b")[1]["threads"] == 2
     assert tidy.newest_speed_profile(inputs, "host-c") is None
     assert tidy.hosts_with_rapl(inputs.bench) == {"host-a", "host-b"}  # speed > 1: tathe4's energy by RAPL
+
+
+def test_a_bench_of_the_small_network_is_its_own_row_never_the_paper_network_s_speed():
+    paper = _result("host-a", "2026-01-01T00:00:00Z", 1.0)
+    small = _result("host-a", "2026-02-01T00:00:00Z", 9.0)
+    small.data["arch"] = "simpleresnet4bit"  # newer and faster, but of the other network
+    inputs = Inputs(results=[paper, small])
+    result, _ = tidy.newest_speed_profile(inputs, "host-a")
+    assert result is paper  # the per-host answer's speed is the paper's network's
+    assert tidy.newest_speed_profile(Inputs(results=[small]), "host-a") is None
+    assert list(inputs.bench["arch"]) == ["vgg4bit"] * 4 + ["simpleresnet4bit"] * 4  # absent: the paper's network
+    newest = tidy.newest_arms(inputs.bench)
+    assert len(newest) == 8 and set(newest["result"]) == {0, 1}  # one row per network, not the newer one only
+    assert run_label(small).split(", ")[1] == "SimpleResNet4bit" and run_label(paper).split(", ")[1] == "VGG4bit"
 
 
 def test_the_newest_arm_of_each_combination_keeps_the_order_combinations_first_appeared():

@@ -1,10 +1,15 @@
 """the paper code's second network, SimpleResNet4bit, as --arch simpleresnet4bit."""
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
 
+import suite
 from suite.cli import main as cli_main
 from suite.errors import UserError
+from suite.spec import ARCH_NAMES
 from suite.methods import get_method
 from suite.model import ARCHS, SimpleResNet4bit, count_parameters, layer_macs_per_image, quant_layers
 from suite.train import TrainConfig, build_model, load_checkpoint, model_from_checkpoint, train
@@ -89,6 +94,20 @@ def test_checkpoint_of_an_unknown_arch_is_refused(tmp_path):
     with pytest.raises(UserError, match="architecture 'alexnet', expected one of vgg4bit, simpleresnet4bit"):
         load_checkpoint(path)
     assert set(ARCHS) == {"vgg4bit", "simpleresnet4bit"}
+
+
+def test_every_list_of_network_names_is_the_registry_s():
+    """The torch-free names planning parents check against, and the bench result schema's, are model.ARCHS."""
+    assert tuple(ARCHS) == ARCH_NAMES
+    schema = json.loads((Path(suite.__file__).parent / "result_schema.json").read_text())
+    enums = [node["enum"] for node in _nodes(schema) if isinstance(node, dict) and "vgg4bit" in node.get("enum", [])]
+    assert len(enums) == 2 and all(enum == list(ARCH_NAMES) for enum in enums)  # the bench's and its scaling plan's
+
+
+def _nodes(tree):
+    yield tree
+    for child in (tree.values() if isinstance(tree, dict) else tree if isinstance(tree, list) else ()):
+        yield from _nodes(child)
 
 
 # --- ONNX export -----------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ from __future__ import annotations
 from .claims import provenance_label
 from .document import Cell, Kind, Table, text, unavailable
 from .efficiency import NOTES as EFFICIENCY_NOTES, efficiency
-from .hosts import history_host, host_names
+from .hosts import history_host, host_names, network_name
 from .inputs import Inputs, ResultFile, describe_code, device_of
 
 
@@ -28,8 +28,8 @@ def data_label(result: ResultFile) -> str:
 
 
 def run_label(result: ResultFile) -> str:
-    """What tells one run of a host from another: its time and its data."""
-    return f"{run_time(result.created)}, {data_label(result)}"
+    """What tells one run of a host from another: its time, its network and its data."""
+    return f"{run_time(result.created)}, {network_name(result.arch)}, {data_label(result)}"
 
 
 OLD_DEVICE_NOTE = ("cpu/fp32 not recorded in this file: it was written before bench had device and precision "

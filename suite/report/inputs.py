@@ -141,6 +141,10 @@ class ResultFile:
         return self.data["data"]["kind"] == "cifar10"
 
     @property
+    def arch(self) -> str:
+        return self.data.get("arch", PAPER_ARCH)  # results from before bench --arch timed the paper's network
+
+    @property
     def provenance(self) -> dict | None:
         return provenance_of(self.data)
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .. import frames
-from ..spec import BASELINE, REFERENCE_4BIT
+from ..spec import BASELINE, PAPER_ARCH, REFERENCE_4BIT
 from .hosts import history_host
 from .inputs import Inputs, ResultFile, RunHistory, device_of
 
@@ -67,8 +67,10 @@ def missing(value) -> bool:
 
 def newest_profiles(bench: pd.DataFrame, arm: str = REFERENCE_4BIT) -> pd.DataFrame:
     """Per host (the index), the bench row of `arm` in the host's newest result measuring its training
-    throughput, in that result's profile with the most threads: where the per-host summary reads speed."""
-    timed = bench[(bench["arm"] == arm) & bench["train_images_per_s"].fillna(0).astype(bool)]
+    throughput on the paper's network, in that result's profile with the most threads: where the per-host
+    summary reads speed (the paper's claims are about that network)."""
+    timed = bench[(bench["arm"] == arm) & (bench["arch"] == PAPER_ARCH)
+                  & bench["train_images_per_s"].fillna(0).astype(bool)]
     newest = timed.sort_values(["written_utc", "result", "threads"], ascending=[False, True, False], kind="stable")
     return newest.drop_duplicates("host_id").set_index("host_id")
 
@@ -89,9 +91,9 @@ def hosts_with_rapl(bench: pd.DataFrame) -> set[str]:
 
 
 def newest_arms(bench: pd.DataFrame) -> pd.DataFrame:
-    """One bench row per host, profile, device, precision and arm, from the newest result measuring it (of
+    """One bench row per host, network, profile, device, precision and arm, from the newest result measuring it (of
     results written at the same time, the last); in the order the combinations first appear, oldest first."""
-    keys = ["host_id", "profile", "device", "precision", "arm"]
+    keys = ["host_id", "arch", "profile", "device", "precision", "arm"]
     ordered = bench.sort_values("written_utc", kind="stable")
     ordered = ordered.assign(first_seen=ordered.groupby(keys, sort=False, dropna=False).ngroup())
     return ordered.drop_duplicates(keys, keep="last").sort_values("first_seen", kind="stable")

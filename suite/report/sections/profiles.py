@@ -3,13 +3,13 @@ divide by, and the network's convolutions timed pass by pass."""
 
 from __future__ import annotations
 
-from ...spec import BASELINE, CONV_PASSES
+from ...spec import BASELINE, CONV_PASSES, PAPER_ARCH
 from .. import figures
 from ..cells import (OLD_DEVICE_NOTE, device_cell, efficiency_cell, host_cell, provenance_note,
                      run_label, run_time, source_cell, table_host_names)
 from ..document import NOT_MEASURED, Cell, Figure, Kind, Paragraph, Section, Table, number, text, unavailable
 from ..efficiency import COLUMN as EFFICIENCY_COLUMN, peak_words
-from ..hosts import host_names
+from ..hosts import host_names, network_name
 from ..inputs import Inputs, ResultFile, device_of
 from ..tidy import newest_arms
 
@@ -40,7 +40,8 @@ def throughput_figure(inputs: Inputs) -> Figure:
     bars = []
     for r, p, name, m in arms:
         device, precision, _ = device_of(p, m)
-        bars.append({"label": ("FIXTURE " if r.fixture else "") + f"{names[r.host_id].label} | {p['profile']} | "
+        network = "" if r.arch == PAPER_ARCH else f"{network_name(r.arch)} | "  # the paper's VGG unless said
+        bars.append({"label": ("FIXTURE " if r.fixture else "") + f"{names[r.host_id].label} | {network}{p['profile']} | "
                      f"{device} {precision} | {run_time(r.created)[:10]}{'' if r.real_data else ' synthetic'} | {name}",
                      "method": name, "train": m["train_images_per_s"], "eval": m["eval_images_per_s"]})
     left = len(latest) - len(chosen)
