@@ -129,6 +129,9 @@ def process_group(world: World) -> Iterator[None]:
     previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
         yield
+        # Leave together: a rank that tears gloo down while its peer still writes the run's files was seen to
+        # abort ("terminate called without an active exception", SIGABRT) under load.
+        dist.barrier()
     except RuntimeError as exc:  # gloo's errors (DistBackendError included) are RuntimeErrors
         if isinstance(exc, dist.DistError) or "gloo" in str(exc).lower() or "connection" in str(exc).lower():
             raise PeerLost(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None

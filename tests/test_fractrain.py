@@ -210,7 +210,8 @@ def test_new_methods_run_in_the_smoke_bench(tmp_path):
     from suite.results import read_result
 
     path = bench.run_bench(bench.BenchConfig(profiles=["single-thread"], tier="smoke", out=str(tmp_path),
-                                             methods=["sbm8", "fractrain-dfq"]), log=lambda line: None)
+                                             methods=["sbm8", "fractrain-dfq"], arch="simpleresnet4bit"),
+                           log=lambda line: None)  # the small network: the methods' steps, not the VGG's, are tested
     result = read_result(path)
     entry = result["profiles"][0]
     assert entry["status"] == "ok", entry["status_detail"]
@@ -229,7 +230,7 @@ def test_bench_child_steps_the_other_new_methods(name):
     """The bench child's stepper (what the smoke tier times) for the remaining new methods."""
     from suite import bench_child
 
-    model, stepper = bench_child._stepper(name, 10, 16, 0, steps_per_epoch=4)
+    model, stepper = bench_child._stepper(name, "vgg4bit", 10, 16, 0, steps_per_epoch=4)
     x, y = torch.randn(16, 3, 32, 32), torch.randint(0, 10, (16,))
     losses = [stepper(x, y)[0] for _ in range(2)]
     assert all(math.isfinite(v) for v in losses)

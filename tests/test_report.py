@@ -636,6 +636,11 @@ def test_training_hours_claim_is_derived_from_measured_throughput(two_hosts):
     for p in fast["profiles"]:
         p["methods"]["tathe4"].update(train_images_per_s=700.0, eval_images_per_s=3000.0)
     assert claims.check_hours([rep.inputs.ResultFile(Path("f.json"), fast, True)])[0].verdict is Verdict.CONFIRMED
+    # the same rates timed on the small network say nothing of the paper's network's hours
+    small = rep.inputs.ResultFile(Path("s.json"), dict(fast, arch="simpleresnet4bit"), True)
+    assert claims.check_hours([small])[0].verdict is Verdict.NOT_MEASURABLE
+    [entry, *_] = [e for e in claims.accuracy_entries(rep.inputs.Inputs(results=[small]))]
+    assert entry.budget.arch == "simpleresnet4bit" and not entry.budget.paper_data_and_network
 
 
 def test_report_never_imports_torch(two_hosts):

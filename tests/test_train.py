@@ -18,9 +18,14 @@ HISTORY_KEYS = {"method", "recipe", "seed", "threads", "epochs", "final_test_acc
 EPOCH_KEYS = {"epoch", "train_loss", "train_acc", "test_acc", "lr", "seconds", "images_per_s", "distinct_codes"}
 
 
+# Where the network does not matter (resume, kill -9, refusals, threads), the small one: the same Trainer, a
+# fraction of the time. The paper's VGG trains in the first test, whose loss figures are its.
+SMALL = "simpleresnet4bit"
+
+
 def _config(tmp_path, **kw):
     base = dict(method="tathe4", epochs=3, threads=2, seed=0, synthetic=True, subset=192, batch_size=64,
-                out=str(tmp_path / "run"))
+                arch=SMALL, out=str(tmp_path / "run"))
     base.update(kw)
     return TrainConfig(**base)
 
@@ -31,7 +36,7 @@ def _quiet(*args, **kwargs):
 
 @pytest.mark.parametrize("method", ["fp32", "tathe4"])
 def test_short_synthetic_training_loss_falls_and_files_are_written(tmp_path, method):
-    history = train(_config(tmp_path, method=method), log=_quiet)
+    history = train(_config(tmp_path, method=method, arch="vgg4bit"), log=_quiet)
     losses = [e["train_loss"] for e in history["epochs"]]
     # Falls about tenfold in 3 epochs (2.02 -> 0.13 fp32, 2.15 -> 0.18 tathe4), the same to 2 decimals with the
     # kernels capped at AVX2 and at SSE4.1 (ONEDNN_MAX_CPU_ISA): 0.7 is far from any host's figure.
@@ -147,8 +152,8 @@ def test_corrupt_checkpoint_is_a_one_line_error(tmp_path):
 
 def test_kill_9_loses_at_most_the_epoch_in_flight(tmp_path):
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "suite", "train", "--method", "tathe4", "--synthetic", "--subset", "128",
-           "--batch-size", "64", "--epochs", "3", "--threads", "2", "--out", str(out)]
+    cmd = [sys.executable, "-m", "suite", "train", "--method", "tathe4", "--arch", SMALL, "--synthetic", "--subset",
+           "128", "--batch-size", "64", "--epochs", "8", "--threads", "2", "--out", str(out)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
@@ -156,13 +161,13 @@ def test_kill_9_loses_at_most_the_epoch_in_flight(tmp_path):
             assert time.monotonic() < deadline, "no epoch finished in 120 s"
             assert proc.poll() is None, "training exited early"
             time.sleep(0.2)
-        time.sleep(1.0)  # into the next epoch
+        time.sleep(0.3)  # into the next epoch
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
     done = load_checkpoint(out / "checkpoint.pt")["epoch"]
-    assert done >= 1
+    assert 1 <= done < 8  # killed mid-run: each epoch scores the test set and saves, far more than 0.3 s for 7
     assert [e["epoch"] for e in json.loads((out / "history.json").read_text())["epochs"]] == list(range(1, done + 1))
     subprocess.run(cmd + ["--resume"], check=True, stdout=subprocess.DEVNULL)
     history = json.loads((out / "history.json").read_text())
-    assert [e["epoch"] for e in history["epochs"]] == [1, 2, 3]
+    assert [e["epoch"] for e in history["epochs"]] == list(range(1, 9))
