@@ -851,8 +851,12 @@ def test_a_study_resumed_on_another_host_stays_filed_under_the_host_that_began_i
             e["trained_on"] = {**e["trained_on"], "host_id": "fixture-host-b", "cpu_model": "Fixture CPU B"}
         histories[method] = h
         _write(study / "runs" / f"{method}-seed0" / "history.json", h)
+    # a seed begun on B, in the study's folder under A, is the same study: filed under A too
+    for method in ("fp32", "tathe4"):
+        _write(study / "runs" / f"{method}-seed1" / "history.json",
+               small_history(method, 1, 60.0, 59.0, 2, "fixture-host-b"))
     inputs = _inputs(tmp_path, ("submitted",), ("submitted",))
-    assert {history_host(r) for r in inputs.runs} == {"fixture-host-a"}
+    assert len(inputs.runs) == 4 and {history_host(r) for r in inputs.runs} == {"fixture-host-a"}
     reason = {c.claim: c for c in claims.claim_checks(inputs)}[SMALL_GAP_CLAIM].reason
     assert "fixture-host-a (Fixture CPU A" in reason and "fixture-host-b (Fixture CPU B" in reason
 
@@ -867,6 +871,9 @@ def test_a_study_resumed_on_another_host_stays_filed_under_the_host_that_began_i
     doc["trained_on"] = doc["trained_on"][1:]  # one host: filed under the host that wrote it, as always
     _write(path, doc)
     assert [c.host_id for c in _inputs(tmp_path, ("results",)).compares] == ["fixture-host-b"]
+    # the study's compare result, written by B in the study's folder under A: filed under A
+    _write(study / "compare.json", doc)
+    assert [c.host_id for c in _inputs(tmp_path, ("submitted",)).compares] == ["fixture-host-a"]
 
 
 def test_finished_simpleresnet_study_decides_its_claims_from_its_compare_result(tmp_path):

@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass
 
 from ..spec import PAPER_ARCH
-from .inputs import Inputs, RunHistory
+from .inputs import Inputs, RunHistory, submitted_folder_host
 
 NETWORK_NAMES = {PAPER_ARCH: "VGG4bit", "simpleresnet4bit": "SimpleResNet4bit"}
 NETWORK_NOTE = ("VGG4bit is the paper's network (3.25 M parameters); SimpleResNet4bit is the small network of the "
@@ -46,18 +46,18 @@ def short_cpu(model: str) -> str:
 
 
 def history_host(run: RunHistory) -> str:
-    """The host that trained a run: recorded in the history, else in its first epoch, else the folder under
-    reports/submitted/<host>/ it was filed in. The first epoch's, not the last: a study resumed on other
-    machines stays filed under the host that began it (the claims rows name every host that trained it)."""
+    """The host a run is filed under: the folder under reports/submitted/<host>/ it sits in (a study resumed on
+    other machines, even a seed begun elsewhere, stays one study under the host that began it; the claims rows
+    name every host that trained it), else the host recorded in the history, else in its first epoch."""
+    folder = submitted_folder_host(run.path)
+    if folder is not None:
+        return folder
     h = run.history
     if isinstance(h.get("host_id"), str):
         return h["host_id"]
     trained = run.epochs[0].get("trained_on") if run.epochs else None
     if isinstance(trained, dict) and isinstance(trained.get("host_id"), str):
         return trained["host_id"]
-    parts = run.path.parts
-    if "submitted" in parts and parts.index("submitted") + 2 < len(parts):
-        return parts[parts.index("submitted") + 1]
     return UNKNOWN_HOST
 
 

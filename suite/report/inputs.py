@@ -104,13 +104,26 @@ def is_fixture(doc: dict) -> bool:
     return str(doc.get("command", "")).startswith(FIXTURE_MARK)
 
 
-def _filing_host(doc: dict, host: dict) -> dict:
-    """The host a compare result is filed under: the one that wrote it, unless its runs trained on several hosts
-    (a study resumed elsewhere): then the one that trained its first epoch, as for a history (hosts.history_host)."""
+def submitted_folder_host(path: Path) -> str | None:
+    """<host> of a file under reports/submitted/<host>/...: where its study was filed; None elsewhere."""
+    parts = path.parts
+    if "submitted" in parts and parts.index("submitted") + 2 < len(parts):
+        return parts[parts.index("submitted") + 1]
+    return None
+
+
+def _filing_host(doc: dict, host: dict, path: Path) -> dict:
+    """The host a compare result is filed under: the reports/submitted/<host>/ folder it sits in, as its runs'
+    histories are (hosts.history_host); elsewhere the one that wrote it, unless its runs trained on several
+    hosts (a study resumed elsewhere): then the one that trained its first epoch."""
     trained = doc.get("trained_on")
     hosts = [h for h in trained if isinstance(h, dict) and isinstance(h.get("host_id"), str)
              and h["host_id"] != "unrecorded"] if isinstance(trained, list) else []
-    if len({h["host_id"] for h in hosts}) < 2:
+    folder = submitted_folder_host(path)
+    if folder is not None and folder != host.get("host_id"):
+        return {"host_id": folder, "cpu_model": next((h.get("cpu_model") for h in hosts if h["host_id"] == folder),
+                                                      None)}
+    if folder is not None or len({h["host_id"] for h in hosts}) < 2:
         return host
     return {"host_id": hosts[0]["host_id"], "cpu_model": hosts[0].get("cpu_model")}
 
@@ -375,7 +388,7 @@ def read_compare(path: Path, doc: dict) -> CompareResult:
             return default
         return d[key]
 
-    host = _filing_host(doc, get(doc, "host", dict, {}) or {})
+    host = _filing_host(doc, get(doc, "host", dict, {}) or {}, path)
     runs = []
     for i, r in enumerate(get(doc, "runs", list, []) or []):
         if not isinstance(r, dict):
