@@ -130,7 +130,8 @@ def bench_rows(path: Path, result: dict) -> list[dict]:
             rows.append({
                 **_common("bench", path, result.get("provenance")), "written_utc": result.get("created_utc"),
                 "host_id": host["host_id"], "cpu_model": host["cpu_model"], "profile": entry["profile"],
-                "arch": result.get("arch", PAPER_ARCH), "device": entry.get("device", "cpu"), "threads": entry["threads"], "method": method,
+                "arch": result.get("arch", PAPER_ARCH), "device": entry.get("device", "cpu"),
+                "threads": entry["threads"], "method": method,
                 "precision": precision, "status": m["status"], "sgemm_gflops": entry["sgemm_gflops"],
                 "step_time_ratio": (entry.get("step_time_ratio") or {}).get(arm),
                 "train_images_per_s": m["train_images_per_s"], "eval_images_per_s": m["eval_images_per_s"],

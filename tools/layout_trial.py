@@ -14,6 +14,7 @@ BatchNorm affine; not the running statistics) and of the last loss from channels
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -82,12 +83,12 @@ def timing(arch: str, method: str, seed: int, windows: int, steps: int, variants
     plan = measure.WindowPlan(warmup_steps=3, windows=-(-windows // len(variants)) * len(variants),
                               steps_per_window=steps)
     meters = {v: measure.EnergyMeter(measure.RaplReader(Path("/nonexistent"))) for v in variants}
-    compile_start = time.perf_counter()
+    started = time.perf_counter()  # the first windows include torch.compile's compile
     seconds = measure.interleaved_training_windows(steppers, lambda: next(source), plan, meters)
     ratios = measure.ratio_estimates(seconds, "channels_last")
-    flops = measure.train_flops_per_image(build("channels_last", arch, method, seed)[0])
-    rates = {v: BATCH * steps / sorted(s)[len(s) // 2] for v, s in seconds.items()}
-    return {"windows": plan.windows, "steps_per_window": steps, "wall_seconds": time.perf_counter() - compile_start,
+    flops = measure.train_flops_per_image(steppers["channels_last"].model)
+    rates = {v: BATCH * steps / statistics.median(s) for v, s in seconds.items()}
+    return {"windows": plan.windows, "steps_per_window": steps, "wall_seconds": time.perf_counter() - started,
             "images_per_s_median": rates, "achieved_gflops": {v: flops * r / 1e9 for v, r in rates.items()},
             "step_time_ratio": ratios, "window_seconds": seconds}
 
