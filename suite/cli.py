@@ -15,6 +15,10 @@ from .spec import (ARCH_NAMES, BASELINE, DATASET_SIZES, DEFAULT_METHODS, EXIT_GA
                    EXIT_USER_ERROR)
 
 
+# One help line for --arch in train, compare and bench (spec.ARCH_NAMES: torch-free, so --help stays quick).
+ARCH_HELP = (f"the network: {' or '.join(ARCH_NAMES)} (default %(default)s, the paper's VGG; simpleresnet4bit is the "
+             "paper code's 73,178-parameter network)")
+
 class _Parser(argparse.ArgumentParser):
     """argparse's errors as one line (`q4bench train: error: ...`, exit 2) instead of usage plus the error;
     --help still prints the usage. Subcommand parsers inherit the class."""
@@ -44,7 +48,6 @@ def _train(args: argparse.Namespace) -> None:
 
 def _add_train(sub) -> None:
     from .methods import METHODS
-    from .model import ARCHS
     from .train import RECIPES, TrainConfig
 
     recipes = "\n".join(f"  {r.name}: {r.summary}" for r in RECIPES.values())
@@ -53,15 +56,14 @@ def _add_train(sub) -> None:
         "train",
         help="train one method, writing OUT/history.json and OUT/checkpoint.pt after every epoch",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=f"Train one of the paper's networks ({', '.join(ARCHS)}) with one method.\n\nrecipes:\n{recipes}\n\n"
+        description=f"Train one of the paper's networks ({' and '.join(ARCH_NAMES)}) with one method.\n\nrecipes:\n{recipes}\n\n"
         f"methods:\n{methods}\n\n"
         "--epochs N shortens the paper recipe without changing its schedule: the LR follows the same T_max=100\n"
         "cosine, so a 10-epoch run never reaches the low-LR phase. The short recipe instead lays its schedule\n"
         "over whatever --epochs gives, ending at LR 0 (default 5 epochs).",
     )
     p.add_argument("--method", help="a registered method (default %(default)s)")
-    p.add_argument("--arch", help=f"network: {', '.join(ARCHS)} (default %(default)s; simpleresnet4bit is the code's "
-                                  "73,178-parameter model)")
+    p.add_argument("--arch", metavar="NET", help=ARCH_HELP)
     p.add_argument("--recipe", help="training recipe (default %(default)s)")
     p.add_argument("--epochs", type=count_type("epochs"), help="number of epochs (default: the recipe's, 150 for paper)")
     p.add_argument("--threads", type=count_type("threads"), help="torch intra-op threads (default: torch's choice)")
@@ -180,8 +182,7 @@ def _add_bench(sub) -> None:
     p.add_argument("--method", action="append", metavar="M",
                    help=f"a registered method; repeatable (default: {' '.join(DEFAULT_METHODS)}; {BASELINE} is always "
                         "measured)")
-    p.add_argument("--arch", metavar="NET", help=f"the network every method trains: {' or '.join(ARCH_NAMES)} (default "
-                                              "%(default)s, the paper's)")
+    p.add_argument("--arch", metavar="NET", help=ARCH_HELP)
     p.add_argument("--data-dir", help="folder holding cifar-10-batches-py (else $Q4BENCH_DATA, else ~/.cache/q4bench)")
     p.add_argument("--no-download", action="store_true", help="do not try to download CIFAR-10 when it is missing")
     p.add_argument("--out", help="folder for the result file (default %(default)s)")
@@ -363,7 +364,6 @@ def _compare(args: argparse.Namespace) -> None:
 
 def _add_compare(sub) -> None:
     from .compare import CompareRequest
-    from .model import ARCHS
 
     p = sub.add_parser(
         "compare",
@@ -383,7 +383,7 @@ def _add_compare(sub) -> None:
     p.add_argument("--epochs", type=count_type("epochs"), help="epochs per run")
     p.add_argument("--hours", type=number_type(0, MAX_HOURS),
                         help="a time box: converted to epochs per run from step times measured in children first")
-    p.add_argument("--arch", help=f"the network every run trains: {' or '.join(ARCHS)} (default %(default)s)")
+    p.add_argument("--arch", metavar="NET", help=ARCH_HELP)
     p.add_argument("--recipe", help="training recipe (default %(default)s)")
     p.add_argument("--subset", type=count_type("subset"), help="train on the first N training images")
     p.add_argument("--batch-size", type=count_type("batch_size"), help="override the recipe's batch size")

@@ -320,6 +320,28 @@ def test_a_host_with_two_verdicts_at_one_budget_leads_with_the_most_seeds(tmp_pa
     assert other.startswith("Other budgets, largest first: 3 epochs (short), 3 seeds: tathe4 0.30 below")
 
 
+def test_the_paper_budget_finished_over_three_pairs_leads_a_hosts_answer(tmp_path):
+    """The 150-epoch study's finished run pairs lead the row over a 12-seed 1-epoch compare result, since the paper's
+    claim is about convergence; with two pairs the compare result still leads."""
+    fixture_compare("fixture-host-a", [0.5, 0.6, 0.4, 0.5, 0.6], tmp_path, name="short")
+    study = tmp_path / "results" / "fixture-host-a" / "simpleresnet4bit-paper150" / "runs"
+    for seed, (ref, cand) in enumerate(((79.9, 72.8), (80.2, 72.4), (80.0, 73.1))):
+        _write(study / f"fp32-seed{seed}" / "history.json", small_history("fp32", seed, 80.8, ref, host="fixture-host-a"))
+        _write(study / f"tathe4-seed{seed}" / "history.json",
+               small_history("tathe4", seed, 79.5, cand, host="fixture-host-a"))
+
+    def lead() -> str:
+        inputs = _inputs(tmp_path, ("results",), ("results",))
+        [row] = _sections(inputs)["answer"].tables()["answer"].rows  # one host: the compare's and the study's
+        return row[1].text.split("\n")[0]
+
+    assert lead().startswith("**tathe4 is 7.27 points below fp32** [95% CI ")
+    assert "3 paired seeds (run pairs), 150 epochs of the paper recipe (SimpleResNet4bit)" in lead()
+    for method in ("fp32", "tathe4"):
+        _write(study / f"{method}-seed2" / "history.json", small_history(method, 2, 70.0, 69.0, 40, "fixture-host-a"))
+    assert ", 5 paired seeds, 3 epochs of the short recipe" in lead()
+
+
 def test_verdicts_are_worded_from_the_numbers_and_never_say_not_equivalent(tmp_path):
     """Equivalent, worse, better, inconclusive: each sentence names tathe4 and fp32, the direction, the
     interval turned with the sentence, and what TOST decides."""
@@ -838,6 +860,47 @@ def test_unfinished_simpleresnet_study_is_not_yet_decided_and_shows_its_progress
     assert "v-notyetdecided" in page
 
 
+def test_three_finished_pairs_of_an_unfinished_study_give_an_interim_verdict_from_compares_statistics(tmp_path):
+    """While seeds 3-4 train, seeds 0-2 finished decide the gap claim with stats.compare on the final epochs (t over
+    seed gaps), said to be interim; two finished pairs, or pairs of another study, do not."""
+    from suite import stats
+
+    study = tmp_path / "submitted" / "fixture-host-a" / SMALL_STUDY
+    _write(study / "request.json", {"reference": "fp32", "methods": ["tathe4"], "seeds": 5, "first_seed": 0,
+                                    "epochs": 150, "recipe": "paper", "arch": "simpleresnet4bit", "margin": 0.5})
+    finals = {0: (79.9, 72.8), 1: (80.2, 72.4), 2: (80.0, 73.1)}
+    for seed, (ref, cand) in list(finals.items())[:2]:
+        _write(study / "runs" / f"fp32-seed{seed}" / "history.json", small_history("fp32", seed, 80.8, ref))
+        _write(study / "runs" / f"tathe4-seed{seed}" / "history.json", small_history("tathe4", seed, 79.5, cand))
+    _write(study / "runs" / "fp32-seed2" / "history.json", small_history("fp32", 2, 80.8, 80.0, 60))
+    _write(study / "runs" / "tathe4-seed2" / "history.json", small_history("tathe4", 2, 79.5, 73.1, 60))
+    # a third finished pair in another study folder is not this study's
+    other = tmp_path / "submitted" / "fixture-host-b" / SMALL_STUDY
+    for method, acc in (("fp32", 80.0), ("tathe4", 73.1)):
+        _write(other / "runs" / f"{method}-seed2" / "history.json", small_history(method, 2, 80.8, acc))
+    gap = {c.claim: c for c in claims.claim_checks(_inputs(tmp_path, ("submitted",), ("submitted",)))}[SMALL_GAP_CLAIM]
+    assert gap.verdict is Verdict.NOT_YET_DECIDED and "at least 3 finished pairs" in gap.reason
+    assert "2 of 5 pairs finished" in gap.measured
+
+    for method, acc in (("fp32", 80.0), ("tathe4", 73.1)):
+        _write(study / "runs" / f"{method}-seed2" / "history.json",
+               small_history(method, 2, 80.8 if method == "fp32" else 79.5, acc))
+    _write(study / "runs" / "fp32-seed3" / "history.json", small_history("fp32", 3, 70.0, 69.0, 12))
+    gap = {c.claim: c for c in claims.claim_checks(_inputs(tmp_path, ("submitted",), ("submitted",)))}[SMALL_GAP_CLAIM]
+    expected = stats.compare("tathe4", [stats.make_pair(s, r, c) for s, (r, c) in finals.items()], 0.5)
+    assert expected.verdict == "worse"
+    assert gap.verdict is Verdict.CONTRADICTED
+    assert (f"mean final-epoch gap (fp32 minus tathe4) {expected.mean_gap:+.2f} points, 95% CI "
+            f"[{expected.ci95[0]:.2f}, {expected.ci95[1]:.2f}] (t over seed gaps), n = 3 finished pair(s), "
+            f"seed(s) 0, 1, 2; best-epoch gap +1.30 points") in gap.measured
+    assert "tathe4 lower than fp32; equivalence within +-0.5 not shown" in gap.reason
+    assert "interim verdict" in gap.reason and "3 of 5 pairs finished" in gap.reason
+    assert "fixture-host-a" in gap.evidence and "fixture-host-b" not in gap.evidence
+    md, _ = _render(tmp_path, "--results", str(tmp_path / "submitted"), "--runs", str(tmp_path / "submitted"))
+    row = next(line for line in md.splitlines() if line.startswith(f"| {SMALL_GAP_CLAIM}"))
+    assert "| contradicted |" in row and "interim verdict" in row
+
+
 def test_a_study_resumed_on_another_host_stays_filed_under_the_host_that_began_it(tmp_path):
     """A run's epochs trained on host A, then B: the report files it (and a compare result whose runs trained on
     both) under A, so one study is one row, and its claims rows name both hosts."""
@@ -913,11 +976,14 @@ def test_finished_simpleresnet_study_decides_its_claims_from_its_compare_result(
     _write(path, doc)
     gap = {c.claim: c for c in claims.claim_checks(_inputs(tmp_path, ("results",)))}[SMALL_GAP_CLAIM]
     assert gap.verdict is Verdict.NOT_YET_DECIDED and "8 seeds would decide it" in gap.reason
-    # A compare result at another budget or of another network never decides it.
+    # A compare result at another budget or of another network never decides it: the finished pairs do, as an
+    # interim verdict (fp32 final 86.5 against 86.1, 85.9, 86.0)
     doc["budget"]["epochs"] = 15
     _write(path, doc)
     gap = {c.claim: c for c in claims.claim_checks(_inputs(tmp_path, ("results",)))}[SMALL_GAP_CLAIM]
-    assert gap.verdict is Verdict.NOT_YET_DECIDED and "3 of 5 pairs finished" in gap.measured
+    assert "mean final-epoch gap (fp32 minus tathe4) +0.50 points" in gap.measured and "n = 3 finished" in gap.measured
+    assert "interim verdict" in gap.reason and "3 of 5 pairs finished" in gap.reason
+    assert not gap.evidence.endswith("compare.json")
     md, page = _render(tmp_path, "--results", str(tmp_path / "results"))
     assert "| confirmed |" in next(line for line in md.splitlines() if line.startswith(f"| {SMALL_ACC_CLAIM}"))
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 from enum import Enum
+from pathlib import Path
 from typing import Callable
 
+from .. import stats
 from ..spec import (BASELINE, CIFAR10_TEST_IMAGES, CIFAR10_TRAIN_IMAGES, PAPER_ARCH, PAPER_EPOCHS, PAPER_RECIPE,
                     REFERENCE_4BIT)
 from .inputs import Budget, CompareResult, Comparison, Inputs, ResultFile, RunHistory, VerifyFile, relative, study_request
@@ -481,7 +483,7 @@ def check_small_accuracy(inputs: Inputs) -> ClaimCheck:
     study = _small_study_runs(inputs)
     done = [r for r in study if r.method == REFERENCE_4BIT and _finished(r)]
     if not done:
-        return _small_undecided(claim, paper, study, f"decided only by finished {PAPER_EPOCHS}-epoch paper-recipe "
+        return _small_undecided(claim, paper, _lead_study(study), f"decided only by finished {PAPER_EPOCHS}-epoch paper-recipe "
                                 f"{REFERENCE_4BIT} runs of {SMALL_ARCH}; none has finished")
     best, final, at = _best_final(done)
     ok = best >= PAPER_SMALL_ACC - FULL_BUDGET_NOISE
@@ -489,8 +491,9 @@ def check_small_accuracy(inputs: Inputs) -> ClaimCheck:
                 f"n = {len(done)} finished seed(s); {_where(done)}{_baseline_beside(study)}")
     reason = [f"best epoch {best:.2f}% is {'within' if ok else 'more than'} {FULL_BUDGET_NOISE} points (run-to-run "
               f"noise) {'of' if ok else 'below'} {PAPER_SMALL_ACC}%; {JPEG_CAVEAT}", _codes_text(done)]
-    if any(not _finished(r) for r in study):
-        reason.append(f"the study so far: {_progress(study)}")
+    lead = _lead_study(study)
+    if any(not _finished(r) for r in lead):
+        reason.append(f"the study so far: {_progress(lead)}")
     return ClaimCheck(claim, paper, measured, Verdict.CONFIRMED if ok else Verdict.CONTRADICTED,
                       "; ".join(x for x in reason if x), _evidence_runs(done))
 
@@ -512,34 +515,81 @@ def _small_compare(inputs: Inputs) -> tuple[CompareResult, Comparison] | None:
     return max(found, key=lambda f: (not f[0].fixture, f[1].n_seeds or 0)) if found else None
 
 
+def _gap_verdict(verdict: str, margin: str, seeds_needed: int | None) -> tuple[Verdict, str]:
+    """A comparison's verdict word as a claim verdict and the words that say why."""
+    if verdict == "equivalent":
+        return Verdict.CONFIRMED, f"equivalent within {margin}"
+    if verdict == "better":
+        return Verdict.CONFIRMED, (f"{REFERENCE_4BIT} higher than {BASELINE}, so at least matching it; "
+                                   f"equivalence within {margin} not shown")
+    if verdict == "worse":
+        return Verdict.CONTRADICTED, f"{REFERENCE_4BIT} lower than {BASELINE}; equivalence within {margin} not shown"
+    more = f" ({seeds_needed} seeds would decide it)" if seeds_needed else ""
+    return Verdict.NOT_YET_DECIDED, f"{verdict}: neither a difference nor equivalence within {margin} shown{more}"
+
+
 def check_small_gap(inputs: Inputs) -> ClaimCheck:
     claim = f"At {PAPER_EPOCHS} epochs {REFERENCE_4BIT} matches {BASELINE} on SimpleResNet4bit"
     paper = (f"not claimed: the paper's code reports {PAPER_SMALL_ACC}% for {REFERENCE_4BIT} on this network; the "
              f"{BASELINE} arm is this suite's own")
     found = _small_compare(inputs)
     if found is None:
-        return _small_undecided(claim, paper, _small_study_runs(inputs), f"decided only by a finished compare result "
-                                f"of {SMALL_ARCH}, paper recipe, {PAPER_EPOCHS} epochs; none in the inputs yet")
+        study = _lead_study(_small_study_runs(inputs))
+        pairs = _finished_pairs(study)
+        if len(pairs) >= stats.MIN_PAIRS_FOR_SD:
+            return _small_interim_gap(claim, paper, study, pairs)
+        return _small_undecided(claim, paper, study, f"decided by a finished compare result of {SMALL_ARCH}, paper "
+                                f"recipe, {PAPER_EPOCHS} epochs, or, while its study trains, by at least "
+                                f"{stats.MIN_PAIRS_FOR_SD} finished pairs; neither is in the inputs yet")
     c, comp = found
     margin = f"+-{c.margin_points:g}" if c.margin_points else "the margin"
     gap = f"{comp.mean_gap:+.2f} points" if comp.mean_gap is not None else "not recorded"
     ci = f"95% CI [{comp.ci95[0]:.2f}, {comp.ci95[1]:.2f}]" if comp.ci95 else "95% CI not recorded"
     measured = (f"mean gap ({BASELINE} minus {REFERENCE_4BIT}) {gap}, {ci}, n = {comp.n_seeds} paired seed(s); "
                 f"{c.device}{' (' + c.device_name + ')' if c.device_name else ''}, {c.precision}")
-    if comp.verdict == "equivalent":
-        verdict, words = Verdict.CONFIRMED, f"equivalent within {margin}"
-    elif comp.verdict == "better":
-        verdict, words = Verdict.CONFIRMED, (f"{REFERENCE_4BIT} higher than {BASELINE}, so at least matching it; "
-                                             f"equivalence within {margin} not shown")
-    elif comp.verdict == "worse":
-        verdict, words = Verdict.CONTRADICTED, (f"{REFERENCE_4BIT} lower than {BASELINE}; equivalence within {margin} "
-                                                "not shown")
-    else:
-        more = f" ({comp.seeds_needed} seeds would decide it)" if comp.seeds_needed else ""
-        verdict, words = Verdict.NOT_YET_DECIDED, (f"{comp.verdict}: neither a difference nor equivalence within "
-                                                   f"{margin} shown{more}")
+    verdict, words = _gap_verdict(comp.verdict, margin, comp.seeds_needed)
     reason = "; ".join(x for x in (f"compare verdict {words}", comp.reason) if x)
     return ClaimCheck(claim, paper, measured, verdict, reason, f"{provenance_label(c.fixture)}: {relative(c.path)}")
+
+
+def _lead_study(runs: list[RunHistory]) -> list[RunHistory]:
+    """The runs of one study folder (<study>/runs/<run>/history.json): the one with the most finished pairs, then the
+    most epochs (measurements before fixtures). Pairs of different studies are not one sample."""
+    folders: dict[Path, list[RunHistory]] = {}
+    for r in runs:
+        folders.setdefault(r.path.parent.parent, []).append(r)
+    return max(folders.values(), key=lambda study: (not any(r.fixture for r in study), len(_finished_pairs(study)),
+                                                    sum(len(r.epochs) for r in study)), default=[])
+
+
+def _finished_pairs(study: list[RunHistory]) -> list[tuple[RunHistory, RunHistory]]:
+    """(fp32, tathe4) of each seed of one study where both runs finished, by seed."""
+    done = {(r.method, r.history.get("seed")): r for r in study if _finished(r)}
+    seeds = sorted({s for _, s in done if isinstance(s, int)})
+    return [(done[(BASELINE, s)], done[(REFERENCE_4BIT, s)]) for s in seeds
+            if (BASELINE, s) in done and (REFERENCE_4BIT, s) in done]
+
+
+def _small_interim_gap(claim: str, paper: str, study: list[RunHistory],
+                       pairs: list[tuple[RunHistory, RunHistory]]) -> ClaimCheck:
+    """The verdict of the study's finished pairs while the rest still train: compare's statistics (suite.stats)
+    on the final-epoch accuracies, with the t interval over seed gaps (the two-way bootstrap needs the test
+    labels, which compare.json's own comparison uses when every planned pair has finished)."""
+    request = study_request(pairs[0][1])
+    margin = request.get("margin") if isinstance(request.get("margin"), (int, float)) else FULL_BUDGET_NOISE
+    comp = stats.compare(REFERENCE_4BIT, [stats.make_pair(ref.history["seed"], ref.epochs[-1]["test_acc"],
+                                                          cand.epochs[-1]["test_acc"]) for ref, cand in pairs], margin)
+    best_gap = statistics.fmean(max(e["test_acc"] for e in ref.epochs) - max(e["test_acc"] for e in cand.epochs)
+                                for ref, cand in pairs)
+    measured = (f"mean final-epoch gap ({BASELINE} minus {REFERENCE_4BIT}) {comp.mean_gap:+.2f} points, 95% CI "
+                f"[{comp.ci95[0]:.2f}, {comp.ci95[1]:.2f}] (t over seed gaps), n = {comp.n_seeds} finished pair(s), "
+                f"seed(s) {', '.join(str(p.seed) for p in comp.pairs)}; best-epoch gap {best_gap:+.2f} points "
+                f"(described, not tested)")
+    verdict, words = _gap_verdict(comp.verdict, f"+-{margin:g}", None)
+    interim = (f"interim verdict of the finished pairs while the study trains ({_progress(study)}): the study runs "
+               f"to its planned count whatever this shows, and compare.json's verdict replaces it then")
+    reason = "; ".join(x for x in (f"{words}", comp.reason, interim, _trained_on(study)) if x)
+    return ClaimCheck(claim, paper, measured, verdict, reason, _evidence_runs([r for p in pairs for r in p]))
 
 
 def claim_checks(inputs: Inputs) -> list[ClaimCheck]:

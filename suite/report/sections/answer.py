@@ -11,7 +11,7 @@ from __future__ import annotations
 import textwrap
 
 from ...spec import COMPARE_COMMAND, FULL_PRECISION, PAPER_ARCH, PAPER_EPOCHS, PAPER_RECIPE, REFERENCE_4BIT
-from ...stats import ALPHA
+from ...stats import ALPHA, MIN_PAIRS_FOR_SD
 from .. import figures
 from ..cells import omitted_note, provenance_note
 from ..claims import FULL_BUDGET_NOISE, PAPER_FP32_ACC
@@ -95,9 +95,11 @@ def budget_clause(p: GapPoint) -> str:
 
 
 def strongest(points: list[GapPoint]) -> GapPoint:
-    """A compare result's verdict before run pairs, several seeds before one; then the largest finished
-    budget, and at equal budgets the most seeds."""
-    pool = ([p for p in points if p.source == "compare"] or [p for p in points if p.n >= 2] or points)
+    """The paper's full budget finished over at least MIN_PAIRS_FOR_SD pairs first (its claim is parity at
+    convergence); else a compare result's verdict before run pairs, several seeds before one; then the largest
+    finished budget, and at equal budgets the most seeds."""
+    full_budget = [p for p in points if p.finished and p.epochs >= PAPER_EPOCHS and p.n >= MIN_PAIRS_FOR_SD]
+    pool = (full_budget or [p for p in points if p.source == "compare"] or [p for p in points if p.n >= 2] or points)
     return max(pool, key=lambda p: (p.finished, p.epochs, p.n))
 
 
