@@ -193,7 +193,7 @@ RESULT_LIMITS: dict[str, Limit] = {
     "joules_per_epoch": Limit(0, 1e10, "J: a 10 kW host running for 11 days; an epoch takes far less"),
     **dict.fromkeys(["wall_seconds", "seconds", "step_seconds", "step_seconds_median", "step_seconds_per_round"],
                     Limit(0, _YEAR_SECONDS, f"seconds: {_SECONDS}")),
-    "cpu_seconds": Limit(0, _YEAR_SECONDS * MAX_CPUS, f"CPU seconds: a year on each of 65,536 CPUs"),
+    "cpu_seconds": Limit(0, _YEAR_SECONDS * MAX_CPUS, "CPU seconds: a year on each of 65,536 CPUs"),
     **dict.fromkeys(["step_time_ratio", "step_time_ratio_range", "speedup", "vs_one_process_all_cores", "value"],
                     Limit(1e-4, 1e4, _RATIO)),
     "allreduce_share": Limit(-100.0, 1.0, "1 - (no-sync step / synced step): at most 1; below -100 the timing is broken"),

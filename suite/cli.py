@@ -48,7 +48,8 @@ def _train(args: argparse.Namespace) -> None:
 
 def _add_train(sub) -> None:
     from .methods import METHODS
-    from .train import RECIPES, TrainConfig
+    from .recipes import RECIPES
+    from .train import TrainConfig
 
     recipes = "\n".join(f"  {r.name}: {r.summary}" for r in RECIPES.values())
     methods = "\n".join(f"  {m.name}: {m.summary}" for m in METHODS.values())

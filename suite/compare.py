@@ -427,7 +427,7 @@ def plan_lines(req: CompareRequest, plan: dict, sizes: tuple[int, int], batch: i
         f"  device: {req.device}, {req.precision}; {req.threads} thread(s) per child, {req.parallel} children in parallel"
         + (f"; each run a torchrun job of {req.ranks_per_run} DDP ranks ({req.threads} thread(s) each)"
            if req.ranks_per_run > 1 else ""),
-        f"  step time per child: " + ", ".join(f"{m} {1 / s:.0f} img/s" for m, s in spi.items()),
+        "  step time per child: " + ", ".join(f"{m} {1 / s:.0f} img/s" for m, s in spi.items()),
         f"  estimated time: {_fmt_seconds(makespan(remaining, req.parallel))} for what is left "
         f"(a child's start-up {plan['startup_seconds']:.0f} s per run; scoring counted as a third of a training "
         f"step per image)",

@@ -31,7 +31,7 @@ from . import distributed as dist_mod
 from .distributed import World
 from .methods import Method, get_method, projected_parameters
 from .model import ARCH_NAME, ARCHS, build_arch, check_arch, count_parameters, quant_layers
-from .recipes import RECIPES, Recipe, get_recipe  # noqa: F401 (RECIPES: callers import the recipes from here too)
+from .recipes import Recipe, get_recipe
 from .threads import torch_threads
 
 

@@ -23,11 +23,11 @@ from suite.results import read_result
 
 
 def fake_powercap(root: Path, packages: dict[str, tuple[int, int]]) -> Path:
-    for index, (name, (energy, max_range)) in enumerate(packages.items()):
+    for index, (name, (energy_uj, max_range)) in enumerate(packages.items()):
         zone = root / f"intel-rapl:{index}"
         zone.mkdir(parents=True)
         (zone / "name").write_text(name)
-        (zone / "energy_uj").write_text(str(energy))
+        (zone / "energy_uj").write_text(str(energy_uj))
         (zone / "max_energy_range_uj").write_text(str(max_range))
         sub = root / f"intel-rapl:{index}:0"  # a core sub-domain: not added on top of its package
         sub.mkdir()

@@ -1,7 +1,6 @@
 """Device and precision as run dimensions, and the converged short recipe: the per-step schedule, label
 smoothing, flip TTA, the predictions file, the bf16 path and the CUDA refusal on a machine without a GPU."""
 
-import json
 import math
 import subprocess
 import sys
@@ -15,7 +14,8 @@ from suite.cli import main as cli_main
 from suite.device import Placement
 from suite.errors import UserError
 from suite.methods import get_method
-from suite.train import RECIPES, TrainConfig, WarmupCosine, build_model, get_recipe, train
+from suite.recipes import RECIPES
+from suite.train import TrainConfig, WarmupCosine, build_model, get_recipe, train
 
 
 def _quiet(*args, **kwargs):

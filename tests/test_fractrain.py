@@ -12,7 +12,7 @@ from suite import bench
 from suite.cli import main as cli_main
 from suite.methods import CptQuantizer, DfqQuantizer, PlateauIndicator, get_method
 from suite.model import VGG4bit, layer_macs_per_image
-from suite.train import Stepper, build_model, get_recipe, make_optimizer, read_history
+from suite.train import Stepper, build_model, read_history
 
 # --- PFQ ------------------------------------------------------------------------------------------------
 

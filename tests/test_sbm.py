@@ -11,7 +11,7 @@ from suite import bench
 from suite.cli import main as cli_main
 from suite.methods import RangeBatchNorm, SbmQuantizer, get_method, range_bn_scale_fix
 from suite.methods.sbm import range_bn_chunks
-from suite.model import QuantConv2d, QuantLinear, SimpleResNet4bit, VGG4bit, layer_macs_per_image
+from suite.model import QuantConv2d, QuantLinear, VGG4bit, layer_macs_per_image
 from suite.train import build_model, read_history
 
 # --- Range BN ----------------------------------------------------------------------------------------

@@ -12,7 +12,6 @@ Batches are random images (the step's cost does not depend on the pixels); the b
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import sys
