@@ -893,8 +893,8 @@ def test_three_finished_pairs_of_an_unfinished_study_give_an_interim_verdict_fro
     assert (f"mean final-epoch gap (fp32 minus tathe4) {expected.mean_gap:+.2f} points, 95% CI "
             f"[{expected.ci95[0]:.2f}, {expected.ci95[1]:.2f}] (t over seed gaps), n = 3 finished pair(s), "
             f"seed(s) 0, 1, 2; best-epoch gap +1.30 points") in gap.measured
-    assert "tathe4 lower than fp32; equivalence within +-0.5 not shown" in gap.reason
-    assert "interim verdict" in gap.reason and "3 of 5 pairs finished" in gap.reason
+    assert gap.reason.startswith(f"interim verdict of the 3 finished pairs: {expected.reason}; the study so far: ")
+    assert "lies above 0; equivalence within +-0.5 not shown" in gap.reason and "3 of 5 pairs finished" in gap.reason
     assert "fixture-host-a" in gap.evidence and "fixture-host-b" not in gap.evidence
     md, _ = _render(tmp_path, "--results", str(tmp_path / "submitted"), "--runs", str(tmp_path / "submitted"))
     row = next(line for line in md.splitlines() if line.startswith(f"| {SMALL_GAP_CLAIM}"))

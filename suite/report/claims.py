@@ -585,10 +585,11 @@ def _small_interim_gap(claim: str, paper: str, study: list[RunHistory],
                 f"[{comp.ci95[0]:.2f}, {comp.ci95[1]:.2f}] (t over seed gaps), n = {comp.n_seeds} finished pair(s), "
                 f"seed(s) {', '.join(str(p.seed) for p in comp.pairs)}; best-epoch gap {best_gap:+.2f} points "
                 f"(described, not tested)")
-    verdict, words = _gap_verdict(comp.verdict, f"+-{margin:g}", None)
-    interim = (f"interim verdict of the finished pairs while the study trains ({_progress(study)}): the study runs "
-               f"to its planned count whatever this shows, and compare.json's verdict replaces it then")
-    reason = "; ".join(x for x in (f"{words}", comp.reason, interim, _trained_on(study)) if x)
+    verdict, _ = _gap_verdict(comp.verdict, f"+-{margin:g}", None)
+    reason = "; ".join(x for x in (
+        f"interim verdict of the {comp.n_seeds} finished pairs: {comp.reason}",
+        f"the study so far: {_progress(study)}; it runs to its planned count whatever this shows, and compare.json's "
+        "verdict replaces this one then", _trained_on(study)) if x)
     return ClaimCheck(claim, paper, measured, verdict, reason, _evidence_runs([r for p in pairs for r in p]))
 
 
